@@ -1,0 +1,48 @@
+# statekit: `make demo` and `make test` work from a fresh clone (see README.md).
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+COREDNS_VERSION := v1.15.0
+COREDNS := .tools/bin/coredns
+export PATH := $(CURDIR)/.tools/bin:$(PATH)
+
+.PHONY: venv deps coredns lint typecheck test demo bench clean
+
+venv: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[test,lint]'
+	touch $@
+
+# Debian packages the integration tests drive for real (iptables, ip netns, unshare).
+deps:
+	@scripts/install-debs.sh
+
+# The pinned, real CoreDNS, built from the Go module proxy; a no-op when present.
+coredns: $(COREDNS).$(COREDNS_VERSION)
+
+$(COREDNS).$(COREDNS_VERSION):
+	@mkdir -p .tools/bin
+	GOBIN=$(CURDIR)/.tools/bin GOFLAGS=-buildvcs=false go install github.com/coredns/coredns@$(COREDNS_VERSION)
+	$(COREDNS) -version | grep -q "$(patsubst v%,%,$(COREDNS_VERSION))"
+	rm -f $(COREDNS).v* && touch $@
+
+lint: venv
+	$(BIN)/ruff check statekit tests bench
+	$(BIN)/mypy
+
+typecheck: lint
+
+test: venv deps coredns lint
+	$(BIN)/pytest -q
+
+demo: venv deps coredns
+	@scripts/demo.sh
+
+bench: venv deps
+	$(BIN)/python bench/run.py
+
+clean:
+	rm -rf $(VENV) .tools .mypy_cache .ruff_cache .pytest_cache

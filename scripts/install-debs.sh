@@ -1,0 +1,16 @@
+#!/bin/sh
+# Install the Debian packages the tests and the demo drive for real, when missing.
+set -eu
+missing=""
+command -v iptables-restore >/dev/null 2>&1 || missing="$missing iptables"
+command -v ip >/dev/null 2>&1 || missing="$missing iproute2"
+command -v unshare >/dev/null 2>&1 || missing="$missing util-linux"
+command -v go >/dev/null 2>&1 || missing="$missing golang-go"
+[ -z "$missing" ] && exit 0
+if [ "$(id -u)" != 0 ]; then
+    echo "statekit: missing Debian packages:$missing (run as root, or install them)" >&2
+    exit 1
+fi
+echo "installing Debian packages:$missing"
+apt-get update -qq
+DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $missing >/dev/null

@@ -1,0 +1,165 @@
+"""The engine: phases in order, states in dependency order, read-plan-apply-verify.
+
+For each state: read the current state, plan (pure), apply unless ``check``, then read
+again and plan again: anything left to change means ``failed``. A requirement that failed
+makes its dependents ``skipped``; ``onchanges`` runs a state only when a listed state
+changed (or would, in check mode). Transactional types (iptables) are staged and
+committed together before anything that depends on them runs, and at the phase's end.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Hashable, Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from statekit import graph, resources
+from statekit.errors import ApplyError
+from statekit.host import Host
+from statekit.model import Program, State
+from statekit.resources.base import Plan, Resource, Transactional
+
+OK, CHANGED, FAILED, SKIPPED = "ok", "changed", "failed", "skipped"
+
+
+@dataclass
+class Outcome:
+    """What happened to one state (the report's row)."""
+
+    state: State
+    status: str
+    plan: Plan = field(default_factory=Plan)
+    error: str | None = None
+    reason: str = ""
+
+
+@dataclass
+class _Pending:
+    outcome: Outcome
+    keys: frozenset[Hashable]
+
+
+class Engine:
+    def __init__(self, program: Program, host: Host, *, check: bool = False,
+                 on_outcome: Callable[[Outcome], None] | None = None) -> None:
+        self.program = program
+        self.host = host
+        self.check = check
+        self.on_outcome = on_outcome or (lambda _o: None)
+        self.outcomes: dict[str, Outcome] = {}
+        self.pending: dict[str, _Pending] = {}
+
+    def converge(self, phases: Iterable[str] | None = None) -> list[Outcome]:
+        selected = set(phases) if phases else set(self.program.phases)
+        for phase in self.program.phases:
+            if phase in selected:
+                self._run_phase(phase)
+        return list(self.outcomes.values())
+
+    def _run_phase(self, phase: str) -> None:
+        self.host.new_phase()
+        members = [s for s in self.program.states if s.phase == phase]
+        for state in graph.order(members):
+            self._flush_if_needed(state)
+            outcome = self._run_state(state)
+            self.outcomes[state.id] = outcome
+            if state.id not in self.pending:
+                self.on_outcome(outcome)
+        self._flush()
+        self.host.new_phase()
+
+    def _run_state(self, state: State) -> Outcome:
+        if not state.enabled:
+            return Outcome(state, SKIPPED, reason="when: condition is false")
+        blocked = self._blocked_by(state)
+        if blocked:
+            return Outcome(state, SKIPPED, reason=f"requirement {blocked!r} failed")
+        if state.onchanges and not self._triggered(state):
+            return Outcome(state, OK, reason="no change in onchanges: "
+                           + ", ".join(state.onchanges))
+        resource = resources.get(state.type)
+        try:
+            return self._converge_state(state, resource)
+        except ApplyError as exc:
+            return Outcome(state, FAILED, error=str(exc))
+        except Exception as exc:
+            return Outcome(state, FAILED, error=f"internal error: {type(exc).__name__}: {exc}")
+
+    def _converge_state(self, state: State, resource: Resource[Any, Any]) -> Outcome:
+        plan = resource.plan(state.spec, resource.read(state.spec, self.host))
+        if not plan.changed:
+            return Outcome(state, OK, plan, reason="; ".join(plan.notes))
+        if isinstance(resource, Transactional):
+            resource.stage(state.spec, plan, self.host)
+            outcome = Outcome(state, CHANGED, plan)
+            if not self.check:
+                self.pending[state.id] = _Pending(outcome, resource.transaction_keys(state.spec))
+            return outcome
+        if self.check:
+            return Outcome(state, CHANGED, plan)
+        resource.apply(state.spec, plan, self.host)
+        if not resource.is_action:
+            self._verify(state, resource)
+        return Outcome(state, CHANGED, plan, reason="; ".join(plan.notes))
+
+    def _verify(self, state: State, resource: Resource[Any, Any]) -> None:
+        again = resource.plan(state.spec, resource.read(state.spec, self.host))
+        if again.changed:
+            left = "; ".join(f"{c.action} {c.target}: {c.reason}" for c in again.changes)
+            raise ApplyError(f"verify failed, still to change after apply: {left}")
+
+    def _blocked_by(self, state: State) -> str | None:
+        for target in [*state.requires, *state.onchanges]:
+            dep = self.outcomes.get(target)
+            if dep is not None and (dep.status == FAILED or
+                                    (dep.status == SKIPPED and "failed" in dep.reason)):
+                return target
+        return None
+
+    def _triggered(self, state: State) -> bool:
+        return any(self.outcomes.get(t) is not None and self.outcomes[t].status == CHANGED
+                   for t in state.onchanges)
+
+    def _flush_if_needed(self, state: State) -> None:
+        if not self.pending:
+            return
+        keys: frozenset[Hashable] = frozenset()
+        resource = resources.get(state.type)
+        if isinstance(resource, Transactional) and state.spec is not None and state.enabled:
+            keys = resource.transaction_keys(state.spec)
+        for _, target in graph.edges(state):
+            pending = self.pending.get(target)
+            if pending is not None and not pending.keys <= keys:
+                self._flush()
+                return
+
+    def _flush(self) -> None:
+        """Commit staged transactions, then verify (or fail) each staged state."""
+        if self.check:
+            self.host.discard()
+            return
+        failures: dict[Hashable, str] = {}
+        for key, txn in list(self.host.transactions.items()):
+            try:
+                txn.commit(self.host)
+            except ApplyError as exc:
+                failures[key] = str(exc)
+                txn.discard(self.host)
+        self.host.transactions.clear()
+        pending, self.pending = self.pending, {}
+        for sid, item in pending.items():
+            self._settle(sid, item, failures)
+
+    def _settle(self, sid: str, item: _Pending, failures: dict[Hashable, str]) -> None:
+        outcome = item.outcome
+        failed = [failures[k] for k in item.keys if k in failures]
+        if failed:
+            outcome.status, outcome.error = FAILED, "transaction failed, nothing changed: " \
+                + failed[0]
+        else:
+            try:
+                self._verify(outcome.state, resources.get(outcome.state.type))
+            except ApplyError as exc:
+                outcome.status, outcome.error = FAILED, str(exc)
+        self.outcomes[sid] = outcome
+        self.on_outcome(outcome)

@@ -1,0 +1,70 @@
+"""The error hierarchy: bad input (exit 3) versus a failure while applying (exit 1)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+
+class StatekitError(Exception):
+    """Base of every error statekit reports to its user (never as a traceback)."""
+
+
+class StateError(StatekitError):
+    """Invalid input: a state file, schema, template or environment value.
+
+    Rendered as ``file:line: field: message``; the CLI exits 3 and nothing is touched.
+    """
+
+    def __init__(
+        self, message: str, *, file: str | None = None, line: int | None = None,
+        field: str | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        self.file = file
+        self.line = line
+        self.field = field
+
+    def __str__(self) -> str:
+        where = ""
+        if self.file:
+            where = f"{self.file}:{self.line}: " if self.line else f"{self.file}: "
+        field = f"{self.field}: " if self.field else ""
+        return f"{where}{field}{self.message}"
+
+
+class FieldError(StateError):
+    """Invalid value of one field, raised by a resource's ``parse``.
+
+    ``field`` is relative to the state (``mode``, ``entries.FOO``); the loader adds the
+    file, the line and the ``states[i].`` prefix.
+    """
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(message, field=field)
+
+
+class ApplyError(StatekitError):
+    """A failure while reading or changing the machine; the state is ``failed`` (exit 1)."""
+
+    def __init__(
+        self, message: str, *, argv: Sequence[str] | None = None, returncode: int | None = None,
+        stderr: str = "",
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        self.argv = list(argv) if argv is not None else None
+        self.returncode = returncode
+        self.stderr = stderr
+
+    def __str__(self) -> str:
+        text = self.message
+        if self.argv is not None:
+            text += f" (command: {' '.join(self.argv)}; exit {self.returncode})"
+        if self.stderr.strip():
+            text += f": {self.stderr.strip()}"
+        return text
+
+
+class LockTimeout(StatekitError):
+    """Another converge held the lock for longer than ``--lock-timeout`` (exit 1)."""

@@ -1,0 +1,228 @@
+"""Files under ``--root``: safe reads and atomic, symlink-proof writes.
+
+Every path in a state is absolute and taken under the root. ``..`` is refused, an
+ancestor symlink must stay inside the root, and the file's own directory and the file
+itself are opened with ``O_NOFOLLOW``: nothing is ever written through a symlink.
+
+A write is a temporary file created in the target's directory with
+``O_CREAT|O_EXCL|O_NOFOLLOW`` and the final mode from the first instant, written,
+fsynced, renamed over the target; then the directory is fsynced. Leftover temporaries of
+an interrupted write are reported by :meth:`FileSystem.read` and removed by the next write.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import secrets
+import stat
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
+from dataclasses import dataclass
+
+from statekit import testhook
+from statekit.errors import ApplyError
+
+_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+TEMP_MARK = ".statekit-tmp-"
+
+
+@dataclass(frozen=True)
+class FileState:
+    """A regular file as read: content, mode bits, owner, and its directory's."""
+
+    content: bytes
+    mode: int
+    uid: int
+    gid: int
+    inode: int
+    mtime_ns: int
+
+
+@dataclass(frozen=True)
+class DirState:
+    mode: int
+    uid: int
+    gid: int
+
+
+@dataclass(frozen=True)
+class ReadResult:
+    """The file (None if missing), its directory (None if missing), stale temporaries."""
+
+    file: FileState | None
+    parent: DirState | None
+    stale: tuple[str, ...] = ()
+
+
+def temp_prefix(name: str) -> str:
+    return f".{name}{TEMP_MARK}"
+
+
+class FileSystem:
+    """File access under ``root`` (``/`` by default)."""
+
+    def __init__(self, root: str = "/") -> None:
+        self.root = os.path.realpath(root)
+
+    def host_path(self, path: str) -> str:
+        """Where ``path`` of a state lives on this machine (for messages and tests)."""
+        return os.path.join(self.root, *self._parts(path))
+
+    def _parts(self, path: str) -> list[str]:
+        if not path.startswith("/"):
+            raise ApplyError(f"{path}: not an absolute path")
+        parts = [p for p in path.split("/") if p not in ("", ".")]
+        if ".." in parts:
+            raise ApplyError(f"{path}: '..' would leave the root")
+        if not parts:
+            raise ApplyError(f"{path}: not a file path")
+        return parts
+
+    @contextmanager
+    def _dir(self, path: str, create_mode: int | None) -> Iterator[int | None]:
+        """The parent directory of ``path`` as an fd (None if missing and not created)."""
+        parts = self._parts(path)[:-1]
+        fd = os.open(self.root, _DIR_FLAGS)
+        try:
+            for i, name in enumerate(parts):
+                is_parent = i == len(parts) - 1
+                nfd = self._step(fd, name, parts[: i + 1], is_parent, create_mode, path)
+                os.close(fd)
+                fd = nfd
+                if fd < 0:
+                    break
+            yield fd if fd >= 0 else None
+        finally:
+            if fd >= 0:
+                os.close(fd)
+
+    def _step(
+        self, fd: int, name: str, so_far: list[str], is_parent: bool, create_mode: int | None,
+        path: str,
+    ) -> int:
+        try:
+            return os.open(name, _DIR_FLAGS, dir_fd=fd)
+        except FileNotFoundError:
+            if create_mode is None:
+                return -1
+            testhook.point("mkdir", name)
+            os.mkdir(name, 0o700, dir_fd=fd)
+            nfd = os.open(name, _DIR_FLAGS, dir_fd=fd)
+            os.fchmod(nfd, create_mode)
+            return nfd
+        except OSError as exc:
+            if exc.errno not in (errno.ELOOP, errno.ENOTDIR):
+                raise ApplyError(f"{path}: {exc.strerror}") from exc
+            st = os.stat(name, dir_fd=fd, follow_symlinks=False)
+            if not stat.S_ISLNK(st.st_mode):
+                raise ApplyError(f"{path}: /{'/'.join(so_far)} is not a directory") from exc
+            if is_parent:
+                raise ApplyError(f"{path}: refusing a symlink at its directory "
+                                 f"/{'/'.join(so_far)}") from exc
+            return self._follow_inside_root(so_far, path)
+
+    def _follow_inside_root(self, so_far: list[str], path: str) -> int:
+        real = os.path.realpath(os.path.join(self.root, *so_far))
+        if real != self.root and not real.startswith(self.root + os.sep):
+            raise ApplyError(f"{path}: symlink /{'/'.join(so_far)} points outside the root")
+        return os.open(real, _DIR_FLAGS)
+
+    def read(self, path: str) -> ReadResult:
+        """Read ``path``: content, mode, owner; refuses a symlink or a non-regular file."""
+        name = self._parts(path)[-1]
+        with self._dir(path, None) as dfd:
+            if dfd is None:
+                return ReadResult(None, None)
+            dst = os.fstat(dfd)
+            parent = DirState(stat.S_IMODE(dst.st_mode), dst.st_uid, dst.st_gid)
+            stale = tuple(sorted(n for n in os.listdir(dfd) if n.startswith(temp_prefix(name))))
+            return ReadResult(self._read_file(dfd, name, path), parent, stale)
+
+    def _read_file(self, dfd: int, name: str, path: str) -> FileState | None:
+        try:
+            fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK,
+                         dir_fd=dfd)
+        except FileNotFoundError:
+            return None
+        except OSError as exc:
+            if exc.errno == errno.ELOOP:
+                raise ApplyError(f"{path}: refusing a symlink at the file's path") from exc
+            raise ApplyError(f"{path}: {exc.strerror}") from exc
+        with os.fdopen(fd, "rb") as f:
+            st = os.fstat(f.fileno())
+            if not stat.S_ISREG(st.st_mode):
+                raise ApplyError(f"{path}: not a regular file")
+            data = f.read()
+        return FileState(data, stat.S_IMODE(st.st_mode), st.st_uid, st.st_gid, st.st_ino,
+                         st.st_mtime_ns)
+
+    def write(
+        self, path: str, data: bytes, *, mode: int, uid: int, gid: int, dir_mode: int,
+        dir_owner: tuple[int, int] | None = None, enforce_dir_mode: bool = False,
+    ) -> None:
+        """Atomically replace ``path`` with ``data`` (mode and owner set from the start)."""
+        name = self._parts(path)[-1]
+        with self._dir(path, dir_mode) as dfd:
+            assert dfd is not None
+            if enforce_dir_mode:
+                os.fchmod(dfd, dir_mode)
+                if dir_owner is not None:
+                    os.fchown(dfd, *dir_owner)
+            self._remove_stale(dfd, name)
+            self._reject_symlink(dfd, name, path)
+            tmp = temp_prefix(name) + secrets.token_hex(6)
+            try:
+                self._write_temp(dfd, tmp, data, mode, uid, gid)
+                testhook.point("rename", name)
+                os.rename(tmp, name, src_dir_fd=dfd, dst_dir_fd=dfd)
+            except OSError as exc:
+                self._unlink_quietly(dfd, tmp)
+                raise ApplyError(f"{path}: {exc.strerror or exc}") from exc
+            os.fsync(dfd)
+
+    def _write_temp(self, dfd: int, tmp: str, data: bytes, mode: int, uid: int, gid: int) -> None:
+        testhook.point("create", tmp)
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
+                     mode & 0o600, dir_fd=dfd)
+        try:
+            os.fchown(fd, uid, gid)
+            os.fchmod(fd, mode)
+            testhook.point("write", tmp)
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view):]
+            testhook.point("fsync", tmp)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+    def _reject_symlink(self, dfd: int, name: str, path: str) -> None:
+        try:
+            st = os.stat(name, dir_fd=dfd, follow_symlinks=False)
+        except FileNotFoundError:
+            return
+        if stat.S_ISLNK(st.st_mode):
+            raise ApplyError(f"{path}: refusing a symlink at the file's path")
+
+    def _remove_stale(self, dfd: int, name: str) -> None:
+        for entry in os.listdir(dfd):
+            if entry.startswith(temp_prefix(name)):
+                self._unlink_quietly(dfd, entry)
+
+    @staticmethod
+    def _unlink_quietly(dfd: int, name: str) -> None:
+        with suppress(FileNotFoundError):
+            os.unlink(name, dir_fd=dfd)
+
+    def remove(self, path: str) -> None:
+        """Remove ``path`` (and stale temporaries beside it); a missing file is fine."""
+        name = self._parts(path)[-1]
+        with self._dir(path, None) as dfd:
+            if dfd is None:
+                return
+            self._remove_stale(dfd, name)
+            self._reject_symlink(dfd, name, path)
+            testhook.point("unlink", name)
+            self._unlink_quietly(dfd, name)
+            os.fsync(dfd)

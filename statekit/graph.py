@@ -1,0 +1,99 @@
+"""Ordering: requisites (``requires``, ``onchanges``, a resource's own) and phases.
+
+Checked once for all phases: unknown targets, a requisite in a later phase, cycles
+(named). Inside a phase, states run in dependency order, file order breaking ties.
+"""
+
+from __future__ import annotations
+
+import heapq
+from collections.abc import Mapping
+
+from statekit import resources
+from statekit.errors import StateError
+from statekit.model import State
+from statekit.yamlsource import Source
+
+
+def edges(state: State) -> list[tuple[str, str]]:
+    """(field, target id) for every requisite of ``state``: what must run before it."""
+    out = [("requires", t) for t in state.requires]
+    out += [("onchanges", t) for t in state.onchanges]
+    if state.spec is not None:
+        out += [("position", t) for t in resources.get(state.type).ordering(state.spec)]
+    return out
+
+
+def check_graph(states: list[State], phases: list[str], sources: Mapping[str, Source]) -> None:
+    by_id = {s.id: s for s in states}
+    rank = {p: i for i, p in enumerate(phases)}
+    for state in states:
+        for key, target in edges(state):
+            other = by_id.get(target)
+            problem = None
+            if other is None:
+                problem = f"unknown state {target!r}"
+            elif rank[other.phase] > rank[state.phase]:
+                problem = (f"{target!r} is in phase {other.phase!r}, which runs after "
+                           f"{state.phase!r}")
+            elif other is state:
+                problem = "a state cannot require itself"
+            if problem:
+                _fail(state, key, problem, sources)
+    cycle = find_cycle(states)
+    if cycle:
+        first = by_id[cycle[0]]
+        _fail(first, "requires", "dependency cycle: " + " -> ".join(cycle), sources)
+
+
+def _fail(state: State, key: str, problem: str, sources: Mapping[str, Source]) -> None:
+    source = sources.get(state.file)
+    path: list[str | int] = ["states", state.index, key]
+    line = source.line(path) if source else state.line
+    raise StateError(problem, file=state.file, line=line,
+                     field=f"states[{state.index}].{key}")
+
+
+def find_cycle(states: list[State]) -> list[str] | None:
+    """A cycle as ``[a, b, a]`` (each requires the next), or None."""
+    deps = {s.id: [t for _, t in edges(s)] for s in states}
+    color: dict[str, int] = {}
+    stack: list[str] = []
+
+    def visit(node: str) -> list[str] | None:
+        color[node] = 1
+        stack.append(node)
+        for nxt in deps.get(node, []):
+            if color.get(nxt) == 1:
+                return [*stack[stack.index(nxt):], nxt]
+            if nxt not in color and (found := visit(nxt)):
+                return found
+        stack.pop()
+        color[node] = 2
+        return None
+
+    for state in states:
+        if state.id not in color and (found := visit(state.id)):
+            return found
+    return None
+
+
+def order(states: list[State]) -> list[State]:
+    """``states`` (one phase) in dependency order; ties broken by file order (stable)."""
+    members = {s.id: s for s in states}
+    waiting = {s.id: {t for _, t in edges(s) if t in members} for s in states}
+    dependents: dict[str, list[str]] = {s.id: [] for s in states}
+    for sid, deps in waiting.items():
+        for dep in deps:
+            dependents[dep].append(sid)
+    ready = [(s.order, s.id) for s in states if not waiting[s.id]]
+    heapq.heapify(ready)
+    result: list[State] = []
+    while ready:
+        _, sid = heapq.heappop(ready)
+        result.append(members[sid])
+        for nxt in dependents[sid]:
+            waiting[nxt].discard(sid)
+            if not waiting[nxt]:
+                heapq.heappush(ready, (members[nxt].order, nxt))
+    return result

@@ -1,0 +1,59 @@
+"""The machine a converge works on: processes, files under the root, per-phase caches.
+
+Resources reach the machine only through a :class:`Host`: ``run`` (processes),
+``fs`` (files under ``--root``), ``cache`` (facts read once and shared between states of
+a phase, dropped between phases) and ``transaction`` (batches committed by the engine).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Hashable, Mapping, Sequence
+from typing import Any
+
+from statekit.files import FileSystem
+from statekit.resources.base import Transaction
+from statekit.runner import Result, Runner
+
+
+class Host:
+    def __init__(
+        self, *, root: str = "/", runner: Runner | None = None,
+        env: Mapping[str, str] | None = None,
+    ) -> None:
+        self.fs = FileSystem(root)
+        self.runner = runner or Runner()
+        self.env: Mapping[str, str] = env or {}
+        self.cache: dict[Hashable, Any] = {}
+        self.transactions: dict[Hashable, Transaction] = {}
+
+    @property
+    def root(self) -> str:
+        return self.fs.root
+
+    def run(
+        self, argv: Sequence[str], *, input: str | None = None, timeout: float = 60.0,
+        check: bool = True,
+    ) -> Result:
+        return self.runner.run(argv, input=input, timeout=timeout, check=check)
+
+    def transaction(self, key: Hashable, factory: Callable[[], Transaction]) -> Transaction:
+        """The open transaction for ``key``, created by ``factory`` if there is none."""
+        if key not in self.transactions:
+            self.transactions[key] = factory()
+        return self.transactions[key]
+
+    def commit(self) -> None:
+        """Commit every open transaction (the engine reports failures per key)."""
+        pending, self.transactions = self.transactions, {}
+        for txn in pending.values():
+            txn.commit(self)
+
+    def discard(self) -> None:
+        pending, self.transactions = self.transactions, {}
+        for txn in pending.values():
+            txn.discard(self)
+
+    def new_phase(self) -> None:
+        """Facts are read afresh in each phase: never stale across a phase boundary."""
+        self.discard()
+        self.cache.clear()

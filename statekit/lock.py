@@ -1,0 +1,65 @@
+"""The converge lock: one converge at a time per root (boot and refresh loop).
+
+``flock`` on a lock file (default ``/run/statekit.lock`` under ``--root``), polled until
+the timeout. Check mode takes a shared lock and creates nothing: it may run beside
+another check, never beside a converge.
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import os
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from statekit.errors import ApplyError, LockTimeout
+from statekit.files import FileSystem
+
+DEFAULT_LOCK = "/run/statekit.lock"
+
+
+@contextmanager
+def hold(fs: FileSystem, path: str, timeout: float, *, shared: bool = False) -> Iterator[None]:
+    fd = _open(fs, path, create=not shared)
+    if fd is None:  # check mode and no lock file: nobody has converged yet
+        yield
+        return
+    try:
+        _acquire(fd, timeout, path, fcntl.LOCK_SH if shared else fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
+
+
+def _open(fs: FileSystem, path: str, *, create: bool) -> int | None:
+    host_path = fs.host_path(path)
+    flags = os.O_RDWR | os.O_NOFOLLOW | os.O_CLOEXEC | (os.O_CREAT if create else 0)
+    try:
+        if create:
+            os.makedirs(os.path.dirname(host_path), mode=0o755, exist_ok=True)
+        return os.open(host_path, flags, 0o600)
+    except FileNotFoundError:
+        if create:
+            raise
+        return None
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise ApplyError(f"{path}: refusing a symlink at the lock file") from exc
+        raise ApplyError(f"{path}: cannot open the lock file: {exc.strerror}") from exc
+
+
+def _acquire(fd: int, timeout: float, path: str, mode: int) -> None:
+    deadline = time.monotonic() + timeout
+    delay = 0.01
+    while True:
+        try:
+            fcntl.flock(fd, mode | fcntl.LOCK_NB)
+            return
+        except BlockingIOError:
+            if time.monotonic() >= deadline:
+                raise LockTimeout(f"another converge holds {path}; gave up after "
+                                  f"{timeout:g} s (--lock-timeout)") from None
+            time.sleep(delay)
+            delay = min(delay * 2, 0.2)

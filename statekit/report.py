@@ -1,0 +1,94 @@
+"""Output: a line per state (with its diff), the recap, and the JSON report.
+
+Everything passes through the masker on its way out. ``FORMAT_VERSION`` is the JSON
+report's schema version (README, "JSON report"); it changes only on breaking changes.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from collections import Counter
+from collections.abc import Callable
+from typing import Any, TextIO
+
+from statekit.engine import CHANGED, FAILED, OK, SKIPPED, Outcome
+
+FORMAT_VERSION = 1
+_COLORS = {OK: "32", CHANGED: "33", FAILED: "31", SKIPPED: "36"}
+Mask = Callable[[str], str]
+
+
+def use_color(stream: TextIO) -> bool:
+    return stream.isatty() and "NO_COLOR" not in os.environ
+
+
+def summary(outcomes: list[Outcome]) -> dict[str, int]:
+    counts = Counter(o.status for o in outcomes)
+    return {k: counts.get(k, 0) for k in (OK, CHANGED, FAILED, SKIPPED)}
+
+
+class TextReport:
+    """Streams one line per state as outcomes arrive, then the recap."""
+
+    def __init__(self, mask: Mask, *, check: bool, diff: bool, stream: TextIO = sys.stdout):
+        self.mask = mask
+        self.check = check
+        self.diff = diff
+        self.stream = stream
+        self.color = use_color(stream)
+
+    def outcome(self, o: Outcome) -> None:
+        label = "would change" if (o.status == CHANGED and self.check) else o.status
+        shown = f"\033[{_COLORS[o.status]}m{label:<12}\033[0m" if self.color else f"{label:<12}"
+        detail = o.error or o.reason
+        line = f"{shown} {o.state.phase}/{o.state.id} [{o.state.type}]"
+        self._write(line + (f": {detail}" if detail else ""))
+        if self.diff and o.plan.diff and o.status in (CHANGED, FAILED):
+            self._write("\n".join("    " + ln for ln in o.plan.diff.splitlines()))
+
+    def recap(self, outcomes: list[Outcome]) -> None:
+        counts = summary(outcomes)
+        mode = "check mode, nothing changed: " if self.check else ""
+        self._write(mode + " ".join(f"{k}={v}" for k, v in counts.items()))
+
+    def _write(self, text: str) -> None:
+        self.stream.write(self.mask(text) + "\n")
+        self.stream.flush()
+
+
+def as_json(outcomes: list[Outcome], *, check: bool, phases: list[str], mask: Mask) -> str:
+    report: dict[str, Any] = {
+        "format_version": FORMAT_VERSION,
+        "check": check,
+        "phases": phases,
+        "states": [_state(o) for o in outcomes],
+        "summary": summary(outcomes),
+    }
+    return mask(json.dumps(_masked(report, mask), indent=2, default=str))
+
+
+def _masked(value: Any, mask: Mask) -> Any:
+    """Mask every string before encoding: JSON escapes would hide a secret from the masker."""
+    if isinstance(value, str):
+        return mask(value)
+    if isinstance(value, dict):
+        return {k: _masked(v, mask) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_masked(v, mask) for v in value]
+    return value
+
+
+def _state(o: Outcome) -> dict[str, Any]:
+    return {
+        "id": o.state.id,
+        "type": o.state.type,
+        "phase": o.state.phase,
+        "status": o.status,
+        "diff": o.plan.diff or None,
+        "error": o.error,
+        "reason": o.reason or None,
+        "changes": [c.as_dict() for c in o.plan.changes],
+        "facts": dict(o.plan.facts),
+    }

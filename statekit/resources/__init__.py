@@ -1,0 +1,28 @@
+"""The registry of resource types: one readable dict, imported lazily by name."""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+from statekit.resources.base import Resource
+
+#: type name -> "module:Class" under statekit.resources (imported on first use).
+REGISTRY: dict[str, str] = {
+    "env_file": "env_file:EnvFile",
+}
+
+_loaded: dict[str, Resource[Any, Any]] = {}
+
+
+def known_types() -> list[str]:
+    return sorted(REGISTRY)
+
+
+def get(type_name: str) -> Resource[Any, Any]:
+    """The resource object for ``type_name``; KeyError if unknown."""
+    if type_name not in _loaded:
+        module_name, class_name = REGISTRY[type_name].split(":")
+        module = importlib.import_module(f"statekit.resources.{module_name}")
+        _loaded[type_name] = getattr(module, class_name)()
+    return _loaded[type_name]

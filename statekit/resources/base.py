@@ -1,0 +1,148 @@
+"""The resource contract every state type implements.
+
+A resource type is four small steps, the split pyinfra calls fact and operation:
+
+1. ``parse(fields, meta) -> Spec``: the rendered, schema-valid fields become a frozen
+   dataclass; semantic checks raise :class:`~statekit.errors.FieldError` (exit 3).
+   With ``ensure: absent`` only the ``identity_fields`` are given: removal never needs
+   the old values.
+2. ``read(spec, host) -> Current``: what the machine has now, through ``host`` only
+   (``host.run`` for processes, ``host.fs`` for files, ``host.cache`` to share one read
+   between states, such as one ``iptables-save`` per table).
+3. ``plan(spec, current) -> Plan``: pure. The changes (each with a reason) and the text
+   diff, secrets already masked. An empty plan means ``ok``.
+4. ``apply(spec, plan, host)``: make the changes; raise :class:`~statekit.errors.ApplyError`.
+
+The engine then reads again and plans again: a state whose second plan is not empty is
+``failed`` (verify). Check mode stops after step 3, so it cannot write.
+
+A type that applies many states in one transaction (iptables-restore) subclasses
+:class:`Transactional`: the engine calls ``stage`` instead of ``apply`` (in check mode
+too, so that later plans see the predicted state), and commits the staged transactions
+before any state that depends on a staged one runs and at the end of the phase.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Hashable, Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeVar
+
+if TYPE_CHECKING:
+    from statekit.host import Host
+
+
+@dataclass(frozen=True)
+class Meta:
+    """What a resource may know about the state it parses: its id and ``ensure``."""
+
+    id: str
+    ensure: str = "present"
+    phase: str = ""
+
+    @property
+    def present(self) -> bool:
+        return self.ensure == "present"
+
+
+@dataclass(frozen=True)
+class Change:
+    """One change a plan makes: a verb, what it changes, and why."""
+
+    action: str
+    target: str
+    reason: str = ""
+
+    def as_dict(self) -> dict[str, str]:
+        return {"action": self.action, "target": self.target, "reason": self.reason}
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What converging one state would do. Data, read alike by the diff, JSON and apply.
+
+    ``diff`` is text for people (unified diff for files, ``-``/``+`` lines for rules), with
+    sensitive values already masked. ``facts`` are things read that the report shows
+    (resolved addresses, say). ``notes`` explain an ok or a skipped step. ``payload`` is
+    private to the resource (the new file's bytes): it is never printed.
+    """
+
+    changes: tuple[Change, ...] = ()
+    diff: str = ""
+    notes: tuple[str, ...] = ()
+    facts: Mapping[str, Any] = field(default_factory=dict)
+    payload: Any = None
+
+    @property
+    def changed(self) -> bool:
+        return bool(self.changes)
+
+
+SpecT = TypeVar("SpecT")
+CurrentT = TypeVar("CurrentT")
+
+
+class Resource(ABC, Generic[SpecT, CurrentT]):
+    """Base class of every resource type (see the module docstring for the contract)."""
+
+    type_name: ClassVar[str]
+    #: Fields ``ensure: absent`` still needs (a path, a table and chain): the others are
+    #: rendered (template errors still count) but neither validated nor used.
+    identity_fields: ClassVar[frozenset[str]] = frozenset()
+
+    @abstractmethod
+    def parse(self, fields: Mapping[str, Any], meta: Meta) -> SpecT:
+        """Build the spec from rendered, schema-valid fields; raise FieldError."""
+
+    def secret_values(self, spec: SpecT) -> Iterable[str]:
+        """Values of fields the type marks sensitive: masked in every output."""
+        return ()
+
+    def ordering(self, spec: SpecT) -> Iterable[str]:
+        """Ids of states this one must run after, beyond ``requires`` (e.g. ``before: id``)."""
+        return ()
+
+    @abstractmethod
+    def read(self, spec: SpecT, host: Host) -> CurrentT:
+        """Read the current state of what ``spec`` describes."""
+
+    @abstractmethod
+    def plan(self, spec: SpecT, current: CurrentT) -> Plan:
+        """Pure: the changes that take ``current`` to ``spec``."""
+
+    @abstractmethod
+    def apply(self, spec: SpecT, plan: Plan, host: Host) -> None:
+        """Carry out ``plan``; raise ApplyError on failure."""
+
+    #: An action (``signal``, ``command``) changes nothing that can be read back, so it is
+    #: not verified, and it only runs when its plan says so.
+    is_action: ClassVar[bool] = False
+
+
+class Transactional(Resource[SpecT, CurrentT]):
+    """A resource type whose changes are batched into one transaction per key."""
+
+    def apply(self, spec: SpecT, plan: Plan, host: Host) -> None:
+        self.stage(spec, plan, host)
+        host.commit()
+
+    @abstractmethod
+    def transaction_keys(self, spec: SpecT) -> frozenset[Hashable]:
+        """The transactions this spec's changes go to (e.g. ``("filter", "ipv4")``)."""
+
+    @abstractmethod
+    def stage(self, spec: SpecT, plan: Plan, host: Host) -> None:
+        """Add ``plan`` to ``host.transaction(key)`` and to the cached model it reads."""
+
+
+class Transaction(ABC):
+    """A batch of changes committed at once (``host.commit()`` calls ``commit``)."""
+
+    @abstractmethod
+    def commit(self, host: Host) -> None:
+        """Carry out every staged change, all or nothing; raise ApplyError."""
+
+    @abstractmethod
+    def discard(self, host: Host) -> None:
+        """Forget staged changes (check mode, or after a failure); drop cached models."""

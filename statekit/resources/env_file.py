@@ -1,0 +1,98 @@
+"""``env_file``: a ``KEY=value`` file (no quoting), root-only by default, written atomically.
+
+Exactly what ``while IFS='=' read -r key value`` reads back: one entry a line, in order,
+split at the first ``=``. Values of ``sensitive`` keys are masked in every output.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from statekit.errors import FieldError
+from statekit.files import ReadResult
+from statekit.host import Host
+from statekit.masking import tag
+from statekit.resources.base import Meta, Plan, Resource
+from statekit.resources.managed_file import (
+    FileSpec,
+    apply_file,
+    parse_mode,
+    parse_owner,
+    plan_absent,
+    plan_file,
+)
+
+_FORBIDDEN = re.compile(r"[\n\r\0]")
+
+
+@dataclass(frozen=True)
+class EnvFileSpec:
+    path: str
+    present: bool
+    entries: tuple[tuple[str, str], ...] = ()
+    sensitive: frozenset[str] = frozenset()
+    file: FileSpec | None = None
+
+    def display(self, content: bytes) -> str:
+        """The file's text with sensitive values masked (for diffs).
+
+        Removal (``ensure: absent``) does not know which keys were sensitive, so it masks
+        every value: a removed token must not be printed on its way out.
+        """
+        out = []
+        for line in content.decode("utf-8", "replace").splitlines(keepends=True):
+            key, sep, value = line.partition("=")
+            masked = sep and (key in self.sensitive or not self.present)
+            out.append(f"{key}={tag(value.rstrip(chr(10)))}\n" if masked else line)
+        return "".join(out)
+
+
+def render(entries: Iterable[tuple[str, str]]) -> bytes:
+    return "".join(f"{k}={v}\n" for k, v in entries).encode()
+
+
+class EnvFile(Resource[EnvFileSpec, ReadResult]):
+    type_name = "env_file"
+    identity_fields = frozenset({"path"})
+
+    def parse(self, fields: Mapping[str, Any], meta: Meta) -> EnvFileSpec:
+        path = fields["path"]
+        if not meta.present:
+            return EnvFileSpec(path=path, present=False)
+        entries = tuple((str(k), str(v)) for k, v in fields.get("entries", {}).items())
+        for key, value in entries:
+            if _FORBIDDEN.search(value):
+                raise FieldError(f"entries.{key}", "a value may not contain a newline, "
+                                 "carriage return or NUL (the reader splits on lines)")
+        sensitive = frozenset(fields.get("sensitive", ()))
+        unknown = sensitive - {k for k, _ in entries}
+        if unknown:
+            raise FieldError("sensitive", f"not an entry: {', '.join(sorted(unknown))}")
+        spec = FileSpec(
+            path=path, content=render(entries), mode=parse_mode(fields.get("mode", "0600"), "mode"),
+            uid=parse_owner(fields.get("owner", "root"), "owner"),
+            gid=parse_owner(fields.get("group", "root"), "group", group=True),
+            dir_mode=parse_mode(fields.get("dir_mode", "0700"), "dir_mode"),
+            enforce_dir_mode="dir_mode" in fields,
+        )
+        return EnvFileSpec(path, True, entries, sensitive, spec)
+
+    def secret_values(self, spec: EnvFileSpec) -> Iterable[str]:
+        return [v for k, v in spec.entries if k in spec.sensitive]
+
+    def read(self, spec: EnvFileSpec, host: Host) -> ReadResult:
+        return host.fs.read(spec.path)
+
+    def plan(self, spec: EnvFileSpec, current: ReadResult) -> Plan:
+        if spec.file is None:
+            return plan_absent(spec.path, current, spec.display)
+        return plan_file(spec.file, current, spec.display)
+
+    def apply(self, spec: EnvFileSpec, plan: Plan, host: Host) -> None:
+        if spec.file is None:
+            host.fs.remove(spec.path)
+        else:
+            apply_file(spec.file, host)

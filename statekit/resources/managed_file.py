@@ -1,0 +1,106 @@
+"""What env_file and coredns_zone share: planning and writing one whole managed file.
+
+The plan compares content, mode and owner (and the directory's mode, when the state
+asks for it) in one :class:`FileSpec`; the diff is a unified diff of the *displayed*
+text, which the resource gives with its sensitive values already masked.
+"""
+
+from __future__ import annotations
+
+import difflib
+import grp
+import pwd
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from statekit.errors import FieldError
+from statekit.files import ReadResult
+from statekit.host import Host
+from statekit.resources.base import Change, Plan
+
+Display = Callable[[bytes], str]
+
+
+@dataclass(frozen=True)
+class FileSpec:
+    path: str
+    content: bytes
+    mode: int
+    uid: int
+    gid: int
+    dir_mode: int = 0o700
+    enforce_dir_mode: bool = False
+
+
+def parse_mode(value: object, field: str) -> int:
+    text = str(value)
+    if not (3 <= len(text.lstrip("0") or "0") <= 4 and text.isdigit()
+            and set(text) <= set("01234567") and len(text) <= 5):
+        raise FieldError(field, f"{text!r} is not a valid mode (an octal string like '0600')")
+    return int(text, 8)
+
+
+def parse_owner(value: object, field: str, *, group: bool = False) -> int:
+    if isinstance(value, int) or (isinstance(value, str) and value.isdigit()):
+        return int(value)
+    try:
+        return grp.getgrnam(str(value)).gr_gid if group else pwd.getpwnam(str(value)).pw_uid
+    except KeyError:
+        kind = "group" if group else "user"
+        raise FieldError(field, f"no such {kind} {value!r}") from None
+
+
+def plan_file(spec: FileSpec, current: ReadResult, display: Display) -> Plan:
+    """The changes that make ``current`` the file ``spec`` describes."""
+    changes: list[Change] = []
+    lines: list[str] = []
+    old = current.file
+    if old is None:
+        changes.append(Change("create", spec.path, "file is missing"))
+        lines.append(f"mode: {spec.mode:04o}, owner: {spec.uid}:{spec.gid}")
+    else:
+        if old.content != spec.content:
+            changes.append(Change("update", spec.path, "content differs"))
+        if old.mode != spec.mode:
+            changes.append(Change("chmod", spec.path, f"mode {old.mode:04o} -> {spec.mode:04o}"))
+            lines.append(f"mode: {old.mode:04o} -> {spec.mode:04o}")
+        if (old.uid, old.gid) != (spec.uid, spec.gid):
+            changes.append(Change("chown", spec.path, "owner differs"))
+            lines.append(f"owner: {old.uid}:{old.gid} -> {spec.uid}:{spec.gid}")
+    parent = current.parent
+    if spec.enforce_dir_mode and parent is not None and parent.mode != spec.dir_mode:
+        changes.append(Change("chmod", f"{spec.path} (directory)",
+                              f"directory mode {parent.mode:04o} -> {spec.dir_mode:04o}"))
+        lines.append(f"directory mode: {parent.mode:04o} -> {spec.dir_mode:04o}")
+    if current.stale and changes:
+        lines.append(f"stale temporary files removed: {len(current.stale)}")
+    elif current.stale:
+        changes.append(Change("cleanup", spec.path, "stale temporary files of a broken write"))
+    before = display(old.content) if old is not None else ""
+    text = unified(spec.path, before, display(spec.content), old is None)
+    return Plan(tuple(changes), diff="\n".join([*lines, text]).strip("\n") if changes else "",
+                payload=spec)
+
+
+def plan_absent(path: str, current: ReadResult, display: Display) -> Plan:
+    if current.file is None:
+        if current.stale:
+            return Plan((Change("cleanup", path, "stale temporary files of a broken write"),))
+        return Plan(notes=("already absent",))
+    text = unified(path, display(current.file.content), "", False, removed=True)
+    return Plan((Change("delete", path, "ensure: absent"),), diff=text)
+
+
+def unified(path: str, before: str, after: str, created: bool, removed: bool = False) -> str:
+    diff = difflib.unified_diff(
+        before.splitlines(keepends=True), after.splitlines(keepends=True),
+        fromfile="/dev/null" if created else f"{path} (before)",
+        tofile="/dev/null" if removed else f"{path} (after)",
+    )
+    return "".join(line if line.endswith("\n") else line + "\n" for line in diff).rstrip("\n")
+
+
+def apply_file(spec: FileSpec, host: Host) -> None:
+    host.fs.write(spec.path, spec.content, mode=spec.mode, uid=spec.uid, gid=spec.gid,
+                  dir_mode=spec.dir_mode, enforce_dir_mode=spec.enforce_dir_mode,
+                  dir_owner=(spec.uid, spec.gid) if spec.enforce_dir_mode else None)

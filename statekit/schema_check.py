@@ -1,0 +1,94 @@
+"""JSON Schema (draft 2020-12) validation, with errors that name the file, line and field.
+
+Schemas ship as package data: ``file.json`` for a state file and one per resource type for
+its own fields. ``coerce`` converts rendered template output to the schema's types first
+(``"443"`` -> 443, ``"true"`` -> True), as Ansible and Salt users expect.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+from statekit.errors import StateError
+from statekit.yamlsource import Source, field_path
+
+SCHEMA_DIR = Path(__file__).parent / "schema"
+_TRUE = {"true", "yes", "on", "1"}
+_FALSE = {"false", "no", "off", "0"}
+
+
+@cache
+def schema(name: str) -> dict[str, Any]:
+    with open(SCHEMA_DIR / f"{name}.json", encoding="utf-8") as f:
+        loaded: dict[str, Any] = json.load(f)
+        return loaded
+
+
+@cache
+def _validator(name: str) -> Any:
+    from jsonschema import Draft202012Validator
+
+    return Draft202012Validator(schema(name))
+
+
+def validate(name: str, instance: Any, source: Source, base: Sequence[str | int]) -> None:
+    """Validate ``instance`` (found at ``base`` in ``source``); raise the first error."""
+    errors = sorted(_validator(name).iter_errors(instance), key=lambda e: list(e.absolute_path))
+    if not errors:
+        return
+    error = errors[0]
+    path = [*base, *error.absolute_path]
+    message = error.message
+    if error.validator == "additionalProperties":
+        extra = sorted(set(error.instance) - set(error.schema.get("properties", {})))
+        if extra:
+            path.append(extra[0])
+            known = ", ".join(sorted(error.schema.get("properties", {})))
+            message = f"unknown field (known: {known})"
+    elif error.validator == "required":
+        message = message.replace("is a required property", "is required")
+    raise StateError(message, file=source.name, line=source.line(path), field=field_path(path))
+
+
+def coerce(value: Any, node: dict[str, Any]) -> Any:
+    """Convert ``value`` towards the type ``node`` (a schema) declares, where it is clear."""
+    types = node.get("type")
+    allowed = [types] if isinstance(types, str) else list(types or [])
+    if isinstance(value, dict):
+        props = node.get("properties", {})
+        extra = node.get("additionalProperties")
+        return {k: coerce(v, props.get(k, extra if isinstance(extra, dict) else {}))
+                for k, v in value.items()}
+    if isinstance(value, list):
+        items = node.get("items", {})
+        return [coerce(v, items) for v in value]
+    if not allowed or _matches(value, allowed):
+        return value
+    for kind in allowed:
+        converted = _convert(value, kind)
+        if converted is not None:
+            return converted
+    return value
+
+
+def _matches(value: Any, allowed: list[str]) -> bool:
+    kinds = {str: "string", bool: "boolean", int: "integer", float: "number"}
+    kind = kinds.get(type(value))
+    return kind in allowed or (kind == "integer" and "number" in allowed)
+
+
+def _convert(value: Any, kind: str) -> Any:
+    if kind == "integer" and isinstance(value, str) and value.strip().isdigit():
+        return int(value.strip())
+    if kind == "boolean" and isinstance(value, str):
+        low = value.strip().lower()
+        return True if low in _TRUE else False if low in _FALSE else None
+    if kind == "string" and isinstance(value, int | float) and not isinstance(value, bool):
+        return str(value)
+    if kind == "array" and isinstance(value, str | int):
+        return [value]
+    return None

@@ -1,0 +1,132 @@
+"""Jinja2 templating, sandboxed and strict, with the filters states need.
+
+Context: ``env`` (the process environment; a missing variable reads as ``""``), then each
+var by name. A value that is exactly one ``{{ expression }}`` keeps the expression's type
+(a list stays a list, as in Ansible); anything else renders to a string.
+"""
+
+from __future__ import annotations
+
+import base64
+import re
+from collections.abc import Callable, Mapping
+from typing import Any
+from urllib.parse import urlsplit
+
+from jinja2 import StrictUndefined, TemplateError
+from jinja2.sandbox import ImmutableSandboxedEnvironment
+
+_SINGLE_EXPR = re.compile(r"^\s*\{\{(?P<expr>(?:(?!\{\{|\}\}|\{%|%\}).)*)\}\}\s*$", re.DOTALL)
+_DEFAULT_PORTS = {"https": 443, "http": 80, "grpc": 443, "dns": 53, "tls": 853}
+
+
+class FilterInputError(ValueError):
+    """A filter was given a value it cannot work on."""
+
+
+class EnvView(dict[str, str]):
+    """The process environment as templates see it: a missing variable is ``""``."""
+
+    def __missing__(self, key: str) -> str:
+        return ""
+
+
+def _split(url: str) -> Any:
+    if not isinstance(url, str):
+        raise FilterInputError(f"expected a URL string, got {type(url).__name__}")
+    try:
+        parts = urlsplit(url.strip())
+        parts.port  # noqa: B018 -- raises ValueError on a bad port
+    except ValueError as exc:
+        raise FilterInputError(f"not a valid URL: {exc}") from exc
+    return parts
+
+
+def url_host(url: str) -> str:
+    """The host of a URL (lower case, IPv6 without brackets); ``""`` for ``""``."""
+    return str(_split(url).hostname or "") if url else ""
+
+
+def url_scheme(url: str) -> str:
+    return str(_split(url).scheme) if url else ""
+
+
+def url_port(url: str) -> int | str:
+    """The URL's port, else the scheme's default (https: 443); ``""`` for ``""``."""
+    if not url:
+        return ""
+    parts = _split(url)
+    if parts.port is not None:
+        return int(parts.port)
+    if parts.scheme in _DEFAULT_PORTS:
+        return _DEFAULT_PORTS[parts.scheme]
+    raise FilterInputError(f"no port in the URL and no default for scheme {parts.scheme!r}")
+
+
+def b64encode(value: str) -> str:
+    if not isinstance(value, str):
+        raise FilterInputError(f"expected a string, got {type(value).__name__}")
+    return base64.b64encode(value.encode()).decode()
+
+
+def is_ip(value: Any) -> bool:
+    import ipaddress
+
+    try:
+        ipaddress.ip_address(str(value))
+    except ValueError:
+        return False
+    return True
+
+
+FILTERS: dict[str, Callable[..., Any]] = {
+    "url_host": url_host,
+    "url_port": url_port,
+    "url_scheme": url_scheme,
+    "b64encode": b64encode,
+}
+TESTS: dict[str, Callable[..., bool]] = {"ip": is_ip}
+
+
+class Renderer:
+    """Renders values (recursively, strings only) against a context."""
+
+    def __init__(self) -> None:
+        self.jinja = ImmutableSandboxedEnvironment(
+            undefined=StrictUndefined, autoescape=False, keep_trailing_newline=True,
+        )
+        self.jinja.filters.update(FILTERS)
+        self.jinja.tests.update(TESTS)
+
+    def render(self, value: Any, context: Mapping[str, Any]) -> Any:
+        """Render every string inside ``value``; raise TemplateError or FilterInputError."""
+        if isinstance(value, str):
+            return self._render_str(value, context)
+        if isinstance(value, list):
+            return [self.render(v, context) for v in value]
+        if isinstance(value, dict):
+            return {k: self.render(v, context) for k, v in value.items()}
+        return value
+
+    def _render_str(self, text: str, context: Mapping[str, Any]) -> Any:
+        if "{" not in text:
+            return text
+        match = _SINGLE_EXPR.match(text)
+        if match:
+            return self.expression(match.group("expr"), context)
+        return self.jinja.from_string(text).render(context)
+
+    def expression(self, expr: str, context: Mapping[str, Any]) -> Any:
+        """Evaluate one expression (``when:``, or a whole-value ``{{ ... }}``)."""
+        compiled = self.jinja.compile_expression(expr, undefined_to_none=False)
+        result = compiled(**context)
+        if isinstance(result, StrictUndefined):
+            str(result)  # raises UndefinedError with the name
+        return result
+
+
+def describe(exc: Exception) -> str:
+    """A one-line account of a template error."""
+    if isinstance(exc, TemplateError):
+        return f"template error: {exc.message or exc}"
+    return f"template error: {exc}"
