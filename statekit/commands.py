@@ -27,7 +27,7 @@ def run(args: argparse.Namespace, masker: Masker) -> int:
 
 def _load(args: argparse.Namespace, masker: Masker) -> Program:
     overrides = parse_vars(args.var)
-    program = loader.load(args.paths or [DEFAULT_PATH], overrides)
+    program = loader.load(args.paths or [DEFAULT_PATH], overrides, on_secrets=masker.add)
     masker.add(program.secrets)
     return program
 

@@ -10,7 +10,7 @@ committed together before anything that depends on them runs, and at the phase's
 from __future__ import annotations
 
 from collections.abc import Callable, Hashable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from statekit import graph, resources
@@ -97,7 +97,9 @@ class Engine:
             return outcome
         if self.check:
             return Outcome(state, CHANGED, plan)
-        resource.apply(state.spec, plan, self.host)
+        learnt = resource.apply(state.spec, plan, self.host)
+        if learnt:
+            plan = replace(plan, facts={**plan.facts, **learnt})
         if not resource.is_action:
             self._verify(state, resource)
         return Outcome(state, CHANGED, plan, reason="; ".join(plan.notes))

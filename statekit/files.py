@@ -128,6 +128,10 @@ class FileSystem:
             raise ApplyError(f"{path}: symlink /{'/'.join(so_far)} points outside the root")
         return os.open(real, _DIR_FLAGS)
 
+    def exists(self, path: str) -> bool:
+        """Whether anything (file, directory, even a symlink) is at ``path``."""
+        return os.path.lexists(self.host_path(path))
+
     def read(self, path: str) -> ReadResult:
         """Read ``path``: content, mode, owner; refuses a symlink or a non-regular file."""
         name = self._parts(path)[-1]

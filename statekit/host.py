@@ -7,9 +7,11 @@ a phase, dropped between phases) and ``transaction`` (batches committed by the e
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Hashable, Mapping, Sequence
 from typing import Any
 
+from statekit import testhook
 from statekit.files import FileSystem
 from statekit.resources.base import Transaction
 from statekit.runner import Result, Runner
@@ -35,6 +37,22 @@ class Host:
         check: bool = True,
     ) -> Result:
         return self.runner.run(argv, input=input, timeout=timeout, check=check)
+
+    def find_processes(self, name: str) -> tuple[int, ...]:
+        """Pids whose kernel ``comm`` is exactly ``name``."""
+        from statekit.resources.signal import comm
+
+        return tuple(sorted(int(p) for p in os.listdir("/proc") if p.isdigit()
+                            and comm(p) == name))
+
+    def process_exists(self, pid: int) -> bool:
+        from statekit.resources.signal import exists
+
+        return exists(pid)
+
+    def send_signal(self, pid: int, signal: int) -> None:
+        testhook.point("signal", str(pid))
+        os.kill(pid, signal)
 
     def transaction(self, key: Hashable, factory: Callable[[], Transaction]) -> Transaction:
         """The open transaction for ``key``, created by ``factory`` if there is none."""

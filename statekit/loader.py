@@ -8,7 +8,7 @@ checked first. Errors are :class:`~statekit.errors.StateError` naming file, line
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 from statekit import resources, schema_check, templating
@@ -58,14 +58,21 @@ def read_sources(paths: Sequence[str]) -> list[Source]:
 def load(
     paths: Sequence[str], overrides: Mapping[str, Any] | None = None,
     environ: Mapping[str, str] | None = None,
+    on_secrets: Callable[[Iterable[str]], None] | None = None,
 ) -> Program:
-    """Read, validate and render every state in ``paths``: a :class:`Program`."""
+    """Read, validate and render every state in ``paths``: a :class:`Program`.
+
+    ``on_secrets`` learns the secret values as soon as they are known, before anything
+    is rendered, so that even an error message about a template is masked.
+    """
     environ = os.environ if environ is None else environ
     sources = read_sources(paths)
+    secrets = {environ[n] for s in sources for n in s.data.get("secrets", []) if environ.get(n)}
+    if on_secrets:
+        on_secrets(secrets)
     phases = _merge_phases(sources)
     states = _declared_states(sources, phases)
     env = templating.EnvView(environ)
-    secrets = {environ[n] for s in sources for n in s.data.get("secrets", []) if environ.get(n)}
     renderer = templating.Renderer()
     context = _render_vars(sources, dict(overrides or {}), env, renderer)
     by_name = {s.name: s for s in sources}

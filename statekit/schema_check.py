@@ -49,6 +49,9 @@ def validate(name: str, instance: Any, source: Source, base: Sequence[str | int]
             path.append(extra[0])
             known = ", ".join(sorted(error.schema.get("properties", {})))
             message = f"unknown field (known: {known})"
+    elif "propertyNames" in error.schema_path and isinstance(error.instance, str):
+        path.append(error.instance)
+        message = f"invalid key: {message}"
     elif error.validator == "required":
         message = message.replace("is a required property", "is required")
     raise StateError(message, file=source.name, line=source.line(path), field=field_path(path))
@@ -84,6 +87,11 @@ def _matches(value: Any, allowed: list[str]) -> bool:
 def _convert(value: Any, kind: str) -> Any:
     if kind == "integer" and isinstance(value, str) and value.strip().isdigit():
         return int(value.strip())
+    if kind == "number" and isinstance(value, str):
+        try:
+            return float(value.strip())
+        except ValueError:
+            return None
     if kind == "boolean" and isinstance(value, str):
         low = value.strip().lower()
         return True if low in _TRUE else False if low in _FALSE else None

@@ -10,6 +10,8 @@ from statekit.resources.base import Resource
 #: type name -> "module:Class" under statekit.resources (imported on first use).
 REGISTRY: dict[str, str] = {
     "env_file": "env_file:EnvFile",
+    "signal": "signal:Signal",
+    "command": "command:Command",
 }
 
 _loaded: dict[str, Resource[Any, Any]] = {}

@@ -12,6 +12,7 @@ A resource type is four small steps, the split pyinfra calls fact and operation:
 3. ``plan(spec, current) -> Plan``: pure. The changes (each with a reason) and the text
    diff, secrets already masked. An empty plan means ``ok``.
 4. ``apply(spec, plan, host)``: make the changes; raise :class:`~statekit.errors.ApplyError`.
+   An action (``command``) may return facts it learnt (its output) for the report.
 
 The engine then reads again and plans again: a state whose second plan is not empty is
 ``failed`` (verify). Check mode stops after step 3, so it cannot write.
@@ -112,8 +113,11 @@ class Resource(ABC, Generic[SpecT, CurrentT]):
         """Pure: the changes that take ``current`` to ``spec``."""
 
     @abstractmethod
-    def apply(self, spec: SpecT, plan: Plan, host: Host) -> None:
-        """Carry out ``plan``; raise ApplyError on failure."""
+    def apply(self, spec: SpecT, plan: Plan, host: Host) -> Mapping[str, Any] | None:
+        """Carry out ``plan``; raise ApplyError on failure.
+
+        May return facts learnt while applying (a command's output) for the report.
+        """
 
     #: An action (``signal``, ``command``) changes nothing that can be read back, so it is
     #: not verified, and it only runs when its plan says so.
@@ -123,9 +127,10 @@ class Resource(ABC, Generic[SpecT, CurrentT]):
 class Transactional(Resource[SpecT, CurrentT]):
     """A resource type whose changes are batched into one transaction per key."""
 
-    def apply(self, spec: SpecT, plan: Plan, host: Host) -> None:
+    def apply(self, spec: SpecT, plan: Plan, host: Host) -> Mapping[str, Any] | None:
         self.stage(spec, plan, host)
         host.commit()
+        return None
 
     @abstractmethod
     def transaction_keys(self, spec: SpecT) -> frozenset[Hashable]:

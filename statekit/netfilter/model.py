@@ -1,0 +1,98 @@
+"""The table model: chains with policies and rule lines, as ``iptables-save`` prints them.
+
+A :class:`Table` is what one save of one (table, family) says, and what staged changes
+predict. :class:`Op` is one change; :meth:`Table.apply` plays it on the model exactly as
+``iptables-restore`` plays the matching line (``Op.restore``) on the kernel.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+
+BUILTIN: dict[str, tuple[str, ...]] = {
+    "filter": ("INPUT", "FORWARD", "OUTPUT"),
+    "nat": ("PREROUTING", "INPUT", "OUTPUT", "POSTROUTING"),
+    "mangle": ("PREROUTING", "INPUT", "FORWARD", "OUTPUT", "POSTROUTING"),
+    "raw": ("PREROUTING", "OUTPUT"),
+}
+TAG_PREFIX = "statekit:"
+_TAG = re.compile(r'-m comment --comment "statekit:([a-z0-9][a-z0-9_-]*)[ "]')
+_JUMP = re.compile(r" -[jg] (\S+)")
+
+
+def owner(line: str) -> str | None:
+    """The id of the state that owns a rule line (its comment tag), or None."""
+    found = _TAG.search(line)
+    return found.group(1) if found else None
+
+
+@dataclass
+class Chain:
+    """One chain: its policy (``-`` for a user chain), rule lines and their owners."""
+
+    policy: str = "-"
+    rules: list[str] = field(default_factory=list)
+    owners: list[str | None] = field(default_factory=list)
+
+    def copy(self) -> Chain:
+        return Chain(self.policy, list(self.rules), list(self.owners))
+
+    def insert(self, index: int, line: str) -> None:
+        self.rules.insert(index, line)
+        self.owners.insert(index, owner(line))
+
+    def remove(self, line: str) -> None:
+        index = self.rules.index(line)
+        del self.rules[index]
+        del self.owners[index]
+
+    def owned_by(self, state_id: str) -> list[int]:
+        return [i for i, o in enumerate(self.owners) if o == state_id]
+
+    def first_of(self, state_id: str) -> int | None:
+        found = self.owned_by(state_id)
+        return found[0] if found else None
+
+
+@dataclass(frozen=True)
+class Op:
+    """One change to one chain: ``insert`` (at ``index``), ``delete``, ``policy``,
+    ``new_chain`` or ``delete_chain``; ``restore`` is its iptables-restore line."""
+
+    kind: str
+    chain: str
+    restore: str
+    line: str = ""
+    index: int = 0
+
+
+@dataclass
+class Table:
+    """One table of one family: chains in save order."""
+
+    name: str
+    family: str
+    chains: dict[str, Chain] = field(default_factory=dict)
+
+    def apply(self, op: Op) -> None:
+        if op.kind == "insert":
+            self.chains[op.chain].insert(op.index, op.line)
+        elif op.kind == "delete":
+            self.chains[op.chain].remove(op.line)
+        elif op.kind == "policy":
+            self.chains[op.chain].policy = op.line
+        elif op.kind == "new_chain":
+            self.chains[op.chain] = Chain()
+        elif op.kind == "delete_chain":
+            del self.chains[op.chain]
+
+    def references(self, chain: str) -> list[str]:
+        """Rule lines (in any chain) that jump or go to ``chain``."""
+        return [line for c in self.chains.values() for line in c.rules
+                if any(m == chain for m in _JUMP.findall(line))]
+
+
+def empty_table(name: str, family: str) -> Table:
+    """A table as a fresh namespace has it: the built-in chains, policy ACCEPT, no rules."""
+    return Table(name, family, {c: Chain("ACCEPT") for c in BUILTIN[name]})

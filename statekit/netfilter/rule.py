@@ -1,0 +1,89 @@
+"""Canonical rendering: one rule exactly as ``iptables-save`` prints it.
+
+The order of options, the spelling of protocols (``tcp``, ``ipv6-icmp``), addresses
+(``/32``, ``/128``), port ranges (``a:b``), conntrack states and quoting were all
+checked against the real iptables-save (see tests/test_netfilter_rule.py), so desired
+and current rules compare as plain strings.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+#: Conntrack states in the order iptables-save prints them.
+CTSTATES = ("INVALID", "NEW", "RELATED", "ESTABLISHED", "UNTRACKED", "SNAT", "DNAT")
+_NO_QUOTE = frozenset("_-0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ")
+_REJECT_WITH = {"ipv4": "icmp-port-unreachable", "ipv6": "icmp6-port-unreachable"}
+
+
+def save_string(value: str) -> str:
+    """A string argument as iptables-save prints it (xtables_save_string)."""
+    if value and set(value) <= _NO_QUOTE:
+        return value
+    escaped = "".join("\\" + c if c in "\"\\'" else c for c in value)
+    return f'"{escaped}"'
+
+
+def protocol_name(protocol: str, family: str) -> str:
+    """``icmp`` means ICMPv6 in an ipv6 rule, printed as ``ipv6-icmp``."""
+    return "ipv6-icmp" if protocol == "icmp" and family == "ipv6" else protocol
+
+
+@dataclass(frozen=True)
+class Target:
+    """``-j`` and its options."""
+
+    jump: str
+    log_prefix: str | None = None
+    nflog_group: int | None = None
+
+    def render(self, family: str) -> list[str]:
+        out = ["-j", self.jump]
+        if self.jump == "REJECT":
+            out += ["--reject-with", _REJECT_WITH[family]]
+        prefix_opt = {"LOG": "--log-prefix", "NFLOG": "--nflog-prefix"}.get(self.jump)
+        if prefix_opt and self.log_prefix:
+            out += [prefix_opt, save_string(self.log_prefix)]
+        if self.jump == "NFLOG" and self.nflog_group:
+            out += ["--nflog-group", str(self.nflog_group)]
+        return out
+
+
+@dataclass(frozen=True)
+class Rule:
+    """One concrete rule of one family (addresses already expanded)."""
+
+    chain: str
+    family: str
+    tag: str
+    target: Target
+    protocol: str = "all"
+    source: str | None = None
+    destination: str | None = None
+    in_interface: str | None = None
+    out_interface: str | None = None
+    sport: str | None = None
+    dport: str | None = None
+    ctstate: tuple[str, ...] = ()
+
+    @property
+    def line(self) -> str:
+        """``-A CHAIN ...`` as iptables-save prints this rule."""
+        return " ".join(["-A", self.chain, *self._matches(), *self.target.render(self.family)])
+
+    def _matches(self) -> list[str]:
+        out: list[str] = []
+        for opt, value in (("-s", self.source), ("-d", self.destination),
+                           ("-i", self.in_interface), ("-o", self.out_interface)):
+            if value:
+                out += [opt, value]
+        if self.protocol != "all":
+            out += ["-p", protocol_name(self.protocol, self.family)]
+        if self.sport or self.dport:
+            out += ["-m", self.protocol]
+            out += ["--sport", self.sport] if self.sport else []
+            out += ["--dport", self.dport] if self.dport else []
+        if self.ctstate:
+            ordered = [s for s in CTSTATES if s in self.ctstate]
+            out += ["-m", "conntrack", "--ctstate", ",".join(ordered)]
+        return [*out, "-m", "comment", "--comment", save_string(self.tag)]

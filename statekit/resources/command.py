@@ -1,0 +1,60 @@
+"""``command``: run an argv list (no shell), with an optional ``creates`` guard.
+
+Like Salt's ``cmd.run``: it runs whenever it is reached (use ``onchanges`` to run it only
+after a change), or not at all when the ``creates`` path exists. Its exit status decides
+changed or failed; its output goes into the report, secrets masked.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from statekit.errors import ApplyError, FieldError
+from statekit.host import Host
+from statekit.resources.base import Change, Meta, Plan, Resource
+
+_OUTPUT_LIMIT = 4000
+
+
+@dataclass(frozen=True)
+class CommandSpec:
+    present: bool
+    argv: tuple[str, ...] = ()
+    creates: str | None = None
+    timeout: float = 60.0
+
+
+class Command(Resource[CommandSpec, bool]):
+    type_name = "command"
+    is_action = True
+
+    def parse(self, fields: Mapping[str, Any], meta: Meta) -> CommandSpec:
+        if not meta.present:
+            return CommandSpec(present=False)
+        argv = tuple(str(a) for a in fields["argv"])
+        if any("\0" in a for a in argv):
+            raise FieldError("argv", "an argument may not contain NUL")
+        return CommandSpec(True, argv, fields.get("creates"), float(fields.get("timeout", 60)))
+
+    def read(self, spec: CommandSpec, host: Host) -> bool:
+        """Whether the ``creates`` guard exists."""
+        return bool(spec.creates) and host.fs.exists(str(spec.creates))
+
+    def plan(self, spec: CommandSpec, current: bool) -> Plan:
+        if not spec.present:
+            return Plan(notes=("ensure: absent, nothing to run",))
+        if current:
+            return Plan(notes=(f"{spec.creates} exists",))
+        return Plan((Change("run", spec.argv[0], "command runs when reached"),),
+                    diff="run: " + " ".join(spec.argv))
+
+    def apply(self, spec: CommandSpec, plan: Plan, host: Host) -> Mapping[str, Any]:
+        result = host.run(spec.argv, timeout=spec.timeout, check=False)
+        output = {"returncode": result.returncode, "stdout": result.stdout[-_OUTPUT_LIMIT:],
+                  "stderr": result.stderr[-_OUTPUT_LIMIT:]}
+        if not result.ok:
+            raise ApplyError("command failed", argv=spec.argv, returncode=result.returncode,
+                             stderr=result.stderr[-_OUTPUT_LIMIT:])
+        return output

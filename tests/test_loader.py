@@ -1,0 +1,156 @@
+"""Bad input: exit 3, one line naming file, line and field, and nothing touched."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from statekit import loader
+from statekit.errors import StateError
+from tests.conftest import statekit, write
+
+GOOD = """\
+phases: [network, auth]
+vars:
+  dir: /etc/app
+states:
+  - id: app-env
+    type: env_file
+    phase: auth
+    path: "{{ dir }}/env"
+    entries:
+      A: "1"
+"""
+
+# (file text, expected "line: field: message" fragment)
+BAD = [
+    ("phases: [a]\nstates:\n  - id: x\n    type: env_file\n    phase: a\n"
+     "    path: /f\n    mode: '0o7777'\n",
+     "7: states[0].mode: '0o7777' is not a valid mode"),
+    ("phases: [a]\nstates:\n  - id: x\n    type: env_file\n    phase: a\n"
+     "    path: /f\n    colour: red\n",
+     "7: states[0].colour: unknown field"),
+    ("phases: [a]\nbogus: 1\n", "2: bogus: unknown field"),
+    ("phases: [a]\nstates:\n  - id: Bad_Id\n    type: env_file\n    phase: a\n    path: /f\n",
+     "3: states[0].id: 'Bad_Id' does not match"),
+    ("phases: [a]\nstates:\n  - id: x\n    type: nope\n    phase: a\n",
+     "4: states[0].type: unknown type 'nope' (known: command, "),
+    ("phases: [a]\nstates:\n  - id: x\n    type: env_file\n    phase: b\n    path: /f\n",
+     "5: states[0].phase: unknown phase 'b' (declared: a)"),
+    ("phases: [a]\nstates:\n  - id: x\n    type: env_file\n    phase: a\n    path: /f\n"
+     "  - id: x\n    type: env_file\n    phase: a\n    path: /g\n",
+     "7: states[1].id: duplicate id 'x'"),
+    ("phases: [a]\nstates:\n  - id: x\n    type: env_file\n    phase: a\n    path: /f\n"
+     "    requires: [ghost]\n", "7: states[0].requires: unknown state 'ghost'"),
+    ("phases: [a, b]\nstates:\n  - id: x\n    type: env_file\n    phase: a\n    path: /f\n"
+     "    requires: [y]\n  - id: y\n    type: env_file\n    phase: b\n    path: /g\n",
+     "7: states[0].requires: 'y' is in phase 'b', which runs after 'a'"),
+    ("phases: [a]\nstates:\n  - id: x\n    type: env_file\n    phase: a\n    path: /f\n"
+     "    requires: [y]\n  - id: y\n    type: env_file\n    phase: a\n    path: /g\n"
+     "    requires: [x]\n", "states[0].requires: dependency cycle: x -> y -> x"),
+    ("phases: [a]\nstates:\n  - id: x\n    type: env_file\n    phase: a\n"
+     "    path: \"{{ nothere }}\"\n", "6: states[0].path: template error: 'nothere' is undefined"),
+    ("phases: [a]\nstates:\n  - id: x\n    type: env_file\n    phase: a\n"
+     "    path: \"/{{ 'x' | url_port }}\"\n", "6: states[0].path: template error"),
+    ("phases: [a]\nstates:\n  - id: x\n    type: env_file\n    phase: a\n    path: /f\n"
+     "    entries:\n      K: \"a\\nB=2\"\n", "states[0].entries.K: a value may not contain a newline"),
+    ("phases: [a]\nstates:\n  - id: x\n    type: env_file\n    phase: a\n    path: /f\n"
+     "    entries:\n      lower: x\n", "8: states[0].entries.lower: invalid key: 'lower' does not match"),
+    ("phases: [a]\nstates:\n  - id: x\n    type: env_file\n    phase: a\n    path: /f\n"
+     "    ensure: maybe\n", "7: states[0].ensure: 'maybe' is not one of present, absent"),
+    ("phases: [a]\nstates:\n  - id: x\n    type: env_file\n    phase: a\n    path: /f\n"
+     "    owner: no-such-user-here\n", "7: states[0].owner: no such user"),
+    ("phases: [a]\nvars:\n  v: \"{{ undefined_thing }}\"\n",
+     "3: vars.v: template error: 'undefined_thing' is undefined"),
+    ("phases: [a\n", "invalid YAML"),
+    ("phases: [a]\nstates:\n  - id: x\n    type: command\n    phase: a\n    argv: ['true']\n"
+     "    timeout: soon\n", "7: states[0].timeout: 'soon' is not of type 'number'"),
+    ("phases: [a]\nstates:\n  - id: x\n    type: signal\n    phase: a\n    signal: WAT\n"
+     "    process: x\n", "6: states[0].signal: 'WAT' is not a signal name"),
+]
+
+
+@pytest.mark.parametrize(("text", "expected"), BAD)
+def test_bad_input_exits_3_with_location(tmp_path: Path, root: Path, text: str,
+                                         expected: str) -> None:
+    path = write(tmp_path / "states" / "app.yaml", text)
+    for command in (["validate", str(path)], ["converge", "--root", str(root), str(path)]):
+        result = statekit(command)
+        assert result.returncode == 3, result.output
+        assert result.stdout == ""
+        lines = result.stderr.strip().splitlines()
+        assert len(lines) == 1, result.stderr
+        assert lines[0].startswith(f"statekit: {path}:" if "YAML" not in expected
+                                   else "statekit: "), lines
+        assert expected in lines[0]
+        assert "Traceback" not in result.stderr
+    assert list(root.iterdir()) == []  # nothing touched, not even the lock file
+
+
+def test_phase_orders_must_agree(tmp_path: Path) -> None:
+    write(tmp_path / "a.yaml", "phases: [network, auth]\n")
+    write(tmp_path / "b.yaml", "phases: [auth, network]\n")
+    result = statekit(["validate", str(tmp_path)])
+    assert result.returncode == 3
+    assert "b.yaml:1: phases: phases ['auth', 'network'] disagree" in result.stderr
+
+
+def test_files_merge_and_vars_from_other_files(tmp_path: Path) -> None:
+    write(tmp_path / "10-vars.yaml", "phases: [a]\nvars:\n  base: /srv\n")
+    write(tmp_path / "20-app.yml", GOOD.replace("phases: [network, auth]", "phases: [auth]")
+          .replace("vars:\n  dir: /etc/app\n", "").replace("{{ dir }}", "{{ base }}"))
+    write(tmp_path / "ignored.txt", "not yaml: [")
+    program = loader.load([str(tmp_path)], environ={})
+    assert program.phases == ["a", "auth"]
+    assert [s.spec.path for s in program.states] == ["/srv/env"]
+
+
+def test_var_override_is_read_as_yaml(tmp_path: Path) -> None:
+    path = write(tmp_path / "s.yaml", GOOD)
+    program = loader.load([str(path)], overrides={"dir": "/opt/x"}, environ={})
+    assert program.states[0].spec.path == "/opt/x/env"
+    result = statekit(["show", "--var", "dir=[a, b]", str(path)])
+    assert result.returncode == 3
+    assert "states[0].path" in result.stderr
+
+
+def test_rendering_errors_are_found_for_every_phase(tmp_path: Path, root: Path) -> None:
+    text = GOOD + ("  - id: later\n    type: env_file\n    phase: network\n"
+                   "    path: \"{{ missing_var }}\"\n")
+    path = write(tmp_path / "s.yaml", text)
+    result = statekit(["converge", "--phase", "auth", "--root", str(root), str(path)])
+    assert result.returncode == 3
+    assert "states[1].path: template error: 'missing_var' is undefined" in result.stderr
+    assert list(root.iterdir()) == []
+
+
+def test_absent_state_needs_only_its_identity(tmp_path: Path) -> None:
+    text = ("phases: [a]\nstates:\n  - id: x\n    type: env_file\n    phase: a\n"
+            "    ensure: absent\n    path: /f\n    mode: 'not-a-mode'\n")
+    program = loader.load([str(write(tmp_path / "s.yaml", text))], environ={})
+    assert program.states[0].ensure == "absent"
+
+
+def test_when_false_still_rejects_unknown_fields(tmp_path: Path) -> None:
+    text = ("phases: [a]\nstates:\n  - id: x\n    type: env_file\n    phase: a\n"
+            "    when: false\n    path: /f\n    typo: 1\n")
+    with pytest.raises(StateError, match=r"states\[0\]\.typo: unknown field"):
+        loader.load([str(write(tmp_path / "s.yaml", text))], environ={})
+
+
+def test_templated_types_are_converted(tmp_path: Path) -> None:
+    text = ("phases: [a]\nvars:\n  t: '2.5'\n  flag: 'yes'\nstates:\n"
+            "  - id: c\n    type: command\n    phase: a\n    argv: ['true']\n"
+            "    timeout: '{{ t }}'\n"
+            "  - id: s\n    type: signal\n    phase: a\n    signal: HUP\n    process: x\n"
+            "    missing_ok: '{{ flag }}'\n")
+    program = loader.load([str(write(tmp_path / "s.yaml", text))], environ={})
+    assert program.states[0].spec.timeout == 2.5
+    assert program.states[1].spec.missing_ok is True
+
+
+def test_missing_path_is_invalid_input() -> None:
+    result = statekit(["validate", "/nonexistent/states"])
+    assert result.returncode == 3
+    assert "statekit: /nonexistent/states: no such file or directory" in result.stderr
