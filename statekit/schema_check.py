@@ -8,7 +8,7 @@ its own fields. ``coerce`` converts rendered template output to the schema's typ
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -85,18 +85,39 @@ def _matches(value: Any, allowed: list[str]) -> bool:
 
 
 def _convert(value: Any, kind: str) -> Any:
-    if kind == "integer" and isinstance(value, str) and value.strip().isdigit():
-        return int(value.strip())
-    if kind == "number" and isinstance(value, str):
-        try:
-            return float(value.strip())
-        except ValueError:
-            return None
-    if kind == "boolean" and isinstance(value, str):
-        low = value.strip().lower()
-        return True if low in _TRUE else False if low in _FALSE else None
-    if kind == "string" and isinstance(value, int | float) and not isinstance(value, bool):
-        return str(value)
-    if kind == "array" and isinstance(value, str | int):
-        return [value]
-    return None
+    converter = _CONVERTERS.get(kind)
+    return converter(value) if converter else None
+
+
+def _to_int(value: Any) -> int | None:
+    ok = isinstance(value, str) and value.strip().isdigit()
+    return int(value.strip()) if ok else None
+
+
+def _to_number(value: Any) -> float | None:
+    if not isinstance(value, str):
+        return None
+    try:
+        return float(value.strip())
+    except ValueError:
+        return None
+
+
+def _to_bool(value: Any) -> bool | None:
+    low = value.strip().lower() if isinstance(value, str) else None
+    return True if low in _TRUE else False if low in _FALSE else None
+
+
+def _to_str(value: Any) -> str | None:
+    ok = isinstance(value, int | float) and not isinstance(value, bool)
+    return str(value) if ok else None
+
+
+def _to_list(value: Any) -> list[Any] | None:
+    return [value] if isinstance(value, str | int) else None
+
+
+_CONVERTERS: dict[str, Callable[[Any], Any]] = {
+    "integer": _to_int, "number": _to_number, "boolean": _to_bool, "string": _to_str,
+    "array": _to_list,
+}

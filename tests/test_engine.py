@@ -8,6 +8,7 @@ import os
 import subprocess
 import time
 from pathlib import Path
+from typing import Any
 
 from tests.conftest import statekit, write
 
@@ -45,15 +46,16 @@ def flow(tmp_path: Path, root: Path) -> Path:
     return write(tmp_path / "flow.yaml", FLOW.replace("{{ marker }}", str(root / "marker")))
 
 
-def run_json(path: Path, root: Path, *extra: str, env: dict[str, str] | None = None) -> dict:
+def run_json(path: Path, root: Path, *extra: str,
+             env: dict[str, str] | None = None) -> dict[str, Any]:
     result = statekit(["converge", "--format", "json", "--root", str(root), *extra, str(path)],
                       env=env)
-    report = json.loads(result.stdout)
+    report: dict[str, Any] = json.loads(result.stdout)
     report["_rc"] = result.returncode
     return report
 
 
-def by_id(report: dict) -> dict[str, dict]:
+def by_id(report: dict[str, Any]) -> dict[str, dict[str, Any]]:
     return {s["id"]: s for s in report["states"]}
 
 

@@ -54,9 +54,11 @@ BAD = [
     ("phases: [a]\nstates:\n  - id: x\n    type: env_file\n    phase: a\n"
      "    path: \"/{{ 'x' | url_port }}\"\n", "6: states[0].path: template error"),
     ("phases: [a]\nstates:\n  - id: x\n    type: env_file\n    phase: a\n    path: /f\n"
-     "    entries:\n      K: \"a\\nB=2\"\n", "states[0].entries.K: a value may not contain a newline"),
+     "    entries:\n      K: \"a\\nB=2\"\n",
+     "states[0].entries.K: a value may not contain a newline"),
     ("phases: [a]\nstates:\n  - id: x\n    type: env_file\n    phase: a\n    path: /f\n"
-     "    entries:\n      lower: x\n", "8: states[0].entries.lower: invalid key: 'lower' does not match"),
+     "    entries:\n      lower: x\n",
+     "8: states[0].entries.lower: invalid key: 'lower' does not match"),
     ("phases: [a]\nstates:\n  - id: x\n    type: env_file\n    phase: a\n    path: /f\n"
      "    ensure: maybe\n", "7: states[0].ensure: 'maybe' is not one of present, absent"),
     ("phases: [a]\nstates:\n  - id: x\n    type: env_file\n    phase: a\n    path: /f\n"

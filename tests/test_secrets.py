@@ -63,7 +63,8 @@ def test_token_never_printed(tmp_path: Path, root: Path, args: list[str]) -> Non
 
 
 def test_token_not_printed_in_template_errors(tmp_path: Path) -> None:
-    text = STATES.replace('path: /otel/env', 'path: "/{{ (\'https://h:\' ~ env.TOKEN) | url_port }}"')
+    bad_path = "path: \"/{{ ('https://h:' ~ env.TOKEN) | url_port }}\""
+    text = STATES.replace("path: /otel/env", bad_path)
     result = statekit(["validate", str(write(tmp_path / "s.yaml", text))],
                       env={"TOKEN": TOKEN, "ID": ID})
     assert result.returncode == 3
