@@ -7,13 +7,14 @@ import json
 import sys
 from typing import Any
 
-from statekit import loader
 from statekit.cli import DEFAULT_PATH, EXIT_CHANGED, EXIT_FAILED, EXIT_OK, parse_vars
 from statekit.masking import Masker
 from statekit.model import Program
 
 
 def run(args: argparse.Namespace, masker: Masker) -> int:
+    if args.command == "converge":
+        return _converge(args, _load_cached(args, masker), masker)
     program = _load(args, masker)
     if args.command == "validate":
         sys.stdout.write(f"{len(program.states)} states in {len(program.phases)} phases: "
@@ -22,14 +23,40 @@ def run(args: argparse.Namespace, masker: Masker) -> int:
     if args.command == "show":
         sys.stdout.write(masker(json.dumps(_shown(program), indent=2, default=str)) + "\n")
         return EXIT_OK
-    return _converge(args, program, masker)
+    raise AssertionError(args.command)
 
 
 def _load(args: argparse.Namespace, masker: Masker) -> Program:
+    from statekit import loader
+
     overrides = parse_vars(args.var)
     program = loader.load(args.paths or [DEFAULT_PATH], overrides, on_secrets=masker.add)
     masker.add(program.secrets)
     return program
+
+
+def _load_cached(args: argparse.Namespace, masker: Masker) -> Program:
+    """The program from the cache when nothing it depends on changed, else loaded."""
+    import os
+
+    from statekit import cache
+    from statekit.discover import collect
+    from statekit.files import FileSystem
+
+    if os.environ.get("STATEKIT_NO_CACHE"):
+        return _load(args, masker)
+    fs = FileSystem(args.root)
+    key = cache.key(collect(args.paths or [DEFAULT_PATH]), _raw_vars(args.var), os.environ)
+    program = cache.load(fs, key)
+    if program is None:
+        program = _load(args, masker)
+        if not args.check:
+            cache.save(fs, key, program)
+    return program
+
+
+def _raw_vars(items: list[str]) -> dict[str, str]:
+    return dict(item.partition("=")[::2] for item in items)
 
 
 def _shown(program: Program) -> dict[str, Any]:

@@ -8,11 +8,14 @@ from __future__ import annotations
 
 import heapq
 from collections.abc import Mapping
+from typing import TYPE_CHECKING
 
 from statekit import resources
 from statekit.errors import StateError
 from statekit.model import State
-from statekit.yamlsource import Source
+
+if TYPE_CHECKING:
+    from statekit.yamlsource import Source
 
 
 def edges(state: State) -> list[tuple[str, str]]:

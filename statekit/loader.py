@@ -12,6 +12,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 from statekit import resources, schema_check, templating
+from statekit.discover import collect
 from statekit.errors import FieldError, StateError
 from statekit.graph import check_graph
 from statekit.model import Program, State
@@ -21,22 +22,6 @@ from statekit.yamlsource import Source, field_path, parse
 COMMON_KEYS = frozenset({"id", "type", "phase", "ensure", "when", "requires", "onchanges"})
 _GRAPH_KEYS = frozenset({"id", "type", "phase", "requires", "onchanges"})
 ENSURE_VALUES = ("present", "absent")
-
-
-def collect(paths: Sequence[str]) -> list[str]:
-    """State files named by ``paths``: files as given, directories' *.yaml/*.yml sorted."""
-    files: list[str] = []
-    for path in paths:
-        if os.path.isdir(path):
-            names = sorted(n for n in os.listdir(path) if n.endswith((".yaml", ".yml")))
-            files.extend(os.path.join(path, n) for n in names)
-        elif os.path.isfile(path):
-            files.append(path)
-        else:
-            raise StateError("no such file or directory", file=path)
-    if not files:
-        raise StateError("no state files (*.yaml, *.yml) found", file=", ".join(paths))
-    return files
 
 
 def read_sources(paths: Sequence[str]) -> list[Source]:

@@ -95,7 +95,11 @@ class Renderer:
         self.jinja = ImmutableSandboxedEnvironment(
             undefined=StrictUndefined, autoescape=False, keep_trailing_newline=True,
         )
+        from statekit import inputs
+
         self.jinja.filters.update(FILTERS)
+        self.jinja.filters.update(inputs.FILTERS)
+        self.jinja.tests["dns_name"] = inputs.is_dns_name
         self.jinja.tests.update(TESTS)
 
     def render(self, value: Any, context: Mapping[str, Any]) -> Any:
@@ -127,6 +131,10 @@ class Renderer:
 
 def describe(exc: Exception) -> str:
     """A one-line account of a template error."""
+    from statekit.inputs import InputError
+
+    if isinstance(exc, InputError):
+        return f"invalid input: {exc}"
     if isinstance(exc, TemplateError):
         return f"template error: {exc.message or exc}"
     return f"template error: {exc}"

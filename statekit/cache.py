@@ -1,0 +1,89 @@
+"""The compiled-program cache: a converge that changes nothing stays cheap.
+
+Loading means YAML, JSON Schema and Jinja2: most of a no-op converge's time. The loaded
+:class:`~statekit.model.Program` is a pure function of the state files, the ``--var``
+overrides, the environment, the user and group databases and statekit itself, so it is
+cached under a hash of all of them, in ``/run/statekit/program.cache`` under ``--root``
+(directory 0700, file 0600, owner root, never through a symlink).
+
+A program that holds any secret value is never cached: secrets stay in memory only.
+Check mode reads the cache but never writes it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import pickle
+import stat
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from statekit import __version__
+from statekit.files import FileSystem
+from statekit.model import Program
+
+CACHE_PATH = "/run/statekit/program.cache"
+_VOLATILE = frozenset({"_", "PWD", "OLDPWD", "SHLVL"})
+_MAGIC = b"statekit-program-cache-1\n"
+
+
+def key(files: Sequence[str], overrides: Mapping[str, Any], environ: Mapping[str, str]) -> str:
+    digest = hashlib.sha256(f"{__version__}\n{_code_stamp()}\n".encode())
+    for name in files:
+        with open(name, "rb") as f:
+            digest.update(f"{name}\n".encode() + hashlib.sha256(f.read()).digest())
+    digest.update(repr(sorted(overrides.items())).encode())
+    for name, value in sorted(environ.items()):
+        if name not in _VOLATILE:
+            digest.update(f"{name}={value}\0".encode())
+    for db in ("/etc/passwd", "/etc/group"):
+        digest.update(_stamp(db).encode())
+    return digest.hexdigest()
+
+
+def _stamp(path: str) -> str:
+    try:
+        st = os.stat(path)
+    except OSError:
+        return f"{path}:missing"
+    return f"{path}:{st.st_ino}:{st.st_size}:{st.st_mtime_ns}"
+
+
+def _code_stamp() -> str:
+    """Changes whenever statekit's code or schemas change (an editable install)."""
+    here = os.path.dirname(__file__)
+    parts = [_stamp(os.path.join(here, d)) for d in (".", "resources", "schema", "netfilter")]
+    return ";".join(parts)
+
+
+def load(fs: FileSystem, cache_key: str) -> Program | None:
+    path = fs.host_path(CACHE_PATH)
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except OSError:
+        return None
+    with os.fdopen(fd, "rb") as f:
+        st = os.fstat(f.fileno())
+        if st.st_uid != os.geteuid() or stat.S_IMODE(st.st_mode) & 0o077:
+            return None  # not ours, or others could have written it: ignore
+        data = f.read()
+    head = _MAGIC + cache_key.encode() + b"\n"
+    if not data.startswith(head):
+        return None
+    try:
+        program = pickle.loads(data[len(head):])  # noqa: S301 -- root-only file, our own
+    except Exception:
+        return None
+    return program if isinstance(program, Program) else None
+
+
+def save(fs: FileSystem, cache_key: str, program: Program) -> None:
+    if program.secrets:
+        return
+    data = _MAGIC + cache_key.encode() + b"\n" + pickle.dumps(program, protocol=5)
+    try:
+        fs.write(CACHE_PATH, data, mode=0o600, uid=os.geteuid(), gid=os.getegid(),
+                 dir_mode=0o700)
+    except Exception:
+        return

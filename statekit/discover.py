@@ -1,0 +1,23 @@
+"""Which state files a PATH names: a file as given, a directory's *.yaml/*.yml sorted."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+
+from statekit.errors import StateError
+
+
+def collect(paths: Sequence[str]) -> list[str]:
+    files: list[str] = []
+    for path in paths:
+        if os.path.isdir(path):
+            names = sorted(n for n in os.listdir(path) if n.endswith((".yaml", ".yml")))
+            files.extend(os.path.join(path, n) for n in names)
+        elif os.path.isfile(path):
+            files.append(path)
+        else:
+            raise StateError("no such file or directory", file=path)
+    if not files:
+        raise StateError("no state files (*.yaml, *.yml) found", file=", ".join(paths))
+    return files
