@@ -51,10 +51,19 @@ def _stamp(path: str) -> str:
 
 
 def _code_stamp() -> str:
-    """Changes whenever statekit's code or schemas change (an editable install)."""
+    """Changes whenever any of statekit's modules or schemas changes (editable installs)."""
     here = os.path.dirname(__file__)
-    parts = [_stamp(os.path.join(here, d)) for d in (".", "resources", "schema", "netfilter")]
-    return ";".join(parts)
+    parts = []
+    for sub in (".", "resources", "schema", "netfilter"):
+        try:
+            entries = list(os.scandir(os.path.join(here, sub)))
+        except OSError:
+            continue
+        for entry in entries:
+            if entry.name.endswith((".py", ".json")):
+                st = entry.stat()
+                parts.append(f"{sub}/{entry.name}:{st.st_size}:{st.st_mtime_ns}")
+    return ";".join(sorted(parts))
 
 
 def load(fs: FileSystem, cache_key: str) -> Program | None:
