@@ -178,7 +178,7 @@ def _render_state(state: State, source: Source, context: dict[str, Any],
         fields = {k: v for k, v in fields.items() if k in resource.identity_fields}
     schema_check.validate(state.type, fields, source, base)
     try:
-        state.spec = resource.parse(fields, Meta(state.id, ensure, state.phase))
+        state.spec = resource.parse(fields, Meta(state.id, ensure, state.phase, state.where))
     except FieldError as exc:
         path = [*base, *str(exc.field).split(".")]
         raise StateError(exc.message, file=source.name, line=source.line(path),

@@ -6,11 +6,12 @@ the fixture (``ip netns add``) and deleted afterwards, whatever the test did.
 
 from __future__ import annotations
 
+import json
 import os
 import secrets
 import subprocess
 import sys
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -113,3 +114,120 @@ def write(path: Path, text: str) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(text)
     return path
+
+
+# --- netfilter helpers (iptables tests) ------------------------------------------------
+
+SAVE_BIN = {"ipv4": "iptables-save", "ipv6": "ip6tables-save"}
+XT_TOOLS = ("iptables-save", "ip6tables-save", "iptables-restore", "ip6tables-restore")
+
+
+def in_netns(netns: str, argv: Sequence[str], *, input: str | None = None,
+             check: bool = True) -> subprocess.CompletedProcess[str]:
+    """Run ``argv`` inside ``netns`` (never in the host's namespace)."""
+    return subprocess.run(["ip", "netns", "exec", netns, *argv], input=input,
+                          capture_output=True, text=True, check=check, timeout=60)
+
+
+def saved(netns: str, table: str = "filter", family: str = "ipv4") -> list[str]:
+    """``iptables-save -t table`` inside ``netns``, without the ``#`` lines."""
+    out = in_netns(netns, [SAVE_BIN[family], "-t", table]).stdout
+    return [ln for ln in out.splitlines() if not ln.startswith("#")]
+
+
+@dataclass
+class ToolLog:
+    """A PATH directory whose iptables save/restore shims log each call, then exec."""
+
+    bin_dir: Path
+    log: Path
+
+    @property
+    def path(self) -> str:
+        return f"{self.bin_dir}:{os.environ['PATH']}"
+
+    def calls(self) -> list[str]:
+        return self.log.read_text().split() if self.log.exists() else []
+
+    def reset(self) -> None:
+        self.log.unlink(missing_ok=True)
+
+
+@pytest.fixture
+def tool_log(tmp_path: Path) -> ToolLog:
+    bin_dir, log = tmp_path / "shims", tmp_path / "calls.log"
+    bin_dir.mkdir()
+    for tool in XT_TOOLS:
+        real = subprocess.run(["sh", "-c", f"command -v {tool}"], capture_output=True,
+                              text=True, check=True).stdout.strip()
+        shim = bin_dir / tool
+        shim.write_text(f'#!/bin/sh\necho {tool} >> "{log}"\nexec {real} "$@"\n')
+        shim.chmod(0o755)
+    return ToolLog(bin_dir, log)
+
+
+# --- CoreDNS inside a namespace (used by tests/test_coredns_zone.py) ----------------
+
+COREDNS = TOOLS / "coredns"
+
+_QUERY = """
+import json, sys, time
+import dns.message, dns.query, dns.rcode
+server, port, name, rdtype, expect, timeout = sys.argv[1:]
+want = json.loads(expect)
+deadline = time.monotonic() + float(timeout)
+while True:
+    try:
+        reply = dns.query.udp(dns.message.make_query(name, rdtype), server, port=int(port),
+                              timeout=1)
+        got = [dns.rcode.to_text(reply.rcode()),
+               sorted(rr.to_text() for rrset in reply.answer for rr in rrset)]
+    except Exception as exc:
+        got = ["ERROR " + type(exc).__name__, []]
+    if want is None or got == want or time.monotonic() > deadline:
+        break
+    time.sleep(0.1)
+print(json.dumps(got))
+"""
+
+
+def dns_query(
+    netns: str, server: str, name: str, rdtype: str = "A", *, port: int = 53,
+    expect: tuple[str, list[str]] | None = None, timeout: float = 10.0,
+) -> tuple[str, list[str]]:
+    """Ask ``server`` inside ``netns`` (dnspython); with ``expect``, retry until it comes.
+
+    Returns ``(rcode, sorted answer texts)``, e.g. ``("NOERROR", ["192.0.2.7"])``.
+    """
+    want = json.dumps(None if expect is None else [expect[0], expect[1]])
+    proc = subprocess.run(
+        ["ip", "netns", "exec", netns, sys.executable, "-c", _QUERY, server, str(port), name,
+         rdtype, want, str(timeout)], capture_output=True, text=True, check=True,
+        timeout=timeout + 30)
+    rcode, answers = json.loads(proc.stdout)
+    return str(rcode), list(answers)
+
+
+@pytest.fixture
+def coredns(netns: str, tmp_path: Path) -> Iterator[Callable[..., subprocess.Popen[bytes]]]:
+    """Start the real CoreDNS inside ``netns`` on a Corefile; every one is killed after."""
+    started: list[subprocess.Popen[bytes]] = []
+
+    def start(corefile: Path, *, pidfile: Path | None = None) -> subprocess.Popen[bytes]:
+        argv = ["ip", "netns", "exec", netns, str(COREDNS), "-conf", str(corefile)]
+        if pidfile is not None:
+            argv += ["-pidfile", str(pidfile)]
+        log = open(tmp_path / f"coredns-{len(started)}.log", "wb")  # noqa: SIM115
+        proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, cwd=corefile.parent)
+        log.close()
+        started.append(proc)
+        return proc
+
+    yield start
+    for proc in started:
+        proc.terminate()
+        try:
+            proc.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()

@@ -165,3 +165,14 @@ def test_existing_directory_mode_is_left_alone_unless_asked(tmp_path: Path, root
     result = statekit(["converge", "--diff", "--root", str(root), str(path)])
     assert "directory mode: 0755 -> 0700" in result.stdout
     assert stat.S_IMODE(os.stat(root / "etc/default").st_mode) == 0o700
+
+
+def test_null_value_omits_the_key(tmp_path: Path, root: Path) -> None:
+    text = ("phases: [a]\nstates:\n  - id: e\n    type: env_file\n    phase: a\n"
+            "    path: /e\n    entries:\n      A: '1'\n      B: \"{{ env.B or None }}\"\n"
+            "      C: '3'\n    sensitive: [B]\n")
+    path = write(tmp_path / "s.yaml", text)
+    assert statekit(["converge", "--root", str(root), str(path)]).returncode == 0
+    assert (root / "e").read_text() == "A=1\nC=3\n"
+    statekit(["converge", "--root", str(root), str(path)], env={"B": "x"})
+    assert (root / "e").read_text() == "A=1\nB=x\nC=3\n"

@@ -12,6 +12,9 @@ REGISTRY: dict[str, str] = {
     "env_file": "env_file:EnvFile",
     "signal": "signal:Signal",
     "command": "command:Command",
+    "iptables_rule": "iptables_rule:IptablesRule",
+    "iptables_chain": "iptables_chain:IptablesChain",
+    "coredns_zone": "coredns_zone:CorednsZone",
 }
 
 _loaded: dict[str, Resource[Any, Any]] = {}

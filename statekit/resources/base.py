@@ -41,6 +41,7 @@ class Meta:
     id: str
     ensure: str = "present"
     phase: str = ""
+    where: str = ""  # file:line of the state, for messages
 
     @property
     def present(self) -> bool:

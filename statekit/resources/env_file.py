@@ -62,13 +62,14 @@ class EnvFile(Resource[EnvFileSpec, ReadResult]):
         path = fields["path"]
         if not meta.present:
             return EnvFileSpec(path=path, present=False)
-        entries = tuple((str(k), str(v)) for k, v in fields.get("entries", {}).items())
+        entries = tuple((str(k), str(v)) for k, v in fields.get("entries", {}).items()
+                        if v is not None)  # null omits the key, like Ansible's `omit`
         for key, value in entries:
             if _FORBIDDEN.search(value):
                 raise FieldError(f"entries.{key}", "a value may not contain a newline, "
                                  "carriage return or NUL (the reader splits on lines)")
         sensitive = frozenset(fields.get("sensitive", ()))
-        unknown = sensitive - {k for k, _ in entries}
+        unknown = sensitive - set(fields.get("entries", {}))
         if unknown:
             raise FieldError("sensitive", f"not an entry: {', '.join(sorted(unknown))}")
         spec = FileSpec(

@@ -1,0 +1,293 @@
+"""``coredns_zone``: server blocks of a CoreDNS Corefile that a state owns.
+
+Each zone of the state is one block, rendered canonically and marked by a
+``# statekit:<id>`` line directly above it. Everything else in the Corefile is kept byte
+for byte (:mod:`statekit.corefile` parses it with CoreDNS's own lexing rules). Blocks
+already in the file stay where they are; new ones are appended after a blank line, in
+the order of ``zone``; blocks marked with this id for a zone no longer wanted are removed.
+``ensure: absent`` removes every block marked with this id and nothing else.
+
+The canonical block, directives in this fixed order (each only when asked for)::
+
+    # statekit:<id>
+    <zone>:<port> {
+        bind <bind...>
+        template IN AAAA {          # aaaa: noerror (IPv6 lookups answer empty)
+            rcode NOERROR
+        }
+        template ANY ANY {          # answer: nxdomain (a catch-all that denies)
+            rcode NXDOMAIN
+        }
+        forward . <forward...>      # answer: forward (the default)
+        errors
+        log
+        cache <seconds>
+    }
+
+A zone that a block this state does not own already serves on the same port and an
+overlapping address (no ``bind`` is every address) is a conflict: CoreDNS would refuse to
+start, so the state fails naming both places and nothing is written.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from statekit import corefile
+from statekit.corefile import Block, Corefile, CorefileError
+from statekit.errors import ApplyError, FieldError
+from statekit.files import ReadResult
+from statekit.host import Host
+from statekit.resources.base import Meta, Plan, Resource
+from statekit.resources.managed_file import (
+    FileSpec,
+    apply_file,
+    parse_mode,
+    parse_owner,
+    plan_file,
+)
+
+#: Host name labels (RFC 1123): letters, digits, inner hyphens. No underscore: this
+#: allowlists hosts to connect to, and ``_service`` labels name records, not hosts.
+_LABEL = re.compile(r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?")
+_INDENT = "    "
+
+
+@dataclass(frozen=True)
+class ZoneSpec:
+    owner: str
+    path: str
+    present: bool
+    zones: tuple[str, ...] = ()
+    port: int = 53
+    bind: tuple[str, ...] = ()
+    forward: tuple[str, ...] = ()
+    answer: str = "forward"
+    aaaa: str = "forward"
+    cache: int | None = None
+    log: bool = False
+    errors: bool = False
+    mode: int = 0o644
+    uid: int = 0
+    gid: int = 0
+    where: str = ""  # the state's file:line, for the conflict message
+
+
+# --- validation --------------------------------------------------------------------
+
+
+def parse_zone(value: str) -> str:
+    """A DNS name as written in a block key: lower case, no trailing dot, ``.`` the root."""
+    name = value.lower()
+    if name == ".":
+        return "."
+    name = name.removesuffix(".")
+    labels = name.split(".")
+    if not name or len(name) > 253 or not all(_LABEL.fullmatch(x) for x in labels):
+        raise FieldError("zone", f"{value!r} is not a DNS name (labels of letters, digits and "
+                         "inner hyphens, at most 63 bytes each and 253 in all; or '.')")
+    return name
+
+
+def parse_ip(value: str, field: str) -> str:
+    try:
+        if "%" in value:
+            raise ValueError(value)
+        return str(ipaddress.ip_address(value))
+    except ValueError:
+        raise FieldError(field, f"{value!r} is not an IP address") from None
+
+
+def parse_upstream(value: str) -> str:
+    """``address[:port]``: ``8.8.8.8``, ``8.8.8.8:5353``, ``2001:db8::1``, ``[::1]:53``."""
+    host, port = value, ""
+    if value.startswith("["):
+        host, sep, port = value[1:].partition("]")
+        port = port.removeprefix(":") if sep and port.startswith(":") else "x" + port
+    elif value.count(":") == 1:
+        host, _, port = value.partition(":")
+    address = parse_ip(host, "forward")
+    if port and not (port.isdigit() and 1 <= int(port) <= 65535):
+        raise FieldError("forward", f"{value!r} is not address[:port]")
+    if not port:
+        return address
+    return f"[{address}]:{port}" if ":" in address else f"{address}:{port}"
+
+
+def _zones(value: Any) -> tuple[str, ...]:
+    if value is None:
+        raise FieldError("zone", "zone is required with ensure: present")
+    zones = tuple(parse_zone(str(z)) for z in ([value] if isinstance(value, str) else value))
+    if len(set(zones)) != len(zones):
+        raise FieldError("zone", "a zone is listed twice")
+    return zones
+
+
+def _answer(fields: Mapping[str, Any]) -> str:
+    answer = str(fields.get("answer", "forward"))
+    if answer == "forward" and not fields.get("forward"):
+        raise FieldError("forward", "answer: forward needs at least one forward address")
+    if answer == "nxdomain" and (fields.get("forward") or fields.get("aaaa") == "noerror"):
+        raise FieldError("answer", "answer: nxdomain takes neither forward nor aaaa: noerror")
+    return answer
+
+
+# --- rendering and planning (pure) ----------------------------------------------------
+
+
+def render_block(spec: ZoneSpec, zone: str) -> str:
+    """The canonical block for ``zone`` (ends with ``}``, no newline)."""
+    lines = [f"{zone}:{spec.port} {{"]
+    if spec.bind:
+        lines.append(f"bind {' '.join(spec.bind)}")
+    if spec.aaaa == "noerror":
+        lines += ["template IN AAAA {", f"{_INDENT}rcode NOERROR", "}"]
+    if spec.answer == "nxdomain":
+        lines += ["template ANY ANY {", f"{_INDENT}rcode NXDOMAIN", "}"]
+    if spec.forward:
+        lines.append(f"forward . {' '.join(spec.forward)}")
+    lines += [name for name, on in (("errors", spec.errors), ("log", spec.log)) if on]
+    if spec.cache is not None:
+        lines.append(f"cache {spec.cache}")
+    body = [f"{_INDENT}{line}" for line in lines[1:]]
+    return "\n".join([lines[0], *body, "}"])
+
+
+def _overlap(a: Sequence[str], b: Sequence[str]) -> bool:
+    """Whether two ``bind`` lists share an address (none = all; names may be anything)."""
+    if not a or not b:
+        return True
+    norm = [{_norm_ip(x) for x in side} for side in (a, b)]
+    return bool(norm[0] & norm[1]) or None in norm[0] | norm[1]
+
+
+def _norm_ip(value: str) -> str | None:
+    try:
+        return str(ipaddress.ip_address(value))
+    except ValueError:
+        return None
+
+
+def find_conflict(cf: Corefile, spec: ZoneSpec) -> str | None:
+    """Where an unowned block already serves one of ``spec``'s zones, if anywhere."""
+    wanted = {corefile.normalise_zone(z) for z in spec.zones}
+    for block in cf.servers():
+        if block.marker == spec.owner:
+            continue
+        for key in block.parsed_keys:
+            if key.scheme == "dns" and key.zone in wanted and key.port == spec.port \
+                    and _overlap(block.binds, spec.bind):
+                return (f"zone {key.zone} port {spec.port} is already served by the block at "
+                        f"{spec.path}:{block.line} ({' '.join(block.keys)}); state "
+                        f"{spec.owner!r}{_at(spec.where)} cannot add it (CoreDNS would "
+                        "refuse to start)")
+    return None
+
+
+def _at(where: str) -> str:
+    return f" at {where}" if where else ""
+
+
+def _block_zone(block: Block) -> str | None:
+    keys = block.parsed_keys
+    return keys[0].zone if len(keys) == 1 else None
+
+
+def _assign(owned: Sequence[Block], zones: Sequence[str]) -> tuple[list[str | None], list[str]]:
+    """Which wanted zone each owned block becomes (same zone first, then in order)."""
+    free = [corefile.normalise_zone(z) for z in zones]
+    result: list[str | None] = []
+    for block in owned:
+        zone = _block_zone(block)
+        result.append(zone if zone in free else None)
+        if zone in free:
+            free.remove(zone)
+    for index, zone in enumerate(result):
+        if zone is None and free:
+            result[index] = free.pop(0)
+    return result, free
+
+
+def desired(data: bytes, spec: ZoneSpec) -> bytes:
+    """The Corefile ``data`` with this state's blocks as ``spec`` wants them."""
+    cf = corefile.parse(data)
+    if spec.present:
+        _refuse(cf, spec)
+    owned = cf.owned_by(spec.owner)
+    zones = spec.zones if spec.present else ()
+    targets, new = _assign(owned, zones)
+    by_zone = {corefile.normalise_zone(z): z for z in zones}
+    for block, zone in reversed(list(zip(owned, targets, strict=True))):
+        if zone is None:
+            data = corefile.remove(data, block)
+        else:
+            data = corefile.replace(data, block, _owned(spec, by_zone[zone]))
+    for zone in new:
+        data = corefile.insert(data, _owned(spec, by_zone[zone]))
+    return data
+
+
+def _owned(spec: ZoneSpec, zone: str) -> bytes:
+    return corefile.owned_text(spec.owner, render_block(spec, zone))
+
+
+def _refuse(cf: Corefile, spec: ZoneSpec) -> None:
+    conflict = find_conflict(cf, spec)
+    if conflict:
+        raise ApplyError(conflict)
+    if any(not b.braced for b in cf.blocks) and not cf.owned_by(spec.owner):
+        raise ApplyError(f"{spec.path}: its only server block has no braces; CoreDNS allows "
+                         "no other block then: add braces to it first")
+
+
+def _display(content: bytes) -> str:
+    return content.decode("utf-8", "replace")
+
+
+class CorednsZone(Resource[ZoneSpec, ReadResult]):
+    type_name = "coredns_zone"
+    identity_fields = frozenset({"corefile"})
+
+    def parse(self, fields: Mapping[str, Any], meta: Meta) -> ZoneSpec:
+        path = str(fields["corefile"])
+        if not meta.present:
+            return ZoneSpec(meta.id, path, False)
+        cache = fields.get("cache")
+        return ZoneSpec(
+            meta.id, path, True, _zones(fields.get("zone")), int(fields.get("port", 53)),
+            tuple(parse_ip(str(b), "bind") for b in fields.get("bind", ())),
+            tuple(parse_upstream(str(f)) for f in fields.get("forward", ())),
+            _answer(fields), str(fields.get("aaaa", "forward")),
+            None if cache is None else int(cache), bool(fields.get("log", False)),
+            bool(fields.get("errors", False)), parse_mode(fields.get("mode", "0644"), "mode"),
+            parse_owner(fields.get("owner", "root"), "owner"),
+            parse_owner(fields.get("group", "root"), "group", group=True), meta.where,
+        )
+
+    def read(self, spec: ZoneSpec, host: Host) -> ReadResult:
+        return host.fs.read(spec.path)
+
+    def plan(self, spec: ZoneSpec, current: ReadResult) -> Plan:
+        old = current.file
+        if old is None and not spec.present:
+            return Plan(notes=(f"{spec.path} does not exist: no block to remove",))
+        try:
+            content = desired(old.content if old else b"", spec)
+        except CorefileError as exc:
+            raise ApplyError(f"{spec.path}:{exc.line}: cannot parse the Corefile: "
+                             f"{exc.message}") from None
+        if old is not None and not spec.present:
+            if content == old.content:
+                return Plan(notes=(f"no block owned by {spec.owner!r}",))
+            keep = FileSpec(spec.path, content, old.mode, old.uid, old.gid)
+            return plan_file(keep, current, _display)
+        target = FileSpec(spec.path, content, spec.mode, spec.uid, spec.gid)
+        return plan_file(target, current, _display)
+
+    def apply(self, spec: ZoneSpec, plan: Plan, host: Host) -> None:
+        if isinstance(plan.payload, FileSpec):
+            apply_file(plan.payload, host)

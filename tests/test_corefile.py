@@ -1,0 +1,222 @@
+"""The Corefile lexer and parser: real-world files round-trip byte for byte."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from statekit import corefile
+from statekit.corefile import CorefileError, lex, parse, parse_key
+from statekit.resources.coredns_zone import ZoneSpec, desired
+
+SAMPLES = Path(__file__).parent / "corefiles"
+FILES = sorted(p.name for p in SAMPLES.glob("*.Corefile"))
+
+#: file -> [(keys, start line, binds, snippet, marker)] of its top-level blocks.
+STRUCTURE: dict[str, list[tuple[tuple[str, ...], int, tuple[str, ...], bool, str | None]]] = {
+    "container.Corefile": [
+        (("(deny)",), 2, (), True, None),
+        ((".:53",), 9, ("127.0.0.53",), False, "dns-catch-all"),
+        (("allowed.internal:53",), 15, ("127.0.0.53",), False, None),
+    ],
+    "crlf.Corefile": [
+        (("example.org",), 2, (), False, None),
+        (("quoted.example:53",), 7, ("127.0.0.2",), False, None),
+    ],
+    "kubernetes.Corefile": [
+        ((".:53",), 2, (), False, None),
+        (("consul.local:53",), 23, (), False, None),
+    ],
+    "quirks.Corefile": [
+        (("dns://a.test:1053,", "tls://b.test:1853"), 2, ("127.0.0.1", "::1", "lo"), False,
+         None),
+        (("c.test:53",), 13, (), False, None),
+        ((".:5353",), 15, ("127.0.0.9",), False, None),
+    ],
+    "snippets.Corefile": [
+        (("(common)",), 2, (), True, None),
+        (("(internal-acl)",), 7, (), True, None),
+        (("{$CLUSTER_ZONE}:53",), 16, (), False, None),
+        (("example.com:53", "example.net:53"), 22, (), False, None),
+    ],
+    "unbraced.Corefile": [(("example.org:1053",), 1, ("127.0.0.1",), False, None)],
+    "unicode.Corefile": [
+        (("éxample.org:53",), 2, (), False, None),
+        (("b.org:53",), 7, (), False, None),
+    ],
+}
+
+
+def sample(name: str) -> bytes:
+    return (SAMPLES / name).read_bytes()
+
+
+def reemit(text: str) -> str:
+    """Tokens and comments put back at their offsets, with the gaps between them."""
+    tokens, comments = lex(text)
+    pieces = sorted([(t.start, t.end) for t in tokens]
+                    + [(c.start, c.start + len(c.text)) for c in comments])
+    out, pos = [], 0
+    for start, end in pieces:
+        gap = text[pos:start]
+        assert all(corefile.is_space(ch) or ch == "\ufeff" for ch in gap), (pos, gap)
+        out += [gap, text[start:end]]
+        pos = end
+    assert all(corefile.is_space(ch) for ch in text[pos:])
+    return "".join([*out, text[pos:]])
+
+
+def test_every_sample_has_its_structure_listed() -> None:
+    assert sorted(STRUCTURE) == FILES
+
+
+@pytest.mark.parametrize("name", FILES)
+def test_sample_structure(name: str) -> None:
+    data = sample(name)
+    found = [(b.keys, b.line, b.binds, b.snippet, b.marker) for b in parse(data).blocks]
+    assert found == STRUCTURE[name]
+
+
+@pytest.mark.parametrize("name", FILES)
+def test_sample_lexes_and_reemits_identically(name: str) -> None:
+    text = sample(name).decode()
+    assert reemit(text).encode() == sample(name)
+
+
+@pytest.mark.parametrize("name", FILES)
+def test_block_spans_start_at_the_key_and_end_at_the_brace(name: str) -> None:
+    data = sample(name)
+    for block in parse(data).blocks:
+        chunk = data[block.start:block.end].decode()
+        assert chunk.startswith(block.keys[0].strip('"')) or chunk.startswith('"')
+        assert chunk.rstrip("\r").endswith("}") or not block.braced
+        assert data[:block.start].count(b"\n") + 1 == block.line
+
+
+@pytest.mark.parametrize("name", [n for n in FILES if n != "unbraced.Corefile"])
+def test_owned_block_insert_then_remove_gives_the_original(name: str) -> None:
+    data = sample(name)
+    spec = ZoneSpec("otlp-dns", "/Corefile", True, ("new.example.org",), 53,
+                    ("127.0.0.53",), ("8.8.8.8",))
+    added = desired(data, spec)
+    before, after = parse(data).blocks, parse(added).blocks
+    assert after[:-1] == before
+    assert after[-1].marker == "otlp-dns" and after[-1].keys == ("new.example.org:53",)
+    assert desired(added, ZoneSpec("otlp-dns", "/Corefile", False)) == data
+
+
+LEX_CASES = [
+    ("a b\tc", ["a", "b", "c"]),
+    ('"a b" c', ["a b", "c"]),
+    ('"a \\"b\\" \\\\ \\n"', ['a "b" \\\\ \\n']),
+    ('"x"y', ["x", "y"]),
+    ('a"b c"', ['a"b', 'c"']),
+    ("whoami#glued comment\nlog", ["whoami", "log"]),
+    ("`a b`", ["`a", "b`"]),
+    ("a\r\nb\rc", ["a", "bc"]),
+    ("\ufeffa", ["a"]),
+    ('"{"', ["{"]),
+    ("{$ENV} {%WIN%}", ["{$ENV}", "{%WIN%}"]),
+    ('""', [""]),
+    ("a\u00a0b\u2003c", ["a", "b", "c"]),
+]
+
+
+@pytest.mark.parametrize(("text", "expected"), LEX_CASES)
+def test_lexer_follows_coredns(text: str, expected: list[str]) -> None:
+    assert [t.text for t in lex(text)[0]] == expected
+
+
+def test_quoted_token_lines() -> None:
+    tokens, _ = lex('a "x\ny"\nb')
+    assert [(t.line, t.end_line) for t in tokens] == [(1, 1), (1, 2), (3, 3)]
+
+
+ERRORS = [
+    ("a.test {\n  log\n", 1, "not closed"),
+    ("}\n", 1, "unexpected '}'"),
+    ("a.test { whoami }\n", 1, "own line"),
+    ('a.test {\n  log "x\n}\n', 2, "unterminated"),
+    ("a.test\nlog\n}\n", 3, "has no '{'"),
+    ("a.test {\n}\nb.test\nlog\n", 3, "expected '{'"),
+    ("(snip)\nlog\n", 1, "expected '{'"),
+]
+
+
+@pytest.mark.parametrize(("text", "line", "message"), ERRORS)
+def test_syntax_errors(text: str, line: int, message: str) -> None:
+    with pytest.raises(CorefileError) as info:
+        parse(text.encode())
+    assert info.value.line == line and message in info.value.message
+
+
+KEYS = [
+    (".:53", "dns", ".", 53),
+    (".", "dns", ".", 53),
+    ("Example.COM.:1053", "dns", "example.com.", 1053),
+    ("dns://a.b:1053", "dns", "a.b.", 1053),
+    ("tls://a.b", "tls", "a.b.", 853),
+    ("a.b,", "dns", "a.b.", 53),
+    ("10.0.0.0/24", "dns", "10.0.0.0/24.", 53),
+    ("{$ZONE}:53", "dns", None, 53),
+]
+
+
+@pytest.mark.parametrize(("raw", "scheme", "zone", "port"), KEYS)
+def test_keys(raw: str, scheme: str, zone: str | None, port: int) -> None:
+    key = parse_key(raw)
+    assert (key.scheme, key.zone, key.port) == (scheme, zone, port)
+
+
+def test_offsets_are_bytes_in_non_ascii_files() -> None:
+    data = sample("unicode.Corefile")
+    block = parse(data).blocks[1]
+    assert data[block.start:block.end] == b"b.org:53 {\n}"
+
+
+# --- properties ---------------------------------------------------------------------
+
+FRAGMENTS = [
+    "# a comment\n", "\n", "   \n", "\t\n", "# statekit:other\n",
+    "a.test:53 {\n    log\n}\n", "b.test c.test {\n\tbind 127.0.0.1\n}\n",
+    "(snip) {\n  errors\n}\n", "import snip\n", "{$ZONE} {\n  whoami # note\n}\n",
+    '.:1053 {\n  template IN AAAA { rcode NOERROR }\n  rewrite name "a b" c\n}\n',
+    "x.test:53 {\r\n  log\r\n}\r\n", "# statekit:other\nd.test:53 {\n}\n",
+    "é.test {\n  # ünï\n}\n", "e.test {\n}", "# trailing comment",
+]
+
+corefiles = st.lists(st.sampled_from(FRAGMENTS), max_size=8).map(
+    lambda parts: "".join(p if p.endswith("\n") or i == len(parts) - 1 else p + "\n"
+                          for i, p in enumerate(parts)).encode())
+zone_names = st.lists(st.from_regex(r"[a-z][a-z0-9-]{0,10}[a-z0-9]\.[a-z]{2,5}", fullmatch=True),
+                      min_size=1, max_size=3, unique=True)
+
+
+@settings(max_examples=300, deadline=None)
+@given(corefiles, zone_names)
+def test_property_insert_then_remove_is_identity(data: bytes, zones: list[str]) -> None:
+    spec = ZoneSpec("mine", "/Corefile", True, tuple(zones), 53, (), ("8.8.8.8",), log=True)
+    added = desired(data, spec)
+    assert [b.keys for b in parse(added).owned_by("mine")] == [(f"{z}:53",) for z in zones]
+    assert desired(added, spec) == added
+    assert desired(added, ZoneSpec("mine", "/Corefile", False)) == data
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.sampled_from([n for n in FILES if n != "unbraced.Corefile"]), zone_names)
+def test_property_samples_insert_then_remove(name: str, zones: list[str]) -> None:
+    data = sample(name)
+    spec = ZoneSpec("mine", "/Corefile", True, tuple(zones), 53, ("127.0.0.99",), ("1.1.1.1",))
+    assert desired(desired(data, spec), ZoneSpec("mine", "/Corefile", False)) == data
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.text(alphabet=st.sampled_from(list('ab {}#"\\\n\r\t`$é')), max_size=60))
+def test_property_lexer_loses_nothing(text: str) -> None:
+    try:
+        assert reemit(text) == text
+    except CorefileError as exc:
+        assert "unterminated" in exc.message
