@@ -1,0 +1,27 @@
+#!/bin/sh
+# The container's entrypoint, as SPEC.md orders it, with statekit doing the state work.
+#   phase network before network setup, phase auth after auth setup, then the refresh loop.
+# Hooks (defaults are the container's; the demo points them at its sandbox):
+#   STATEKIT       how to run statekit          (default: statekit)
+#   STATES         the state directory          (default: /opt/statekit/states)
+#   STATEKIT_ROOT  --root for every path        (default: /)
+#   START_DNS      starts CoreDNS on the Corefile statekit wrote (network setup)
+#   AUTH_SETUP     git, gh, npm credentials
+#   REFRESH        seconds between refreshes    (default: 300; 0: no refresh loop)
+set -eu
+STATEKIT=${STATEKIT:-statekit}
+STATES=${STATES:-/opt/statekit/states}
+ROOT=${STATEKIT_ROOT:-/}
+here=$(dirname "$0")
+
+$STATEKIT converge --root "$ROOT" --phase network "$STATES"   # before network setup
+${START_DNS:-true}                                             # network setup
+${AUTH_SETUP:-true}                                            # auth setup
+$STATEKIT converge --root "$ROOT" --phase auth "$STATES"      # after auth setup
+
+if [ "${REFRESH:-300}" != 0 ]; then
+    ( while sleep "${REFRESH:-300}"; do
+        $STATEKIT converge --root "$ROOT" --phase network "$STATES" || true
+      done ) &
+fi
+OTEL_ENV_FILE="$ROOT/tmp/otel/otel-env" exec "$here/launch-agent.sh" "$@"
