@@ -231,3 +231,31 @@ def coredns(netns: str, tmp_path: Path) -> Iterator[Callable[..., subprocess.Pop
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+
+
+# --- the end-to-end sandbox (tests/e2e/harness.py; also driven by scripts/sandbox.py) ----
+
+from tests.e2e.harness import Sandbox  # noqa: E402  (this section was appended)
+
+
+@pytest.fixture(scope="session")
+def sandbox() -> Iterator[Sandbox]:
+    """The "internet" and "container" namespaces with upstream DNS and OTLP receiver.
+
+    Shared by the session (building it takes a second or two); always torn down, also
+    when a test fails or the run is interrupted. Tests that change the container should
+    use ``clean_sandbox`` instead.
+    """
+    with Sandbox() as box:
+        yield box
+
+
+@pytest.fixture
+def clean_sandbox(sandbox: Sandbox) -> Iterator[Sandbox]:
+    """The session's sandbox with the container reset (no CoreDNS, empty filter table,
+    no recorded requests, no expected Authorization) before and after the test."""
+    sandbox.reset_container()
+    sandbox.clear_requests()
+    sandbox.set_expected_auth("")
+    yield sandbox
+    sandbox.reset_container()

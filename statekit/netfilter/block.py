@@ -1,0 +1,119 @@
+"""Placing one state's block of rules in a chain (pure; works on a copy of the chain).
+
+A state's rules form one contiguous block, in the desired order. ``first``: only
+statekit-owned rules stand above it; ``last``: only statekit-owned rules below it;
+``before: X``: it ends above X's first rule with only statekit-owned rules between
+(like ``last`` when X owns no rule in the chain). A misplaced, split or reordered block
+is moved (deleted and inserted again); within a well-placed block only the rules added
+or removed are touched. Insert indices are computed on the simulated chain, so the
+restore's sequential semantics match.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from statekit.netfilter.model import Chain, Op
+
+
+@dataclass(frozen=True)
+class Position:
+    kind: str = "first"  # first | last | before
+    before: str = ""
+
+
+@dataclass
+class BlockPlan:
+    """The ops to run, in order, and the diff lines (``-``, ``+``, ``~ ... (moved)``)."""
+
+    ops: list[Op] = field(default_factory=list)
+    diff: list[str] = field(default_factory=list)
+
+
+def _all_owned(chain: Chain, start: int, stop: int) -> bool:
+    return all(o is not None for o in chain.owners[start:stop])
+
+
+def placed(chain: Chain, state_id: str, position: Position) -> bool:
+    """Whether the state's rules form one block standing where ``position`` says."""
+    idx = chain.owned_by(state_id)
+    if not idx:
+        return True
+    if idx[-1] - idx[0] + 1 != len(idx):
+        return False
+    if position.kind == "first":
+        return _all_owned(chain, 0, idx[0])
+    target = chain.first_of(position.before) if position.kind == "before" else None
+    if target is not None:
+        return idx[-1] < target and _all_owned(chain, idx[-1] + 1, target)
+    return _all_owned(chain, idx[-1] + 1, len(chain.rules))
+
+
+def target_index(chain: Chain, position: Position) -> int:
+    if position.kind == "first":
+        return 0
+    target = chain.first_of(position.before) if position.kind == "before" else None
+    return len(chain.rules) if target is None else target
+
+
+def plan_block(chain: Chain, name: str, state_id: str, desired: list[str],
+               position: Position) -> BlockPlan:
+    """The ops taking ``chain`` (named ``name``) to the desired block of ``state_id``."""
+    current = [chain.rules[i] for i in chain.owned_by(state_id)]
+    ok = placed(chain, state_id, position)
+    if current == desired and ok:
+        return BlockPlan()
+    sim, out = chain.copy(), BlockPlan()
+    have, want = set(current), set(desired)
+    in_order = [ln for ln in current if ln in want] == [ln for ln in desired if ln in have]
+    if ok and in_order and len(have) == len(current):
+        _incremental(sim, name, current, desired, position, out)
+    else:
+        _rebuild(sim, name, current, desired, position, out)
+    return out
+
+
+def _delete(sim: Chain, name: str, line: str, out: BlockPlan) -> None:
+    sim.remove(line)
+    out.ops.append(Op("delete", name, "-D" + line[2:], line))
+
+
+def _insert(sim: Chain, name: str, index: int, line: str, out: BlockPlan) -> None:
+    spec = line[len(f"-A {name} "):]
+    restore = line if index == len(sim.rules) else f"-I {name} {index + 1} {spec}"
+    sim.insert(index, line)
+    out.ops.append(Op("insert", name, restore, line, index))
+
+
+def _incremental(sim: Chain, name: str, current: list[str], desired: list[str],
+                 position: Position, out: BlockPlan) -> None:
+    want = set(desired)
+    for line in current:
+        if line not in want:
+            _delete(sim, name, line, out)
+            out.diff.append(f"- {line}")
+    have = set(current)
+    kept = [ln for ln in desired if ln in have]
+    cursor: int | None = None
+    for line in desired:
+        if line in have:
+            cursor = sim.rules.index(line) + 1
+            continue
+        if cursor is None:
+            cursor = sim.rules.index(kept[0]) if kept else target_index(sim, position)
+        _insert(sim, name, cursor, line, out)
+        out.diff.append(f"+ {line}")
+        cursor += 1
+
+
+def _rebuild(sim: Chain, name: str, current: list[str], desired: list[str],
+             position: Position, out: BlockPlan) -> None:
+    want, have = set(desired), set(current)
+    for line in current:
+        _delete(sim, name, line, out)
+        out.diff.append(f"~ {line} (moved)" if line in want else f"- {line}")
+    start = target_index(sim, position)
+    for offset, line in enumerate(desired):
+        _insert(sim, name, start + offset, line, out)
+        if line not in have:
+            out.diff.append(f"+ {line}")

@@ -1,0 +1,102 @@
+"""Validating the fields of the iptables resource types (raise FieldError: exit 3).
+
+Each check returns the value in the form the renderer needs (a canonical network, a
+normalised port range), so that nothing invalid ever reaches iptables-restore.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from typing import Any
+
+from statekit.errors import FieldError
+from statekit.netfilter.model import BUILTIN
+
+FAMILIES = {"ipv4": ("ipv4",), "ipv6": ("ipv6",), "both": ("ipv4", "ipv6")}
+TARGETS = ("ACCEPT", "DROP", "REJECT", "RETURN", "LOG", "NFLOG")
+_CHAIN = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,27}$")
+_IFACE = re.compile(r"^[A-Za-z0-9_.-]{1,15}\+?$")
+_TEXT = re.compile(r"^[ !#-&(-\[\]-~]*$")  # printable ASCII without quotes and backslash
+_NO_IN = ("OUTPUT", "POSTROUTING")
+_NO_OUT = ("INPUT", "PREROUTING")
+
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+def as_list(value: Any) -> list[Any]:
+    if value is None:
+        return []
+    return list(value) if isinstance(value, list) else [value]
+
+
+def chain(value: str, name: str = "chain") -> str:
+    if not _CHAIN.match(value):
+        raise FieldError(name, f"{value!r} is not a valid chain name (letters, digits, "
+                         "_ . -; at most 28 characters)")
+    return value
+
+
+def network(value: str, name: str) -> Network:
+    try:
+        net = ipaddress.ip_network(str(value), strict=False)
+    except ValueError:
+        raise FieldError(name, f"{value!r} is not an IP address or CIDR network") from None
+    if net.prefixlen == 0:
+        raise FieldError(name, f"{value!r} matches every address: leave the field out")
+    return net
+
+
+def networks(value: Any, name: str, wanted: tuple[str, ...]) -> tuple[Network, ...]:
+    nets = [network(v, name) for v in as_list(value)]
+    for net in nets:
+        if f"ipv{net.version}" not in wanted:
+            raise FieldError(name, f"{net} is an IPv{net.version} address, but family is "
+                             f"{'/'.join(wanted)}")
+    return tuple(sorted(set(nets), key=lambda n: (n.version, int(n.network_address),
+                                                  n.prefixlen)))
+
+
+def port(value: Any, name: str) -> str:
+    text = str(value)
+    low, _, high = text.partition(":")
+    if not low.isdigit() or (high and not high.isdigit()):
+        raise FieldError(name, f"{text!r} is not a port or a range a:b")
+    lo, hi = int(low), int(high or low)
+    if hi > 65535 or lo > hi:
+        raise FieldError(name, f"{text!r}: ports are 0-65535 and a range is low:high")
+    if (lo, hi) == (0, 65535):
+        raise FieldError(name, "0:65535 matches every port: leave the field out")
+    return str(lo) if lo == hi else f"{lo}:{hi}"
+
+
+def interface(value: str | None, name: str, chain_name: str) -> str | None:
+    if value is None:
+        return None
+    if not _IFACE.match(value):
+        raise FieldError(name, f"{value!r} is not an interface name (at most 15 "
+                         "characters, optional trailing +)")
+    banned = _NO_IN if name == "in_interface" else _NO_OUT
+    if chain_name in banned:
+        raise FieldError(name, f"cannot be used in chain {chain_name}")
+    return value
+
+
+def text(value: str | None, name: str, limit: int) -> str | None:
+    if value is None:
+        return None
+    if not _TEXT.match(value) or len(value) > limit:
+        raise FieldError(name, f"must be printable ASCII without quotes, backslashes or "
+                         f"newlines, at most {limit} characters")
+    return value
+
+
+def jump(value: str, table: str) -> str:
+    if value in TARGETS:
+        return value
+    if value in BUILTIN.get(table, ()):
+        raise FieldError("jump", f"cannot jump to the built-in chain {value}")
+    if not _CHAIN.match(value):
+        raise FieldError("jump", f"{value!r} is neither a target ({', '.join(TARGETS)}) "
+                         "nor a valid chain name")
+    return value

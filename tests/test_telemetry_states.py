@@ -1,0 +1,159 @@
+"""The shipped states/telemetry.yaml: the env file (phase auth) and the input checks.
+
+The network phase is exercised for real in tests/test_boot_e2e.py; here only files are
+written (under a temporary --root), and invalid input is refused before anything runs.
+"""
+
+from __future__ import annotations
+
+import base64
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.conftest import REPO, statekit
+
+STATES = str(REPO / "states" / "telemetry.yaml")
+TOKEN = "glc_eyJvIjoiOTk5IiwibiI6InRlc3QifQ=="
+ENDPOINT = "https://otlp-gateway-prod-us-west-2.grafana.net/otlp"
+ON = {"GRAFANA_INSTANCE_ID": "123456", "GRAFANA_API_TOKEN": TOKEN,
+      "GRAFANA_OTLP_ENDPOINT": ENDPOINT}
+HEADER = "Authorization=Basic%20" + base64.b64encode(f"123456:{TOKEN}".encode()).decode()
+
+
+def auth(root: Path, env: dict[str, str], *extra: str) -> Any:
+    return statekit(["converge", "--phase", "auth", "--root", str(root), *extra, STATES],
+                    env=env)
+
+
+def env_file(root: Path) -> Path:
+    return root / "tmp/otel/otel-env"
+
+
+def test_env_file_has_exactly_the_spec_keys(root: Path, local_host: Any) -> None:
+    result = auth(root, {**ON, "FLY_APP_NAME": "agent-app", "FLY_MACHINE_ID": "m-42"})
+    assert result.returncode == 0, result.output
+    assert env_file(root).read_text().splitlines() == [
+        "CLAUDE_CODE_ENABLE_TELEMETRY=1",
+        "OTEL_METRICS_EXPORTER=otlp",
+        "OTEL_LOGS_EXPORTER=otlp",
+        "OTEL_TRACES_EXPORTER=otlp",
+        "CLAUDE_CODE_ENHANCED_TELEMETRY_BETA=1",
+        "OTEL_EXPORTER_OTLP_PROTOCOL=http/protobuf",
+        f"OTEL_EXPORTER_OTLP_ENDPOINT={ENDPOINT}",
+        f"OTEL_EXPORTER_OTLP_HEADERS={HEADER}",
+        "OTEL_LOG_USER_PROMPTS=1",
+        "OTEL_LOG_TOOL_DETAILS=1",
+        "OTEL_LOG_TOOL_CONTENT=1",
+        "OTEL_RESOURCE_ATTRIBUTES=fly.app_name=agent-app,fly.machine_id=m-42",
+    ]
+    f = local_host.file(str(env_file(root)))
+    assert (f.mode, f.user, f.group) == (0o600, "root", "root")
+    d = local_host.file(str(env_file(root).parent))
+    assert (d.mode, d.user) == (0o700, "root")
+    assert TOKEN not in result.output
+
+
+@pytest.mark.parametrize("missing", [*ON, "all"])
+def test_off_when_any_credential_is_missing(root: Path, missing: str) -> None:
+    env = {} if missing == "all" else {k: v for k, v in ON.items() if k != missing}
+    result = auth(root, env, "--detailed-exitcode")
+    assert result.returncode == 0, result.output
+    assert "changed=0" in result.stdout
+    assert not env_file(root).exists()
+
+
+def test_turning_off_removes_the_file(root: Path) -> None:
+    auth(root, ON)
+    assert env_file(root).exists()
+    result = auth(root, {k: v for k, v in ON.items() if k != "GRAFANA_API_TOKEN"}, "--diff")
+    assert "changed=1" in result.stdout
+    assert not env_file(root).exists()
+    assert TOKEN not in result.output
+    assert HEADER.split("%20")[1] not in result.output
+
+
+def test_privacy_knobs(root: Path) -> None:
+    auth(root, {**ON, "OTEL_LOG_USER_PROMPTS": "0", "OTEL_LOG_TOOL_DETAILS": "0"})
+    lines = env_file(root).read_text().splitlines()
+    assert "OTEL_LOG_USER_PROMPTS=0" in lines
+    assert "OTEL_LOG_TOOL_DETAILS=0" in lines
+    assert "OTEL_LOG_TOOL_CONTENT=0" in lines
+
+
+def test_operator_attributes_merge_and_win(root: Path) -> None:
+    auth(root, {**ON, "FLY_APP_NAME": "app", "FLY_MACHINE_ID": "m1",
+                "OTEL_RESOURCE_ATTRIBUTES": "fly.app_name=override,team=ai"})
+    lines = env_file(root).read_text().splitlines()
+    assert "OTEL_RESOURCE_ATTRIBUTES=fly.app_name=override,fly.machine_id=m1,team=ai" in lines
+
+
+def test_no_attributes_no_key(root: Path) -> None:
+    auth(root, ON)
+    assert "OTEL_RESOURCE_ATTRIBUTES" not in env_file(root).read_text()
+
+
+def test_endpoint_port_and_ip_literal(root: Path) -> None:
+    env = {**ON, "GRAFANA_OTLP_ENDPOINT": "https://192.0.2.10:4318/otlp"}
+    result = statekit(["show", STATES], env=env)
+    assert result.returncode == 0, result.output
+    assert '"ensure": "absent"' in result.stdout.split('"otlp-dns-reload"')[0]  # no DNS entry
+    assert "4318" in result.stdout and "192.0.2.10" in result.stdout
+
+
+BAD = [
+    ("GRAFANA_OTLP_ENDPOINT", "http://otlp.grafana.net/otlp", "http is refused"),
+    ("GRAFANA_OTLP_ENDPOINT", "https://u:p@otlp.grafana.net/otlp", "user info"),
+    ("GRAFANA_OTLP_ENDPOINT", "https://otlp.grafana.net:70000/", "not a valid URL"),
+    ("GRAFANA_OTLP_ENDPOINT", "https://otlp grafana.net/", "spaces or control"),
+    ("GRAFANA_OTLP_ENDPOINT", "https://evil.com{/", "neither a DNS name"),
+    ("GRAFANA_INSTANCE_ID", "12x", "digits only"),
+    ("GRAFANA_API_TOKEN", "glc_a b", "printable, without whitespace"),
+    ("OTEL_LOG_USER_PROMPTS", "yes", "must be 0 or 1"),
+    ("OTEL_LOG_TOOL_DETAILS", "2", "must be 0 or 1"),
+    ("OTEL_RESOURCE_ATTRIBUTES", "team=a b", "the value of 'team' contains a space"),
+    ("OTEL_RESOURCE_ATTRIBUTES", "=x", "empty or invalid key"),
+    ("OTEL_RESOURCE_ATTRIBUTES", "team", "has no '='"),
+    ("OTEL_RESOURCE_ATTRIBUTES", "a=1\nb=2", "contains a space or a control"),
+    ("FLY_APP_NAME", "my app", "FLY_APP_NAME: must not contain spaces"),
+    ("FLY_MACHINE_ID", "m\n1", "FLY_MACHINE_ID: must not contain spaces"),
+]
+
+
+@pytest.mark.parametrize(("name", "value", "message"), BAD)
+@pytest.mark.parametrize("phase", ["network", "auth"])
+def test_bad_input_exit_3_in_every_phase(root: Path, name: str, value: str, message: str,
+                                         phase: str) -> None:
+    result = statekit(["converge", "--phase", phase, "--root", str(root), STATES],
+                      env={**ON, name: value})
+    assert result.returncode == 3, result.output
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and message in lines[0] and name in lines[0]
+    assert lines[0].startswith(f"statekit: {STATES}:")
+    assert TOKEN not in result.output and f"123456:{TOKEN}" not in result.output
+    assert list(root.iterdir()) == []
+
+
+def test_launcher_forwards_only_allowlisted_keys(tmp_path: Path, local_host: Any) -> None:
+    envf = tmp_path / "otel-env"
+    envf.write_text("OTEL_LOG_USER_PROMPTS=0\nOTEL_EXPORTER_OTLP_HEADERS=Authorization=Basic%20"
+                    "eA==\nLD_PRELOAD=/evil.so\nPATH=/nowhere\nOTEL_RESOURCE_ATTRIBUTES=a=b\n")
+    launcher = REPO / "examples" / "launch-agent.sh"
+    out = local_host.run(f"env -i PATH=/usr/bin:/bin OTEL_ENV_FILE={envf} {launcher} env")
+    assert out.rc == 0
+    lines = out.stdout.splitlines()
+    assert "OTEL_LOG_USER_PROMPTS=0" in lines
+    assert "OTEL_EXPORTER_OTLP_HEADERS=Authorization=Basic%20eA==" in lines
+    assert "OTEL_RESOURCE_ATTRIBUTES=a=b" in lines
+    assert not any(line.startswith("LD_PRELOAD=") for line in lines)
+    assert "PATH=/usr/bin:/bin" in lines
+
+
+def test_launcher_without_file_starts_agent_unchanged(tmp_path: Path, local_host: Any) -> None:
+    launcher = REPO / "examples" / "launch-agent.sh"
+    out = local_host.run(f"env -i PATH=/usr/bin:/bin OTEL_ENV_FILE={tmp_path}/none "
+                         f"{launcher} env")
+    assert out.rc == 0
+    assert not any(line.startswith(("OTEL_EXPORTER", "OTEL_LOG", "CLAUDE_"))
+                   for line in out.stdout.splitlines())
