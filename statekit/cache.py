@@ -4,7 +4,9 @@ Loading means YAML, JSON Schema and Jinja2: most of a no-op converge's time. The
 :class:`~statekit.model.Program` is a pure function of the state files, the ``--var``
 overrides, the environment, the user and group databases and statekit itself, so it is
 cached under a hash of all of them, in ``/run/statekit/program.cache`` under ``--root``
-(directory 0700, file 0600, owner root, never through a symlink).
+(directory 0700, file 0600, owner root, never through a symlink). Of the environment,
+only the variables the templates read count (the loader records them), so an unrelated
+variable does not turn a hit into a miss.
 
 A program that holds any secret value is never cached: secrets stay in memory only.
 Check mode reads the cache but never writes it.
@@ -13,6 +15,7 @@ Check mode reads the cache but never writes it.
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import pickle
 import stat
@@ -28,17 +31,25 @@ _VOLATILE = frozenset({"_", "PWD", "OLDPWD", "SHLVL"})
 _MAGIC = b"statekit-program-cache-1\n"
 
 
-def key(files: Sequence[str], overrides: Mapping[str, Any], environ: Mapping[str, str]) -> str:
+def key(files: Sequence[str], overrides: Mapping[str, Any]) -> str:
+    """The hash of what the program depends on, except the environment."""
     digest = hashlib.sha256(f"{__version__}\n{_code_stamp()}\n".encode())
     for name in files:
         with open(name, "rb") as f:
             digest.update(f"{name}\n".encode() + hashlib.sha256(f.read()).digest())
     digest.update(repr(sorted(overrides.items())).encode())
-    for name, value in sorted(environ.items()):
-        if name not in _VOLATILE:
-            digest.update(f"{name}={value}\0".encode())
     for db in ("/etc/passwd", "/etc/group"):
         digest.update(_stamp(db).encode())
+    return digest.hexdigest()
+
+
+def env_key(environ: Mapping[str, str], names: Sequence[str] | None) -> str:
+    """The hash of the variables ``names`` (all but a few volatile ones when None)."""
+    digest = hashlib.sha256()
+    chosen = sorted(environ) if names is None else names
+    for name in chosen:
+        if names is not None or name not in _VOLATILE:
+            digest.update(f"{name}={environ.get(name, '')}\0".encode())
     return digest.hexdigest()
 
 
@@ -66,7 +77,7 @@ def _code_stamp() -> str:
     return ";".join(sorted(parts))
 
 
-def load(fs: FileSystem, cache_key: str) -> Program | None:
+def load(fs: FileSystem, cache_key: str, environ: Mapping[str, str]) -> Program | None:
     path = fs.host_path(CACHE_PATH)
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
@@ -77,20 +88,28 @@ def load(fs: FileSystem, cache_key: str) -> Program | None:
         if st.st_uid != os.geteuid() or stat.S_IMODE(st.st_mode) & 0o077:
             return None  # not ours, or others could have written it: ignore
         data = f.read()
-    head = _MAGIC + cache_key.encode() + b"\n"
-    if not data.startswith(head):
-        return None
+    return _unpack(data, cache_key, environ)
+
+
+def _unpack(data: bytes, cache_key: str, environ: Mapping[str, str]) -> Program | None:
+    """The program, if ``data`` was written for this key and this environment."""
     try:
-        program = pickle.loads(data[len(head):])  # noqa: S301 -- root-only file, our own
-    except Exception:
+        magic, base, names, env_hash, body = data.split(b"\n", 4)
+        if magic + b"\n" != _MAGIC or base.decode() != cache_key:
+            return None
+        if env_key(environ, json.loads(names)) != env_hash.decode():
+            return None
+        program = pickle.loads(body)  # noqa: S301 -- root-only file, our own
+    except Exception:  # a damaged cache is a miss, never an error
         return None
     return program if isinstance(program, Program) else None
 
 
-def save(fs: FileSystem, cache_key: str, program: Program) -> None:
+def save(fs: FileSystem, cache_key: str, environ: Mapping[str, str], program: Program) -> None:
     if program.secrets:
         return
-    data = _MAGIC + cache_key.encode() + b"\n" + pickle.dumps(program, protocol=5)
+    head = [cache_key, json.dumps(program.env_used), env_key(environ, program.env_used)]
+    data = _MAGIC + "\n".join(head).encode() + b"\n" + pickle.dumps(program, protocol=5)
     try:
         fs.write(CACHE_PATH, data, mode=0o600, uid=os.geteuid(), gid=os.getegid(),
                  dir_mode=0o700)

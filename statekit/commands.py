@@ -46,12 +46,12 @@ def _load_cached(args: argparse.Namespace, masker: Masker) -> Program:
     if os.environ.get("STATEKIT_NO_CACHE"):
         return _load(args, masker)
     fs = FileSystem(args.root)
-    key = cache.key(collect(args.paths or [DEFAULT_PATH]), _raw_vars(args.var), os.environ)
-    program = cache.load(fs, key)
+    key = cache.key(collect(args.paths or [DEFAULT_PATH]), _raw_vars(args.var))
+    program = cache.load(fs, key, os.environ)
     if program is None:
         program = _load(args, masker)
         if not args.check:
-            cache.save(fs, key, program)
+            cache.save(fs, key, os.environ, program)
     return program
 
 

@@ -64,8 +64,10 @@ def load(
     for state in states:
         _render_state(state, by_name[state.file], context, renderer, secrets)
     check_graph(states, phases, by_name)
+    secret_names = {n for s in sources for n in s.data.get("secrets", [])}
+    used = None if env.used is None else sorted(env.used | secret_names)
     return Program(phases=phases, states=states, secrets=secrets,
-                   vars={k: v for k, v in context.items() if k != "env"})
+                   vars={k: v for k, v in context.items() if k != "env"}, env_used=used)
 
 
 def _merge_phases(sources: list[Source]) -> list[str]:

@@ -37,6 +37,8 @@ class Program:
     states: list[State]
     secrets: set[str] = field(default_factory=set)  # secret values, to mask in all output
     vars: dict[str, Any] = field(default_factory=dict)
+    #: environment variables the program was rendered from (None: all of them)
+    env_used: list[str] | None = None
 
     def by_id(self) -> dict[str, State]:
         return {s.id: s for s in self.states}

@@ -25,10 +25,50 @@ class FilterInputError(ValueError):
 
 
 class EnvView(dict[str, str]):
-    """The process environment as templates see it: a missing variable is ``""``."""
+    """The process environment as templates see it: a missing variable is ``""``.
 
-    def __missing__(self, key: str) -> str:
-        return ""
+    It records which variables were read (``used``; ``None`` once anything iterated over
+    it), so that the program cache depends on those variables only.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.used: set[str] | None = set()
+
+    def _note(self, key: str) -> None:
+        if self.used is not None:
+            self.used.add(key)
+
+    def __getitem__(self, key: str) -> str:
+        self._note(key)
+        return super().get(key, "")
+
+    def get(self, key: str, default: Any = None) -> Any:
+        self._note(key)
+        return super().get(key, default)
+
+    def __contains__(self, key: object) -> bool:
+        self._note(str(key))
+        return super().__contains__(key)
+
+    def _everything(self) -> None:
+        self.used = None
+
+    def __iter__(self) -> Any:
+        self._everything()
+        return super().__iter__()
+
+    def keys(self) -> Any:
+        self._everything()
+        return super().keys()
+
+    def items(self) -> Any:
+        self._everything()
+        return super().items()
+
+    def values(self) -> Any:
+        self._everything()
+        return super().values()
 
 
 def _split(url: str) -> Any:

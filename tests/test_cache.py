@@ -29,9 +29,9 @@ def test_cache_written_and_invalidated(tmp_path: Path, root: Path) -> None:
     assert statekit(args, env={"VALUE": "1"}).returncode == 0
     cached = cache_file(root)
     assert cached.exists() and (cached.stat().st_mode & 0o777) == 0o600
-    first = cached.read_bytes()
+    first = cached.stat().st_ino
     assert "ok=1" in statekit(args, env={"VALUE": "1"}).stdout
-    assert cached.read_bytes() == first  # a hit rewrites nothing
+    assert cached.stat().st_ino == first  # a hit rewrites nothing (a write is a rename)
     assert "changed=1" in statekit(args, env={"VALUE": "2"}).stdout  # env change: a miss
     assert (root / "etc/f").read_text() == "A=2\n"
     write(path, STATES.replace("A:", "B:"))  # file change: a miss
@@ -60,3 +60,14 @@ def test_untrusted_cache_is_ignored(tmp_path: Path, root: Path) -> None:
     cached.write_bytes(cached.read_bytes()[:-20] + b"garbage-garbage-garb")
     result = statekit(args, env={"VALUE": "1"})
     assert result.returncode == 0 and "ok=1" in result.stdout
+
+
+def test_unrelated_environment_does_not_miss(tmp_path: Path, root: Path) -> None:
+    path = write(tmp_path / "s.yaml", STATES)
+    args = ["converge", "--root", str(root), str(path)]
+    statekit(args, env={"VALUE": "1", "UNRELATED": "a"})
+    first = cache_file(root).read_bytes()
+    assert b'"TOKEN", "VALUE"' in first.split(b"\n")[2]  # the variables read, secrets too
+    inode = cache_file(root).stat().st_ino
+    statekit(args, env={"VALUE": "1", "UNRELATED": "b"})
+    assert cache_file(root).stat().st_ino == inode  # a hit: not rewritten
