@@ -48,6 +48,7 @@ def statekit(
     full_env = {"PATH": os.environ["PATH"], "LANG": "C.UTF-8", **(env or {})}
     proc = subprocess.run(argv, capture_output=True, text=True, env=full_env, cwd=cwd,
                           timeout=timeout, check=False)
+    record_output(proc.stdout, proc.stderr)
     return Run(proc.returncode, proc.stdout, proc.stderr)
 
 
@@ -259,3 +260,59 @@ def clean_sandbox(sandbox: Sandbox) -> Iterator[Sandbox]:
     sandbox.set_expected_auth("")
     yield sandbox
     sandbox.reset_container()
+
+
+# --- secrets capture: every byte statekit prints, checked against the suite's tokens ----
+#
+# The ``statekit()`` helper (and any test that runs statekit another way, through
+# ``record_output``) appends what statekit printed to ``CAPTURED``. At the end of the
+# session, no known test token, nor any base64 form of it, may appear anywhere in it.
+# Tokens are registered with ``register_token``; a module-level ``TOKEN`` string in any
+# imported test module is registered automatically.
+
+CAPTURED: list[str] = []
+KNOWN_TOKENS: set[str] = set()
+
+
+def register_token(*tokens: str) -> None:
+    """Declare test secrets that statekit must never print (in any test of the session)."""
+    KNOWN_TOKENS.update(t for t in tokens if t)
+
+
+def record_output(*texts: str) -> None:
+    """Add what a statekit run printed to the session's capture."""
+    CAPTURED.extend(t for t in texts if t)
+
+
+def _token_forms(token: str) -> set[str]:
+    import base64
+
+    from statekit.masking import base64_forms
+
+    return {token, base64.b64encode(token.encode()).decode().rstrip("="),
+            *base64_forms(token)}
+
+
+def leaked_tokens(texts: Sequence[str], tokens: set[str]) -> list[str]:
+    """Which of ``tokens`` appear in ``texts``, themselves or in a base64 form."""
+    found = []
+    for token in sorted(tokens):
+        forms = _token_forms(token)
+        if any(form in text for text in texts for form in forms):
+            found.append(token)
+    return found
+
+
+def _module_tokens() -> set[str]:
+    return {mod.TOKEN for name, mod in list(sys.modules.items())
+            if name.startswith("tests.") and isinstance(getattr(mod, "TOKEN", None), str)}
+
+
+@pytest.fixture(scope="session", autouse=True)
+def secrets_capture() -> Iterator[list[str]]:
+    """Fails the session if a registered test token ever reached statekit's output."""
+    yield CAPTURED
+    tokens = KNOWN_TOKENS | _module_tokens()
+    leaked = leaked_tokens(CAPTURED, tokens)
+    assert not leaked, (f"statekit printed {len(leaked)} test token(s) or their base64 "
+                        f"forms in {len(CAPTURED)} captured outputs")

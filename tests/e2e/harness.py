@@ -1,0 +1,624 @@
+"""The end-to-end sandbox: an "internet" and a "container" network namespace, for real.
+
+Used by the pytest fixtures (``tests/conftest.py``) and by ``scripts/sandbox.py``, the
+command line that ``make demo`` drives. Nothing here touches the host's own network
+namespace or its ``/etc``: both namespaces are created here (``ip netns add``) and always
+deleted by :meth:`Sandbox.down` (also at interpreter exit), every process started in them
+is killed, and a resolver is chosen per command by bind-mounting a temporary
+``resolv.conf`` over ``/etc/resolv.conf`` inside a private mount namespace.
+
+Layout (one veth pair, 198.18.0.0/24, the benchmarking range of RFC 2544)::
+
+    internet  198.18.0.1   upstream DNS (real CoreDNS, ``hosts`` plugin) on :53
+              198.18.0.10  OTLP/HTTP receiver over TLS on :443 (and :8443, to stay blocked)
+              198.18.0.20  the same receiver on :443 (the "other" name, to stay blocked)
+    container 198.18.0.2   default route via 198.18.0.1; its own CoreDNS on 127.0.0.53
+"""
+
+from __future__ import annotations
+
+import atexit
+import base64
+import contextlib
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from secrets import token_hex
+from typing import Any, Literal
+
+import trustme
+
+REPO = Path(__file__).resolve().parents[2]
+E2E = Path(__file__).resolve().parent
+COREDNS = REPO / ".tools" / "bin" / "coredns"
+
+GATEWAY = "otlp-gateway-prod-us-west-2.grafana.net"
+OTHER = "other.example.net"
+ENDPOINT = f"https://{GATEWAY}/otlp"
+UPSTREAM_DNS = "198.18.0.1"
+GATEWAY_ADDR = "198.18.0.10"
+OTHER_ADDR = "198.18.0.20"
+CONTAINER_ADDR = "198.18.0.2"
+LOCAL_DNS = "127.0.0.53"
+OTLP_PORT = 443
+OTHER_PORT = 8443
+HOSTS: dict[str, str] = {GATEWAY: GATEWAY_ADDR, OTHER: OTHER_ADDR}
+LISTENERS: tuple[tuple[str, int], ...] = (
+    (GATEWAY_ADDR, OTLP_PORT), (GATEWAY_ADDR, OTHER_PORT), (OTHER_ADDR, OTLP_PORT))
+MINIMAL_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+STATE_FILE = "sandbox.json"
+
+Resolver = Literal["upstream", "local"] | None
+
+DNS_PROBE = """\
+import json, sys
+import dns.exception, dns.message, dns.query, dns.rcode, dns.rdatatype
+name, rdtype, server, port, timeout = sys.argv[1:6]
+query = dns.message.make_query(name, rdtype)
+try:
+    reply = dns.query.udp(query, server, port=int(port), timeout=float(timeout))
+except dns.exception.Timeout:
+    print(json.dumps({"rcode": "TIMEOUT", "answers": []}))
+except OSError as exc:
+    print(json.dumps({"rcode": "ERROR", "answers": [], "error": str(exc)}))
+else:
+    want = dns.rdatatype.from_text(rdtype)
+    answers = [rd.to_text() for rrset in reply.answer if rrset.rdtype == want for rd in rrset]
+    print(json.dumps({"rcode": dns.rcode.to_text(reply.rcode()), "answers": answers}))
+"""
+
+TCP_PROBE = """\
+import errno, socket, sys
+addr, port, timeout = sys.argv[1], int(sys.argv[2]), float(sys.argv[3])
+try:
+    socket.create_connection((addr, port), timeout=timeout).close()
+    print("connected")
+except TimeoutError:
+    print("timeout")
+except ConnectionRefusedError:
+    print("refused")
+except OSError as exc:
+    print(errno.errorcode.get(exc.errno or 0, str(exc)))
+"""
+
+HTTPS_POST = """\
+import json, ssl, sys, urllib.error, urllib.request
+url, cafile, headers, timeout = sys.argv[1], sys.argv[2], json.loads(sys.argv[3]), sys.argv[4]
+body = sys.stdin.buffer.read()
+ctx = ssl.create_default_context(cafile=cafile)
+req = urllib.request.Request(url, data=body, headers=headers, method="POST")
+try:
+    with urllib.request.urlopen(req, context=ctx, timeout=float(timeout)) as resp:
+        print(resp.status)
+except urllib.error.HTTPError as exc:
+    print(exc.code)
+except OSError as exc:
+    print(0)
+    print(exc, file=sys.stderr)
+"""
+
+MOUNT_RESOLV = 'mount --bind "$0" /etc/resolv.conf && exec "$@"'
+
+
+class SandboxError(RuntimeError):
+    """The sandbox could not be built or a helper failed."""
+
+
+@dataclass
+class DnsAnswer:
+    """One DNS reply seen from inside the container.
+
+    ``rcode`` is the reply's rcode text (``NOERROR``, ``NXDOMAIN``, ...), ``TIMEOUT`` when
+    nothing answered, or ``ERROR`` when the query could not be sent (``error`` says why,
+    e.g. ``[Errno 1] Operation not permitted`` when the container's OUTPUT chain drops
+    the UDP datagram).
+    """
+
+    rcode: str
+    answers: list[str]
+    error: str = ""
+
+
+@dataclass
+class SandboxInfo:
+    """Everything needed to find a running sandbox again (saved as ``sandbox.json``)."""
+
+    run_id: str
+    internet: str
+    container: str
+    veth_internet: str
+    veth_container: str
+    workdir: str
+    ca_pem: str
+    requests_log: str
+    auth_file: str
+    resolv: dict[str, str] = field(default_factory=dict)
+    hosts: dict[str, str] = field(default_factory=dict)
+    endpoint: str = ENDPOINT
+    upstream_dns: str = UPSTREAM_DNS
+    local_dns: str = LOCAL_DNS
+    container_coredns_pidfile: str = ""
+
+    def shell_vars(self) -> dict[str, str]:
+        """The info as ``SANDBOX_*`` shell variables (for ``eval`` in a demo script)."""
+        flat = {k: v for k, v in asdict(self).items() if isinstance(v, str)}
+        flat.update({f"resolv_{kind}": path for kind, path in self.resolv.items()})
+        return {f"SANDBOX_{k.upper()}": v for k, v in flat.items()}
+
+
+def basic_auth(instance_id: str, token: str) -> str:
+    """The ``Authorization`` value Grafana Cloud expects: ``Basic base64(id:token)``."""
+    return "Basic " + base64.b64encode(f"{instance_id}:{token}".encode()).decode()
+
+
+def read_env_file(path: Path) -> dict[str, str]:
+    """Read a ``KEY=value`` file the way the launcher does (split at the first ``=``)."""
+    env: dict[str, str] = {}
+    for line in path.read_text(encoding="utf-8").splitlines():
+        if line and not line.startswith("#") and "=" in line:
+            key, value = line.split("=", 1)
+            env[key] = value
+    return env
+
+
+def wait_until(check: Callable[[], bool], timeout: float, what: str,
+               detail: Callable[[], str] = lambda: "") -> None:
+    """Poll ``check`` until true; raise :class:`SandboxError` naming ``what`` otherwise."""
+    deadline = time.monotonic() + timeout
+    while True:
+        if check():
+            return
+        if time.monotonic() > deadline:
+            raise SandboxError(f"timed out after {timeout:.0f}s waiting for {what}\n{detail()}")
+        time.sleep(0.1)
+
+
+def run(argv: Sequence[str], *, check: bool = True, timeout: float = 30.0,
+        **kwargs: Any) -> subprocess.CompletedProcess[str]:
+    """``subprocess.run`` with text output captured; errors carry stderr."""
+    proc = subprocess.run(list(argv), capture_output=True, text=True, timeout=timeout,
+                          check=False, **kwargs)
+    if check and proc.returncode != 0:
+        raise SandboxError(f"{' '.join(argv)} exited {proc.returncode}: {proc.stderr.strip()}")
+    return proc
+
+
+def which(tool: str) -> str:
+    """Absolute path of ``tool`` (also looked up in the sbin directories)."""
+    found = shutil.which(tool, path=f"{os.environ.get('PATH', '')}:{MINIMAL_PATH}")
+    if not found:
+        raise SandboxError(f"{tool} not found; run `make deps`")
+    return found
+
+
+def netns_pids(name: str) -> list[int]:
+    """PIDs of the processes inside network namespace ``name``."""
+    out = run(["ip", "netns", "pids", name], check=False).stdout
+    return [int(p) for p in out.split() if p.isdigit()]
+
+
+def kill_netns_processes(name: str, grace: float = 2.0) -> None:
+    """SIGTERM every process inside ``name``, then SIGKILL what is left after ``grace``."""
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        pids = netns_pids(name)
+        for pid in pids:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, sig)
+        if not pids:
+            return
+        deadline = time.monotonic() + grace
+        while time.monotonic() < deadline and netns_pids(name):
+            time.sleep(0.05)
+
+
+def netns_exists(name: str) -> bool:
+    """Whether ``ip netns`` knows a namespace called ``name``."""
+    listing = run(["ip", "netns", "list"], check=False).stdout
+    return any(line.split()[0] == name for line in listing.splitlines() if line.strip())
+
+
+def exit_on_sigterm() -> None:
+    """Make SIGTERM raise SystemExit (so ``finally`` and atexit clean up), unless the
+    process already handles SIGTERM or this is not the main thread."""
+    if threading.current_thread() is not threading.main_thread():
+        return
+    if signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:
+        signal.signal(signal.SIGTERM, raise_system_exit)
+
+
+def raise_system_exit(signum: int, frame: object) -> None:
+    """Signal handler: exit with 128 + the signal number."""
+    raise SystemExit(128 + signum)
+
+
+def upstream_corefile(hosts: Mapping[str, str], bind: str) -> str:
+    """The internet's DNS: ``hosts`` answers A (AAAA empty); NXDOMAIN for other names."""
+    zones = " ".join(f"{name}:53" for name in hosts)
+    entries = "\n".join(f"        {addr} {name}" for name, addr in hosts.items())
+    return (f"{zones} {{\n    bind {bind}\n    hosts {{\n{entries}\n        ttl 5\n"
+            f"        no_reverse\n    }}\n    log\n    errors\n}}\n"
+            f".:53 {{\n    bind {bind}\n    template ANY ANY {{\n        rcode NXDOMAIN\n"
+            f"    }}\n    log\n}}\n")
+
+
+class Sandbox:
+    """Two network namespaces joined by a veth pair, with the internet's servers running.
+
+    Use as a context manager, or call :meth:`up` and :meth:`down` (idempotent; also run at
+    interpreter exit unless ``cleanup_at_exit`` is false, which the CLI uses to keep the
+    sandbox between invocations).
+    """
+
+    def __init__(self, workdir: Path | None = None, *, auth: str = "",
+                 cleanup_at_exit: bool = True) -> None:
+        """Prepare (not start) a sandbox; ``auth`` is the receiver's expected header."""
+        run_id = token_hex(4)
+        self.owns_workdir = workdir is None
+        wd = Path(tempfile.mkdtemp(prefix="statekit-e2e-")) if workdir is None else workdir
+        wd.mkdir(parents=True, exist_ok=True)
+        self.info = SandboxInfo(
+            run_id=run_id, internet=f"ske-{run_id}-inet", container=f"ske-{run_id}-ctr",
+            veth_internet=f"ske{run_id}i", veth_container=f"ske{run_id}c",
+            workdir=str(wd), ca_pem=str(wd / "ca.pem"), requests_log=str(wd / "requests.jsonl"),
+            auth_file=str(wd / "expected-auth"), hosts=dict(HOSTS),
+            resolv={"upstream": str(wd / "resolv.upstream.conf"),
+                    "local": str(wd / "resolv.local.conf")})
+        self.initial_auth = auth
+        self.cleanup_at_exit = cleanup_at_exit
+        self.procs: dict[str, subprocess.Popen[bytes]] = {}
+        self.created: list[str] = []
+        self.is_down = False
+
+    # --- lifecycle ----------------------------------------------------------------------
+
+    def __enter__(self) -> Sandbox:
+        return self.up()
+
+    def __exit__(self, *exc: object) -> None:
+        self.down()
+
+    @property
+    def workdir(self) -> Path:
+        """The sandbox's own directory (certificates, logs, resolv.conf files)."""
+        return Path(self.info.workdir)
+
+    @property
+    def internet(self) -> str:
+        """Name of the "internet" network namespace."""
+        return self.info.internet
+
+    @property
+    def container(self) -> str:
+        """Name of the "container" network namespace."""
+        return self.info.container
+
+    @property
+    def ca_pem(self) -> Path:
+        """The test CA (PEM) that signed the receiver's certificate."""
+        return Path(self.info.ca_pem)
+
+    def up(self) -> Sandbox:
+        """Create namespaces, link, certificates, upstream DNS and receiver; wait for them.
+
+        On any failure (including KeyboardInterrupt) everything created is removed again.
+        """
+        if self.cleanup_at_exit:
+            atexit.register(self.down)
+            exit_on_sigterm()
+        try:
+            self.write_files()
+            self.create_network()
+            self.start_upstream_dns()
+            self.start_receiver()
+        except BaseException:
+            self.down()
+            raise
+        return self
+
+    def down(self) -> None:
+        """Kill every process in both namespaces, delete them and (if ours) the workdir."""
+        if self.is_down:
+            return
+        self.is_down = True
+        atexit.unregister(self.down)
+        for proc in self.procs.values():
+            if proc.poll() is None:
+                proc.terminate()
+        for name in (self.container, self.internet):
+            if netns_exists(name):
+                kill_netns_processes(name)
+                run(["ip", "netns", "del", name], check=False)
+        for proc in self.procs.values():
+            try:
+                proc.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+        (self.workdir / STATE_FILE).unlink(missing_ok=True)
+        if self.owns_workdir:
+            shutil.rmtree(self.workdir, ignore_errors=True)
+
+    def save(self) -> Path:
+        """Write ``sandbox.json`` into the workdir, for :meth:`load` in another process."""
+        path = self.workdir / STATE_FILE
+        path.write_text(json.dumps(asdict(self.info), indent=2, sort_keys=True) + "\n")
+        return path
+
+    @classmethod
+    def load(cls, workdir: Path) -> Sandbox:
+        """A handle on a sandbox that another process brought up in ``workdir``."""
+        data = json.loads((workdir / STATE_FILE).read_text())
+        box = cls(workdir, cleanup_at_exit=False)
+        box.info = SandboxInfo(**data)
+        return box
+
+    # --- building -----------------------------------------------------------------------
+
+    def write_files(self) -> None:
+        """Certificates (trustme CA), the auth file, the resolv.conf files, the Corefile."""
+        ca = trustme.CA()
+        cert = ca.issue_cert(*self.info.hosts, *self.info.hosts.values())
+        ca.cert_pem.write_to_path(self.info.ca_pem)
+        chain = self.workdir / "receiver-chain.pem"
+        chain.write_bytes(b"".join(pem.bytes() for pem in cert.cert_chain_pems))
+        cert.private_key_pem.write_to_path(str(self.workdir / "receiver-key.pem"))
+        self.set_expected_auth(self.initial_auth)
+        Path(self.info.requests_log).touch()
+        for kind, server in (("upstream", UPSTREAM_DNS), ("local", LOCAL_DNS)):
+            Path(self.info.resolv[kind]).write_text(
+                f"nameserver {server}\noptions timeout:1 attempts:2\n")
+        (self.workdir / "upstream.Corefile").write_text(
+            upstream_corefile(self.info.hosts, UPSTREAM_DNS))
+
+    def create_network(self) -> None:
+        """Both namespaces, loopback up, the veth pair and its addresses, a default route."""
+        inet, ctr = self.internet, self.container
+        vi, vc = self.info.veth_internet, self.info.veth_container
+        for name in (inet, ctr):
+            run(["ip", "netns", "add", name])
+            self.created.append(name)
+            run(["ip", "-n", name, "link", "set", "lo", "up"])
+        run(["ip", "-n", inet, "link", "add", vi, "type", "veth", "peer", "name", vc,
+             "netns", ctr])
+        run(["ip", "-n", inet, "addr", "add", f"{UPSTREAM_DNS}/24", "dev", vi])
+        for addr in sorted(set(self.info.hosts.values())):
+            run(["ip", "-n", inet, "addr", "add", f"{addr}/32", "dev", vi])
+        run(["ip", "-n", ctr, "addr", "add", f"{CONTAINER_ADDR}/24", "dev", vc])
+        run(["ip", "-n", inet, "link", "set", vi, "up"])
+        run(["ip", "-n", ctr, "link", "set", vc, "up"])
+        run(["ip", "-n", ctr, "route", "add", "default", "via", UPSTREAM_DNS])
+
+    def spawn(self, label: str, netns: str, argv: Sequence[str]) -> subprocess.Popen[bytes]:
+        """Start a long-running ``argv`` in ``netns``, output to ``<workdir>/<label>.log``."""
+        with (self.workdir / f"{label}.log").open("ab") as log:
+            proc = subprocess.Popen(["ip", "netns", "exec", netns, *argv],
+                                    stdin=subprocess.DEVNULL, stdout=log, stderr=log,
+                                    start_new_session=True)
+        self.procs[label] = proc
+        return proc
+
+    def log(self, label: str) -> str:
+        """The output so far of the process started as ``label``."""
+        path = self.workdir / f"{label}.log"
+        return path.read_text(errors="replace") if path.exists() else ""
+
+    def alive_or_raise(self, label: str) -> None:
+        """Raise with the process's log if ``label`` has exited."""
+        proc = self.procs.get(label)
+        if proc is not None and proc.poll() is not None:
+            raise SandboxError(f"{label} exited {proc.returncode}:\n{self.log(label)}")
+
+    def start_upstream_dns(self, timeout: float = 15.0) -> None:
+        """The internet's CoreDNS on 198.18.0.1:53; wait until it answers the gateway."""
+        self.spawn("upstream-coredns", self.internet,
+                   [str(COREDNS), "-conf", str(self.workdir / "upstream.Corefile")])
+        gateway, addr = next(iter(self.info.hosts.items()))
+
+        def ready() -> bool:
+            self.alive_or_raise("upstream-coredns")
+            reply = self.dns_query(gateway, server=UPSTREAM_DNS, timeout=0.5)
+            return reply.rcode == "NOERROR" and reply.answers == [addr]
+
+        wait_until(ready, timeout, "the upstream DNS", lambda: self.log("upstream-coredns"))
+
+    def start_receiver(self, timeout: float = 15.0) -> None:
+        """The OTLP receiver on every listener; wait until each accepts a connection."""
+        ready_file = self.workdir / "receiver.ready"
+        argv = [sys.executable, str(E2E / "otlp_receiver.py"),
+                "--cert", str(self.workdir / "receiver-chain.pem"),
+                "--key", str(self.workdir / "receiver-key.pem"),
+                "--auth-file", self.info.auth_file, "--log", self.info.requests_log,
+                "--ready-file", str(ready_file)]
+        for addr, port in LISTENERS:
+            argv += ["--listen", f"{addr}:{port}"]
+        self.spawn("receiver", self.internet, argv)
+
+        def ready() -> bool:
+            self.alive_or_raise("receiver")
+            return ready_file.exists() and all(self.tcp_connect(a, p, 1.0) for a, p in LISTENERS)
+
+        wait_until(ready, timeout, "the OTLP receiver", lambda: self.log("receiver"))
+
+    # --- running things in the container ------------------------------------------------
+
+    def container_argv(self, argv: Sequence[str], resolver: Resolver) -> list[str]:
+        """``argv`` wrapped to run in the container, with ``resolver``'s resolv.conf."""
+        wrapped = ["ip", "netns", "exec", self.container]
+        if resolver is None:
+            return [*wrapped, *argv]
+        return [*wrapped, which("unshare"), "--mount", "--propagation", "private",
+                which("sh"), "-c", MOUNT_RESOLV, self.info.resolv[resolver], *argv]
+
+    def run_in_container(self, argv: Sequence[str], *, env: Mapping[str, str] | None = None,
+                         resolver: Resolver = "upstream", timeout: float = 60.0,
+                         input: str | None = None, cwd: Path | None = None,
+                         base_env: bool = True) -> subprocess.CompletedProcess[str]:
+        """Run ``argv`` in the container namespace; never raises on a non-zero exit.
+
+        ``resolver``: ``"upstream"`` (nameserver 198.18.0.1), ``"local"`` (127.0.0.53, the
+        container's CoreDNS) or None (leave /etc/resolv.conf alone). The environment is
+        ``env`` on top of PATH and LANG (or ``env`` alone when ``base_env`` is false).
+        """
+        full_env = {"PATH": os.environ.get("PATH", MINIMAL_PATH), "LANG": "C.UTF-8"} \
+            if base_env else {}
+        full_env.update(env or {})
+        return subprocess.run(self.container_argv(argv, resolver), capture_output=True,
+                              text=True, env=full_env, timeout=timeout, input=input,
+                              cwd=cwd, check=False)
+
+    def run_in_internet(self, argv: Sequence[str], *,
+                        timeout: float = 60.0) -> subprocess.CompletedProcess[str]:
+        """Run ``argv`` in the internet namespace (for inspection); never raises."""
+        return run(["ip", "netns", "exec", self.internet, *argv], check=False,
+                   timeout=timeout)
+
+    def statekit(self, args: Sequence[str], *, env: Mapping[str, str] | None = None,
+                 resolver: Resolver = "upstream",
+                 timeout: float = 120.0) -> subprocess.CompletedProcess[str]:
+        """``python -m statekit ARGS`` in the container (cwd: the repository)."""
+        return self.run_in_container([sys.executable, "-m", "statekit", *args], env=env,
+                                     resolver=resolver, timeout=timeout, cwd=REPO)
+
+    def dns_query(self, name: str, rdtype: str = "A", server: str = LOCAL_DNS, *,
+                  port: int = 53, timeout: float = 2.0) -> DnsAnswer:
+        """Ask ``server`` for ``name``/``rdtype`` from inside the container (dnspython)."""
+        proc = self.run_in_container(
+            [sys.executable, "-I", "-c", DNS_PROBE, name, rdtype, server, str(port),
+             str(timeout)], resolver=None, timeout=timeout + 30)
+        if proc.returncode != 0:
+            raise SandboxError(f"dns probe failed: {proc.stderr.strip()}")
+        return DnsAnswer(**json.loads(proc.stdout))
+
+    def tcp_probe(self, addr: str, port: int, timeout: float = 2.0) -> str:
+        """A TCP connect from the container: ``connected``, ``refused``, ``timeout`` (also
+        what a DROP in the container's OUTPUT chain gives: TCP retries the SYN), or an
+        errno name such as ``ENETUNREACH``."""
+        proc = self.run_in_container(
+            [sys.executable, "-I", "-c", TCP_PROBE, addr, str(port), str(timeout)],
+            resolver=None, timeout=timeout + 30)
+        if proc.returncode != 0:
+            raise SandboxError(f"tcp probe failed: {proc.stderr.strip()}")
+        return proc.stdout.strip()
+
+    def tcp_connect(self, addr: str, port: int, timeout: float = 2.0) -> bool:
+        """Whether a TCP connect from the container to ``addr:port`` succeeds."""
+        return self.tcp_probe(addr, port, timeout) == "connected"
+
+    def https_post(self, url: str, *, headers: Mapping[str, str] | None = None,
+                   body: bytes = b"", resolver: Resolver = "upstream",
+                   timeout: float = 10.0) -> int:
+        """POST from the container trusting the test CA; the HTTP status (0: no reply)."""
+        proc = subprocess.run(
+            self.container_argv([sys.executable, "-I", "-c", HTTPS_POST, url,
+                                 self.info.ca_pem, json.dumps(dict(headers or {})),
+                                 str(timeout)], resolver),
+            input=body, capture_output=True, timeout=timeout + 30, check=False,
+            env={"PATH": MINIMAL_PATH})
+        if proc.returncode != 0:
+            raise SandboxError(f"https probe failed: {proc.stderr.decode().strip()}")
+        return int(proc.stdout.split()[0])
+
+    def run_otel_client(self, env: Mapping[str, str], *, resolver: Resolver = "local",
+                        timeout: float = 90.0) -> subprocess.CompletedProcess[str]:
+        """Run the real OTel SDK client in the container with only ``env`` as its
+        configuration (plus ``OTEL_EXPORTER_OTLP_CERTIFICATE`` = the test CA, and PATH)."""
+        full = {**env, "OTEL_EXPORTER_OTLP_CERTIFICATE": self.info.ca_pem,
+                "PATH": MINIMAL_PATH}
+        return self.run_in_container([sys.executable, str(E2E / "otel_client.py")],
+                                     env=full, resolver=resolver, timeout=timeout,
+                                     base_env=False)
+
+    # --- the container's CoreDNS ----------------------------------------------------------
+
+    def start_container_coredns(self, corefile: Path, pidfile: Path, *,
+                                wait_for: str | None = LOCAL_DNS,
+                                timeout: float = 15.0) -> int:
+        """Run ``coredns -conf COREFILE -pidfile PIDFILE`` in the container; its PID.
+
+        Waits until the pidfile exists and ``wait_for`` (if any) answers a query.
+        """
+        self.stop_container_coredns()
+        pidfile.parent.mkdir(parents=True, exist_ok=True)
+        self.info.container_coredns_pidfile = str(pidfile)
+        proc = self.spawn("container-coredns", self.container,
+                          [str(COREDNS), "-conf", str(corefile), "-pidfile", str(pidfile)])
+
+        def ready() -> bool:
+            self.alive_or_raise("container-coredns")
+            if not pidfile.exists():
+                return False
+            if wait_for is None:
+                return True
+            return self.dns_query("harness-probe.invalid", server=wait_for,
+                                  timeout=0.5).rcode not in {"TIMEOUT", "ERROR"}
+
+        try:
+            wait_until(ready, timeout, "the container's CoreDNS",
+                       lambda: self.log("container-coredns"))
+        except BaseException:
+            self.stop_container_coredns()
+            raise
+        return proc.pid
+
+    def container_coredns_pid(self) -> int | None:
+        """PID of the container's CoreDNS, if one is running inside the container."""
+        pidfile = Path(self.info.container_coredns_pidfile or "/nonexistent")
+        proc = self.procs.get("container-coredns")
+        if proc is not None:
+            return proc.pid if proc.poll() is None else None
+        if pidfile.exists():
+            text = pidfile.read_text().strip()
+            if text.isdigit() and int(text) in netns_pids(self.container):
+                return int(text)
+        return None
+
+    def stop_container_coredns(self, timeout: float = 5.0) -> None:
+        """Stop the container's CoreDNS (if running) and remove its pidfile."""
+        pid = self.container_coredns_pid()
+        proc = self.procs.pop("container-coredns", None)
+        if pid is not None:
+            os.kill(pid, signal.SIGTERM)
+            if proc is not None:
+                try:
+                    proc.wait(timeout)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+                    proc.wait()
+            else:
+                wait_until(lambda: not Path(f"/proc/{pid}").exists(), timeout,
+                           "the container's CoreDNS to stop")
+        if self.info.container_coredns_pidfile:
+            Path(self.info.container_coredns_pidfile).unlink(missing_ok=True)
+
+    def reset_container(self) -> None:
+        """Stop the container's CoreDNS and flush its filter tables (policies ACCEPT)."""
+        self.stop_container_coredns()
+        empty = ("*filter\n:INPUT ACCEPT [0:0]\n:FORWARD ACCEPT [0:0]\n"
+                 ":OUTPUT ACCEPT [0:0]\nCOMMIT\n")
+        for tool in ("iptables-restore", "ip6tables-restore"):
+            proc = self.run_in_container([which(tool)], input=empty, resolver=None)
+            if proc.returncode != 0:
+                raise SandboxError(f"{tool} in the container: {proc.stderr.strip()}")
+
+    # --- the receiver -------------------------------------------------------------------
+
+    def set_expected_auth(self, value: str) -> None:
+        """Set the ``Authorization`` value the receiver accepts (re-read per request)."""
+        Path(self.info.auth_file).write_text(value + "\n")
+
+    def requests(self) -> list[dict[str, Any]]:
+        """Every request the receiver recorded so far, oldest first."""
+        text = Path(self.info.requests_log).read_text(encoding="utf-8")
+        return [json.loads(line) for line in text.splitlines() if line.strip()]
+
+    def clear_requests(self) -> None:
+        """Forget the recorded requests."""
+        Path(self.info.requests_log).write_text("")
