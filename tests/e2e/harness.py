@@ -51,7 +51,9 @@ CONTAINER_ADDR = "198.18.0.2"
 LOCAL_DNS = "127.0.0.53"
 OTLP_PORT = 443
 OTHER_PORT = 8443
-HOSTS: dict[str, str] = {GATEWAY: GATEWAY_ADDR, OTHER: OTHER_ADDR}
+ALLOWED = "allowed.example.net"  # on the container's allowlist (states/network.yaml)
+ALLOWED_ADDR = "198.18.0.30"
+HOSTS: dict[str, str] = {GATEWAY: GATEWAY_ADDR, OTHER: OTHER_ADDR, ALLOWED: ALLOWED_ADDR}
 LISTENERS: tuple[tuple[str, int], ...] = (
     (GATEWAY_ADDR, OTLP_PORT), (GATEWAY_ADDR, OTHER_PORT), (OTHER_ADDR, OTLP_PORT))
 MINIMAL_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
