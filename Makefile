@@ -39,7 +39,7 @@ test: venv deps coredns lint
 	$(BIN)/pytest -q
 
 demo: venv deps coredns
-	@scripts/demo.sh
+	$(BIN)/python scripts/demo.py
 
 bench: venv deps
 	$(BIN)/python bench/run.py
