@@ -128,6 +128,18 @@ class FileSystem:
             raise ApplyError(f"{path}: symlink /{'/'.join(so_far)} points outside the root")
         return os.open(real, _DIR_FLAGS)
 
+    def open(self, path: str, flags: int, mode: int = 0o600, *,
+             dir_mode: int | None = None) -> int | None:
+        """An fd on ``path`` opened with ``O_NOFOLLOW``, its directories walked as for a
+        write (missing ones created with ``dir_mode`` when given); None if its directory
+        is missing. For the lock file: never opened through a symlink or outside the root.
+        """
+        name = self._parts(path)[-1]
+        with self._dir(path, dir_mode) as dfd:
+            if dfd is None:
+                return None
+            return os.open(name, flags | os.O_NOFOLLOW | os.O_CLOEXEC, mode, dir_fd=dfd)
+
     def exists(self, path: str) -> bool:
         """Whether anything (file, directory, even a symlink) is at ``path``."""
         return os.path.lexists(self.host_path(path))
@@ -153,10 +165,11 @@ class FileSystem:
             if exc.errno == errno.ELOOP:
                 raise ApplyError(f"{path}: refusing a symlink at the file's path") from exc
             raise ApplyError(f"{path}: {exc.strerror}") from exc
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):  # checked before fdopen, which refuses a directory
+            os.close(fd)
+            raise ApplyError(f"{path}: not a regular file")
         with os.fdopen(fd, "rb") as f:
-            st = os.fstat(f.fileno())
-            if not stat.S_ISREG(st.st_mode):
-                raise ApplyError(f"{path}: not a regular file")
             data = f.read()
         return FileState(data, stat.S_IMODE(st.st_mode), st.st_uid, st.st_gid, st.st_ino,
                          st.st_mtime_ns)
@@ -173,7 +186,7 @@ class FileSystem:
                 os.fchmod(dfd, dir_mode)
                 if dir_owner is not None:
                     os.fchown(dfd, *dir_owner)
-            self._remove_stale(dfd, name)
+            self._remove_stale(dfd, name, path)
             self._reject_symlink(dfd, name, path)
             tmp = temp_prefix(name) + secrets.token_hex(6)
             try:
@@ -209,10 +222,14 @@ class FileSystem:
         if stat.S_ISLNK(st.st_mode):
             raise ApplyError(f"{path}: refusing a symlink at the file's path")
 
-    def _remove_stale(self, dfd: int, name: str) -> None:
+    def _remove_stale(self, dfd: int, name: str, path: str) -> None:
         for entry in os.listdir(dfd):
             if entry.startswith(temp_prefix(name)):
-                self._unlink_quietly(dfd, entry)
+                try:
+                    self._unlink_quietly(dfd, entry)
+                except OSError as exc:
+                    raise ApplyError(f"{path}: cannot remove the stale temporary {entry!r}: "
+                                     f"{exc.strerror}") from exc
 
     @staticmethod
     def _unlink_quietly(dfd: int, name: str) -> None:
@@ -225,7 +242,7 @@ class FileSystem:
         with self._dir(path, None) as dfd:
             if dfd is None:
                 return
-            self._remove_stale(dfd, name)
+            self._remove_stale(dfd, name, path)
             self._reject_symlink(dfd, name, path)
             testhook.point("unlink", name)
             self._unlink_quietly(dfd, name)

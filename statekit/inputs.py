@@ -15,8 +15,13 @@ from typing import Any
 from urllib.parse import urlsplit
 
 _LABEL = re.compile(r"^(?!-)[A-Za-z0-9-]{1,63}(?<!-)$")
-_CONTROL = re.compile(r"[\x00-\x20\x7f]")
 _ATTR_KEY = re.compile(r"^[A-Za-z0-9_.\-/]+$")
+
+
+def _space_or_control(text: str) -> bool:
+    """Any whitespace or non-printable character, Unicode ones included (U+0085, U+2028,
+    U+00A0, U+FEFF...): some readers split lines or words at them."""
+    return any(c.isspace() or not c.isprintable() for c in text)
 
 
 class InputError(ValueError):
@@ -32,7 +37,7 @@ def is_dns_name(name: str) -> bool:
 def check_https_url(value: Any, name: str) -> str:
     """An ``https`` URL with a DNS host name or an IP literal, no user info, valid port."""
     text = str(value)
-    if _CONTROL.search(text):
+    if _space_or_control(text):
         raise InputError(f"{name}: must not contain spaces or control characters")
     try:
         parts = urlsplit(text)
@@ -96,7 +101,7 @@ def parse_attributes(value: str, name: str) -> list[tuple[str, str]]:
             raise InputError(f"{name}: {item.strip()[:40]!r} has no '=' (want key=value)")
         if not key or not _ATTR_KEY.match(key):
             raise InputError(f"{name}: empty or invalid key {key[:40]!r}")
-        if _CONTROL.search(val):
+        if _space_or_control(val):
             raise InputError(f"{name}: the value of {key!r} contains a space or a "
                              "control character")
         pairs.append((key, val))
@@ -105,7 +110,7 @@ def parse_attributes(value: str, name: str) -> list[tuple[str, str]]:
 
 def check_attribute_value(value: Any, name: str) -> str:
     text = str(value)
-    if _CONTROL.search(text) or "," in text or "=" in text:
+    if _space_or_control(text) or "," in text or "=" in text:
         raise InputError(f"{name}: must not contain spaces, control characters, ',' or '='")
     return text
 

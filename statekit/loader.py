@@ -63,11 +63,21 @@ def load(
     by_name = {s.name: s for s in sources}
     for state in states:
         _render_state(state, by_name[state.file], context, renderer, secrets)
+    _link(states)
     check_graph(states, phases, by_name)
     secret_names = {n for s in sources for n in s.data.get("secrets", [])}
     used = None if env.used is None else sorted(env.used | secret_names)
     return Program(phases=phases, states=states, secrets=secrets,
                    vars={k: v for k, v in context.items() if k != "env"}, env_used=used)
+
+
+def _link(states: list[State]) -> None:
+    """Let each type see all its specs at once (see Resource.link)."""
+    for type_name in sorted({s.type for s in states}):
+        members = [s for s in states if s.type == type_name and s.spec is not None]
+        for state, spec in zip(members, resources.get(type_name).link(
+                [s.spec for s in members]), strict=True):
+            state.spec = spec
 
 
 def _merge_phases(sources: list[Source]) -> list[str]:

@@ -2,7 +2,8 @@
 
 ``flock`` on a lock file (default ``/run/statekit.lock`` under ``--root``), polled until
 the timeout. Check mode takes a shared lock and creates nothing: it may run beside
-another check, never beside a converge.
+another check, never beside a converge. The lock file is opened like every file under
+the root: never through a symlink (at the file or at its directory), never outside it.
 """
 
 from __future__ import annotations
@@ -34,12 +35,9 @@ def hold(fs: FileSystem, path: str, timeout: float, *, shared: bool = False) -> 
 
 
 def _open(fs: FileSystem, path: str, *, create: bool) -> int | None:
-    host_path = fs.host_path(path)
-    flags = os.O_RDWR | os.O_NOFOLLOW | os.O_CLOEXEC | (os.O_CREAT if create else 0)
+    flags = os.O_RDWR | (os.O_CREAT if create else 0)
     try:
-        if create:
-            os.makedirs(os.path.dirname(host_path), mode=0o755, exist_ok=True)
-        return os.open(host_path, flags, 0o600)
+        return fs.open(path, flags, 0o600, dir_mode=0o755 if create else None)
     except FileNotFoundError:
         if create:
             raise

@@ -125,6 +125,16 @@ def test_drift_deleted_restored_moved_back_foreign_left_alone(ctx: Ctx) -> None:
     assert "changed=0" in ctx.converge().output
 
 
+def test_owned_rule_moved_into_another_slot_is_moved_back(ctx: Ctx) -> None:
+    ctx.write(BASE)
+    assert ctx.converge().returncode == 0
+    ctx.hand("-D" + NFLOG[2:], "-I OUTPUT 1" + NFLOG[9:])  # the `last` rule now on top
+    run = ctx.converge("--diff")
+    assert "(moved)" in run.output and "changed=" in run.output, run.output
+    assert ctx.rules() == EXPECTED_V4
+    assert "changed=0" in ctx.converge().output  # `first` peers (loopback, web) coexist
+
+
 def test_absent_removes_only_owned_rules(ctx: Ctx) -> None:
     ctx.write(BASE)
     assert ctx.converge().returncode == 0

@@ -38,12 +38,15 @@ BEFORE_B = Position("before", "b")
 
 @pytest.mark.parametrize(("rules", "position", "ok"), [
     ([line("a", 1), line(None)], FIRST, True),
-    ([line("x"), line("a", 1)], FIRST, True),          # other statekit rules above: fine
+    ([line("x"), line("a", 1)], FIRST, False),         # an owned rule not in the slot
+    ([line("x"), line("a", 1)], Position("first", peers=frozenset({"x"})), True),  # a peer
     ([line(None), line("a", 1)], FIRST, False),        # a foreign rule above
     ([line("a", 1), line(None), line("a", 2)], FIRST, False),  # not contiguous
     ([line(None), line("a", 1)], LAST, True),
     ([line("a", 1), line(None)], LAST, False),
-    ([line("a", 1), line("x"), line("b")], BEFORE_B, True),
+    ([line("a", 1), line("x"), line("b")], BEFORE_B, False),  # x moved in between
+    ([line("a", 1), line("x"), line("b")],
+     Position("before", "b", frozenset({"x"})), True),  # x is also before b: a peer
     ([line("b"), line("a", 1)], BEFORE_B, False),
     ([line("a", 1), line(None), line("b")], BEFORE_B, False),
     ([line(None), line("a", 1)], Position("before", "missing"), True),  # like last

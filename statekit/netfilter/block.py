@@ -1,11 +1,13 @@
 """Placing one state's block of rules in a chain (pure; works on a copy of the chain).
 
-A state's rules form one contiguous block, in the desired order. ``first``: only
-statekit-owned rules stand above it; ``last``: only statekit-owned rules below it;
-``before: X``: it ends above X's first rule with only statekit-owned rules between
-(like ``last`` when X owns no rule in the chain). A misplaced, split or reordered block
-is moved (deleted and inserted again); within a well-placed block only the rules added
-or removed are touched. Insert indices are computed on the simulated chain, so the
+A state's rules form one contiguous block, in the desired order. ``first``: only rules
+of its peers (the other ``first`` states of the chain) stand above it; ``last``: only
+its peers' rules below it; ``before: X``: it ends above X's first rule with only its
+peers' rules (the other ``before: X`` states) between (like ``last`` when X owns no rule
+in the chain). Peers share a slot without fighting; anything else in the slot, a foreign
+rule or an owned rule moved there by hand, makes the block misplaced. A misplaced, split
+or reordered block is moved (deleted and inserted again); within a well-placed block only
+the rules added or removed are touched. Insert indices are computed on the simulated chain, so the
 restore's sequential semantics match.
 """
 
@@ -20,6 +22,7 @@ from statekit.netfilter.model import Chain, Op
 class Position:
     kind: str = "first"  # first | last | before
     before: str = ""
+    peers: frozenset[str] = frozenset()  # other states of the chain in the same slot
 
 
 @dataclass
@@ -30,8 +33,8 @@ class BlockPlan:
     diff: list[str] = field(default_factory=list)
 
 
-def _all_owned(chain: Chain, start: int, stop: int) -> bool:
-    return all(o is not None for o in chain.owners[start:stop])
+def _only_peers(chain: Chain, start: int, stop: int, peers: frozenset[str]) -> bool:
+    return all(o is not None and o in peers for o in chain.owners[start:stop])
 
 
 def placed(chain: Chain, state_id: str, position: Position) -> bool:
@@ -41,12 +44,13 @@ def placed(chain: Chain, state_id: str, position: Position) -> bool:
         return True
     if idx[-1] - idx[0] + 1 != len(idx):
         return False
+    peers = position.peers
     if position.kind == "first":
-        return _all_owned(chain, 0, idx[0])
+        return _only_peers(chain, 0, idx[0], peers)
     target = chain.first_of(position.before) if position.kind == "before" else None
     if target is not None:
-        return idx[-1] < target and _all_owned(chain, idx[-1] + 1, target)
-    return _all_owned(chain, idx[-1] + 1, len(chain.rules))
+        return idx[-1] < target and _only_peers(chain, idx[-1] + 1, target, peers)
+    return _only_peers(chain, idx[-1] + 1, len(chain.rules), peers)
 
 
 def target_index(chain: Chain, position: Position) -> int:

@@ -26,7 +26,7 @@ before any state that depends on a staged one runs and at the end of the phase.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Hashable, Iterable, Mapping
+from collections.abc import Hashable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeVar
 
@@ -104,6 +104,11 @@ class Resource(ABC, Generic[SpecT, CurrentT]):
     def ordering(self, spec: SpecT) -> Iterable[str]:
         """Ids of states this one must run after, beyond ``requires`` (e.g. ``before: id``)."""
         return ()
+
+    def link(self, specs: Sequence[SpecT]) -> list[SpecT]:
+        """All parsed specs of this type, once loaded: a type may tell each spec about the
+        others (iptables rules learn which states share their position). Pure."""
+        return list(specs)
 
     @abstractmethod
     def read(self, spec: SpecT, host: Host) -> CurrentT:

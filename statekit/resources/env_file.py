@@ -25,7 +25,8 @@ from statekit.resources.managed_file import (
     plan_file,
 )
 
-_FORBIDDEN = re.compile(r"[\n\r\0]")
+# Every character str.splitlines() breaks at, and NUL: one entry a line for any reader.
+_FORBIDDEN = re.compile("[\n\r\0\x0b\x0c\x1c-\x1e\x85\u2028\u2029]")
 
 
 @dataclass(frozen=True)
@@ -67,7 +68,8 @@ class EnvFile(Resource[EnvFileSpec, ReadResult]):
         for key, value in entries:
             if _FORBIDDEN.search(value):
                 raise FieldError(f"entries.{key}", "a value may not contain a newline, "
-                                 "carriage return or NUL (the reader splits on lines)")
+                                 "carriage return, Unicode line separator or NUL (the "
+                                 "reader splits on lines)")
         sensitive = frozenset(fields.get("sensitive", ()))
         unknown = sensitive - set(fields.get("entries", {}))
         if unknown:

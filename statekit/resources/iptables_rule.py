@@ -8,7 +8,7 @@ changes go to the one restore transaction of that (table, family).
 
 from __future__ import annotations
 
-from collections.abc import Hashable, Iterable, Mapping
+from collections.abc import Hashable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -44,6 +44,10 @@ class RuleSpec:
 class RuleCurrent:
     chains: Mapping[str, Chain | None]  # family -> snapshot (None: no such chain)
     resolved: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+
+
+def _slot(spec: RuleSpec) -> tuple[str, str, str, str]:
+    return (spec.table, spec.chain, spec.position.kind, spec.position.before)
 
 
 def _position(value: Any) -> Position:
@@ -136,6 +140,16 @@ class IptablesRule(Transactional[RuleSpec, RuleCurrent]):
             position=_position(fields.get("position", "first")),
             resolve_timeout=float(fields.get("resolve_timeout", 5.0)),
         )
+
+    def link(self, specs: Sequence[RuleSpec]) -> list[RuleSpec]:
+        """Tell each rule which states share its slot (same chain and position)."""
+        slots: dict[tuple[str, str, str, str], set[str]] = {}
+        for spec in specs:
+            if spec.present:
+                slots.setdefault(_slot(spec), set()).add(spec.id)
+        return [replace(spec, position=replace(
+                    spec.position, peers=frozenset(slots[_slot(spec)] - {spec.id})))
+                if spec.present else spec for spec in specs]
 
     def ordering(self, spec: RuleSpec) -> Iterable[str]:
         return [spec.position.before] if spec.position.kind == "before" else []

@@ -1,0 +1,320 @@
+"""Hostile input, property-based (hypothesis): arbitrary strings where statekit takes input.
+
+1. Every ``GRAFANA_*``, ``OTEL_*`` and ``FLY_*`` input of states/telemetry.yaml: one of
+   them hostile (any text: newlines, braces, quotes, ``=``, ``,``, spaces, unicode line
+   separators), the others valid. ``statekit converge --phase auth --format json`` into a
+   fresh temporary root, in-process (``statekit.cli.main`` with the environment set, so
+   hundreds of runs stay fast). Either it converges and the env file, read by the
+   strictest common reader (``str.splitlines``, which also splits at U+2028, U+0085...),
+   has exactly the spec's keys, each once, mode 0600; or it exits 3 with exactly one
+   line on stderr, no output, and the root is still empty. Never a traceback.
+   NUL cannot be in a process environment; it is fed through ``loader.load(environ=)``.
+2. Zone names, bind and forward addresses and ports (coredns_zone), addresses, ports and
+   host names (iptables_rule), through small generated state files loaded in-process
+   (``statekit.loader.load``, the same validation a converge does first): either a
+   ``StateError`` (exit 3) or specs whose rendered Corefile parses back to exactly the
+   wanted blocks, and whose rule lines are single rules. The rule lines accepted are then
+   loaded for real with ``iptables-restore`` in a private namespace: the kernel takes
+   each as one rule.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import io
+import json
+import os
+import re
+import shlex
+import stat
+import tempfile
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from statekit import cli, loader
+from statekit.corefile import parse as parse_corefile
+from statekit.errors import StateError
+from statekit.files import ReadResult
+from statekit.resources.coredns_zone import CorednsZone, ZoneSpec
+from statekit.resources.iptables_rule import RuleSpec, expand
+from tests.conftest import REPO, in_netns, record_output, register_token, saved
+
+TOKEN = "glc_hypothesis_token_0a1b2c3d4e"
+register_token(TOKEN)
+TELEMETRY = str(REPO / "states" / "telemetry.yaml")
+VALID: dict[str, str] = {
+    "GRAFANA_INSTANCE_ID": "123456",
+    "GRAFANA_API_TOKEN": TOKEN,
+    "GRAFANA_OTLP_ENDPOINT": "https://otlp-gateway-prod-us-west-2.grafana.net/otlp",
+    "OTEL_LOG_USER_PROMPTS": "0",
+    "OTEL_LOG_TOOL_DETAILS": "1",
+    "OTEL_RESOURCE_ATTRIBUTES": "team=core,deployment.environment=prod",
+    "FLY_APP_NAME": "agent-app",
+    "FLY_MACHINE_ID": "e784079b449483",
+}
+ENV_VARIANTS = {
+    "GRAFANA_OTLP_ENDPOINT": ("https://192.0.2.10:4318/otlp", "https://h.example.test",
+                              "https://[2001:db8::1]/otlp", "https://h.example.test/a=b,c"),
+    "OTEL_RESOURCE_ATTRIBUTES": ("fly.app_name=override", "a=b=c", "k/x=1,k.y=2", "a=,b="),
+    "OTEL_LOG_USER_PROMPTS": ("1",), "OTEL_LOG_TOOL_DETAILS": ("0",),
+}
+SPEC_KEYS = {
+    "CLAUDE_CODE_ENABLE_TELEMETRY", "OTEL_METRICS_EXPORTER", "OTEL_LOGS_EXPORTER",
+    "OTEL_TRACES_EXPORTER", "CLAUDE_CODE_ENHANCED_TELEMETRY_BETA",
+    "OTEL_EXPORTER_OTLP_PROTOCOL", "OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_EXPORTER_OTLP_HEADERS",
+    "OTEL_LOG_USER_PROMPTS", "OTEL_LOG_TOOL_DETAILS", "OTEL_LOG_TOOL_CONTENT",
+}
+INJECTIONS = ["\n", "\r", "\r\n", "\nEVIL=1", "\u2028EVIL=1", "\x85", "\x0b", "\x0c", "}",
+              "{", "}\n. {", '"', "'", "=", ",", ", ", ",evil=1", "=x,y=z", " ", "\t", "\\",
+              "#", ";", "$(id)", "`id`", "%0a", "\u00a0", "\ufeff", "é", "/../..", ":99999",
+              "@evil.example", "?x=1", "#frag"]
+COUNT = {"env": 0, "nul": 0, "zone": 0, "rule": 0}
+
+
+def hostile(base: str, valid: tuple[str, ...] = ()) -> st.SearchStrategy[str]:
+    """Any text (no NUL, no surrogates: a process environment cannot hold them), a valid
+    value with an injection spliced in, or one of the ``valid`` forms."""
+    text = st.text(st.characters(exclude_categories=["Cs"], exclude_characters="\0"),
+                   max_size=40)
+    spliced = st.builds(lambda cut, inj, tail: base[:cut] + inj + base[cut:] + tail,
+                        st.integers(0, len(base)), st.sampled_from(INJECTIONS),
+                        st.sampled_from(["", "EVIL=1", "x", " y", "}"]))
+    return st.one_of(text, spliced, st.sampled_from(["", *INJECTIONS]),
+                     st.sampled_from([base, *valid]))
+
+
+@contextlib.contextmanager
+def environment(values: Mapping[str, str]) -> Iterator[None]:
+    saved_env = dict(os.environ)
+    os.environ.clear()
+    os.environ.update({"PATH": saved_env["PATH"], "STATEKIT_NO_CACHE": "1", **values})
+    try:
+        yield
+    finally:
+        os.environ.clear()
+        os.environ.update(saved_env)
+
+
+def run_cli(argv: list[str], env: Mapping[str, str]) -> tuple[int, str, str]:
+    out, err = io.StringIO(), io.StringIO()
+    with environment(env), contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        code = cli.main(argv)
+    record_output(out.getvalue(), err.getvalue())
+    return code, out.getvalue(), err.getvalue()
+
+
+def read_env_file(path: Path) -> dict[str, str]:
+    """The strictest reader: any Unicode line break ends a line; a key appears once."""
+    text = path.read_text(encoding="utf-8")
+    assert text.endswith("\n")
+    entries: dict[str, str] = {}
+    for line in text.splitlines():
+        key, sep, value = line.partition("=")
+        assert sep and re.fullmatch(r"[A-Z_][A-Z0-9_]*", key), f"not KEY=value: {line!r}"
+        assert key not in entries, f"second {key}"
+        entries[key] = value
+    return entries
+
+
+def expected_attributes(env: Mapping[str, str]) -> dict[str, str]:
+    attrs = {k: env[v] for k, v in (("fly.app_name", "FLY_APP_NAME"),
+                                    ("fly.machine_id", "FLY_MACHINE_ID")) if env[v]}
+    for item in env["OTEL_RESOURCE_ATTRIBUTES"].split(",") if env[
+            "OTEL_RESOURCE_ATTRIBUTES"] else []:
+        key, _, value = item.partition("=")
+        attrs[key] = value
+    return attrs
+
+
+def check_converged(root: Path, env: Mapping[str, str]) -> None:
+    path = root / "tmp/otel/otel-env"
+    if not all(env[k] for k in ("GRAFANA_INSTANCE_ID", "GRAFANA_API_TOKEN",
+                                "GRAFANA_OTLP_ENDPOINT")):
+        assert not path.exists()
+        return
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    got = read_env_file(path)
+    attrs = expected_attributes(env)
+    assert set(got) == SPEC_KEYS | ({"OTEL_RESOURCE_ATTRIBUTES"} if attrs else set())
+    assert got["OTEL_EXPORTER_OTLP_ENDPOINT"] == env["GRAFANA_OTLP_ENDPOINT"]
+    auth = base64.b64encode(
+        f"{env['GRAFANA_INSTANCE_ID']}:{env['GRAFANA_API_TOKEN']}".encode()).decode()
+    assert got["OTEL_EXPORTER_OTLP_HEADERS"] == f"Authorization=Basic%20{auth}"
+    assert got["OTEL_LOG_USER_PROMPTS"] in ("0", "1")
+    assert got["OTEL_LOG_TOOL_CONTENT"] == got["OTEL_LOG_TOOL_DETAILS"] in ("0", "1")
+    if attrs:
+        pairs = [p.partition("=") for p in got["OTEL_RESOURCE_ATTRIBUTES"].split(",")]
+        assert {k: v for k, _, v in pairs} == attrs
+        assert len(pairs) == len(attrs)  # each key once
+        assert all(re.fullmatch(r"[A-Za-z0-9_.\-/]+", k) for k, _, _ in pairs)
+        assert not re.search(r"\s", got["OTEL_RESOURCE_ATTRIBUTES"])
+
+
+@settings(max_examples=400, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+@given(data=st.data(), key=st.sampled_from(sorted(VALID)))
+def test_telemetry_inputs_converge_validly_or_exit_3_touching_nothing(data: Any,
+                                                                      key: str) -> None:
+    value = data.draw(hostile(VALID[key], ENV_VARIANTS.get(key, ())), label=key)
+    env = {**VALID, key: value}
+    COUNT["env"] += 1
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        code, out, err = run_cli(["converge", "--phase", "auth", "--format", "json",
+                                  "--root", str(root), TELEMETRY], env)
+        assert "Traceback" not in out + err and "internal error" not in out + err
+        if code == 3:
+            assert out == "" and err.startswith("statekit: ")
+            assert err.endswith("\n") and err.count("\n") == 1, err
+            assert list(root.iterdir()) == []
+        else:
+            assert (code, err) == (0, ""), err
+            assert json.loads(out)["summary"]["failed"] == 0
+            check_converged(root, env)
+        for secret in {TOKEN, env["GRAFANA_API_TOKEN"]}:
+            if len(secret) >= 8 and secret.isprintable() and code == 0:
+                assert secret not in out + err
+
+
+@pytest.mark.parametrize("key", sorted(VALID))
+def test_nul_in_any_input_is_refused(key: str) -> None:
+    """A NUL cannot reach a process environment; fed in directly, it is still refused."""
+    COUNT["nul"] += 1
+    env = {**VALID, key: VALID[key][:3] + "\0EVIL=1"}
+    try:
+        program = loader.load([TELEMETRY], environ=env)
+    except StateError as exc:
+        assert "\0" not in str(exc) and "\n" not in str(exc)
+        return
+    state = next(s for s in program.states if s.id == "otlp-env")
+    raise AssertionError(f"accepted a NUL in {key}: {state.spec!r:.0}")
+
+
+# --- network inputs: zones, addresses, ports, host names -------------------------------
+
+ZONE_STATE = """\
+phases: [network]
+states:
+  - id: z
+    type: coredns_zone
+    phase: network
+    corefile: /etc/coredns/Corefile
+    zone: "{{ env.ZONE }}"
+    port: "{{ env.PORT }}"
+    bind: ["{{ env.BIND }}"]
+    forward: ["{{ env.FORWARD }}"]
+"""
+RULE_STATE = """\
+phases: [network]
+states:
+  - id: r
+    type: iptables_rule
+    phase: network
+    chain: OUTPUT
+    protocol: tcp
+    destination: "{{ env.DEST }}"
+    dport: "{{ env.PORT }}"
+    jump: ACCEPT
+  - id: h
+    type: iptables_rule
+    phase: network
+    chain: OUTPUT
+    destination_host: "{{ env.HOST }}"
+    jump: ACCEPT
+"""
+ZONE_VALID = {"ZONE": "api.example.test", "PORT": "53", "BIND": "127.0.0.53",
+              "FORWARD": "192.0.2.53"}
+RULE_VALID = {"DEST": "192.0.2.7", "PORT": "443", "HOST": "192.0.2.8"}
+VARIANTS = {  # other valid forms, so that accepted inputs are generated too
+    "ZONE": (".", "Example.COM.", "xn--bcher-kva.example", "a-b.c-d.test", "x" * 63 + ".io"),
+    "PORT": ("1", "65535", "1024:2048", "0053"),
+    "BIND": ("0.0.0.0", "::1", "2001:db8::53"),
+    "FORWARD": ("tls://192.0.2.1", "192.0.2.1:5353", "[2001:db8::1]:53", "dns://1.1.1.1"),
+    "DEST": ("10.0.0.0/8", "192.0.2.7/32", "0.0.0.0/0", "198.51.100.255"),
+    "HOST": ("10.1.2.3", "gw.example.test", "GW.Example.Test."),
+}
+
+
+def load_states(tmp: Path, text: str, env: Mapping[str, str]) -> list[Any] | None:
+    path = tmp / "s.yaml"
+    path.write_text(text)
+    try:
+        program = loader.load([str(path)], environ=dict(env))
+    except StateError as exc:
+        message = str(exc)
+        assert "\n" not in message and "Traceback" not in message
+        return None
+    return [s.spec for s in program.states]
+
+
+def nul_or_text(key: str, base: str) -> st.SearchStrategy[str]:
+    return st.one_of(hostile(base, VARIANTS.get(key, ())), st.just(base + "\0"))
+
+
+@settings(max_examples=300, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(data=st.data(), key=st.sampled_from(sorted(ZONE_VALID)))
+def test_zone_inputs_render_only_the_wanted_block(tmp_path: Path, data: Any, key: str) -> None:
+    value = data.draw(nul_or_text(key, ZONE_VALID[key]), label=key)
+    COUNT["zone"] += 1
+    specs = load_states(tmp_path, ZONE_STATE, {**ZONE_VALID, key: value})
+    if specs is None:
+        return
+    spec: ZoneSpec = specs[0]
+    plan = CorednsZone().plan(spec, ReadResult(None, None))
+    content: bytes = plan.payload.content
+    blocks = parse_corefile(content).servers()
+    assert len(blocks) == len(spec.zones) == 1
+    zone = spec.zones[0].lower().rstrip(".") or "."
+    assert blocks[0].keys == (f"{zone}:{spec.port}" if zone != "." else f".:{spec.port}",)
+    assert blocks[0].marker == "z"
+    text = content.decode()
+    assert text.count("{") == text.count("}") == 1
+    for bad in ("EVIL", "\r", "\u2028", "\0", '"', "'", "`", "$("):
+        assert bad not in text
+
+
+ACCEPTED_RULES: list[str] = []
+
+
+@settings(max_examples=300, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(data=st.data(), key=st.sampled_from(sorted(RULE_VALID)))
+def test_rule_inputs_render_single_rules(tmp_path: Path, data: Any, key: str) -> None:
+    value = data.draw(nul_or_text(key, RULE_VALID[key]), label=key)
+    COUNT["rule"] += 1
+    specs = load_states(tmp_path, RULE_STATE, {**RULE_VALID, key: value})
+    if specs is None:
+        return
+    for spec in specs:
+        assert isinstance(spec, RuleSpec)
+        for line in expand(spec, "ipv4", {}):
+            words = shlex.split(line)
+            assert "\n" not in line and words[:2] == ["-A", "OUTPUT"]
+            assert words.count("-A") == words.count("-j") == words.count("--comment") == 1
+            assert words.count("-d") <= 1 and words.count("--dport") <= 1
+            assert words[words.index("--comment") + 1] == f"statekit:{spec.id}"
+            ACCEPTED_RULES.append(line)
+
+
+def valid_rule_lines() -> list[str]:
+    specs = load_states(Path(tempfile.mkdtemp()), RULE_STATE, RULE_VALID)
+    assert specs is not None
+    return [ln for spec in specs for ln in expand(spec, "ipv4", {})]
+
+
+def test_accepted_rules_are_single_rules_for_the_kernel(netns: str) -> None:
+    """Every distinct rule line the property test accepted, loaded for real."""
+    lines = sorted(set(ACCEPTED_RULES)) or valid_rule_lines()  # run alone: the valid ones
+    text = "".join(f"{ln}\n" for ln in ["*filter", *lines, "COMMIT"])
+    in_netns(netns, ["iptables-restore", "--noflush"], input=text)
+    rules = [ln for ln in saved(netns) if ln.startswith("-A OUTPUT ")]
+    assert len(rules) == len(lines)
+    assert all('--comment "statekit:' in r for r in rules)
+    print(f"\ngenerated inputs: {COUNT}; {len(lines)} distinct accepted rules loaded")
