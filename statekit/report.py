@@ -66,18 +66,23 @@ def as_json(outcomes: list[Outcome], *, check: bool, phases: list[str], mask: Ma
         "states": [_state(o) for o in outcomes],
         "summary": summary(outcomes),
     }
-    return mask(json.dumps(_masked(report, mask), indent=2, default=str))
+    # Strings are masked before encoding (JSON escapes would hide a secret from the
+    # masker), and the encoded text is not masked again: a secret such as "null" or "2"
+    # must not corrupt the document's syntax.
+    return json.dumps(_masked(report, mask), indent=2)
 
 
 def _masked(value: Any, mask: Mask) -> Any:
-    """Mask every string before encoding: JSON escapes would hide a secret from the masker."""
+    """Every string of ``value`` (keys too) masked."""
     if isinstance(value, str):
         return mask(value)
     if isinstance(value, dict):
-        return {k: _masked(v, mask) for k, v in value.items()}
-    if isinstance(value, list):
+        return {mask(str(k)): _masked(v, mask) for k, v in value.items()}
+    if isinstance(value, list | tuple):
         return [_masked(v, mask) for v in value]
-    return value
+    if value is None or isinstance(value, bool | int | float):
+        return value
+    return mask(str(value))
 
 
 def _state(o: Outcome) -> dict[str, Any]:
