@@ -21,7 +21,9 @@ def run(args: argparse.Namespace, masker: Masker) -> int:
                          "valid\n")
         return EXIT_OK
     if args.command == "show":
-        sys.stdout.write(masker(json.dumps(_shown(program), indent=2, default=str)) + "\n")
+        from statekit.report import masked_tree
+
+        sys.stdout.write(json.dumps(masked_tree(_shown(program), masker), indent=2) + "\n")
         return EXIT_OK
     raise AssertionError(args.command)
 

@@ -69,17 +69,17 @@ def as_json(outcomes: list[Outcome], *, check: bool, phases: list[str], mask: Ma
     # Strings are masked before encoding (JSON escapes would hide a secret from the
     # masker), and the encoded text is not masked again: a secret such as "null" or "2"
     # must not corrupt the document's syntax.
-    return json.dumps(_masked(report, mask), indent=2)
+    return json.dumps(masked_tree(report, mask), indent=2)
 
 
-def _masked(value: Any, mask: Mask) -> Any:
+def masked_tree(value: Any, mask: Mask) -> Any:
     """Every string of ``value`` (keys too) masked."""
     if isinstance(value, str):
         return mask(value)
     if isinstance(value, dict):
-        return {mask(str(k)): _masked(v, mask) for k, v in value.items()}
+        return {mask(str(k)): masked_tree(v, mask) for k, v in value.items()}
     if isinstance(value, list | tuple):
-        return [_masked(v, mask) for v in value]
+        return [masked_tree(v, mask) for v in value]
     if value is None or isinstance(value, bool | int | float):
         return value
     return mask(str(value))
