@@ -1,0 +1,105 @@
+"""The machine the benchmark ran on, and RESULTS.md (the table is printed too)."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from results import Results, markdown_table, targets, targets_markdown, text_table
+from tools import PEERS_BIN, REPO
+
+STATE_FORM = ("one `iptables_rule` state whose `destination` lists the N addresses "
+              "(statekit's idiomatic form: one owned block, one save, one restore) and one "
+              "`env_file` state, in one phase")
+
+
+def _first_line(argv: list[str]) -> str:
+    try:
+        out = subprocess.run(argv, capture_output=True, text=True, check=False, timeout=60)
+    except OSError:
+        return "not installed"
+    text = (out.stdout or out.stderr).strip()
+    return text.splitlines()[0] if text else "unknown"
+
+
+def _memory() -> str:
+    with open("/proc/meminfo", encoding="utf-8") as f:
+        kb = int(next(ln for ln in f if ln.startswith("MemTotal")).split()[1])
+    return f"{kb / 1024 / 1024:.1f} GiB"
+
+
+def machine() -> list[tuple[str, str]]:
+    """What ran the benchmark: the facts RESULTS.md starts with."""
+    rev = _first_line(["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"])
+    dirty = _first_line(["git", "-C", str(REPO), "status", "--porcelain"])
+    return [
+        ("date", time.strftime("%Y-%m-%d %H:%M %Z")),
+        ("cpus (nproc)", str(os.cpu_count())),
+        ("memory", _memory()),
+        ("kernel", platform.release()),
+        ("python", f"{platform.python_version()} ({os.path.realpath(sys.executable)})"),
+        ("iptables", _first_line(["iptables", "--version"])),
+        ("pyinfra", _first_line([str(PEERS_BIN / "pyinfra"), "--version"])),
+        ("ansible-core", _first_line([str(PEERS_BIN / "ansible-playbook"), "--version"])),
+        ("statekit", f"{rev}{' + uncommitted changes' if dirty != 'unknown' else ''}"),
+    ]
+
+
+def command(args: argparse.Namespace) -> str:
+    return (f"python bench/run.py --sizes {args.sizes} --runs {args.runs} "
+            f"--warmup {args.warmup} --peers {args.peers} --cell-budget {args.cell_budget:g}")
+
+
+METHOD = """\
+- Each converge runs in a fresh private network namespace (`ip netns add`, deleted
+  afterwards); files go under a temporary directory. *first*: a new namespace and an
+  empty directory for every run. *no-op*: one namespace per tool, converged once
+  (untimed), then timed again and again; the rules are checked unchanged afterwards.
+- Times are wall-clock, taken inside the namespace around fork/exec/wait of the tool's
+  process (`bench/stopwatch.py`): neither `ip netns exec` nor the runner is counted.
+  Peak RSS is the largest `ru_maxrss` of the tool's process tree (`wait4`).
+- Runs are interleaved (statekit, then each peer, the order rotating each repetition):
+  *ratio (pairs)* is the tool's time over statekit's time of the same repetition,
+  median (min-max) over the repetitions: below 1 the tool was faster than statekit.
+- *procs*: processes statekit spawned (successful `execve`s under `strace -f`, less its
+  own), one extra untimed run each.
+- statekit's work: {form}. pyinfra: `pyinfra @local bench/peers/deploy.py -y`, one
+  `iptables.rule` per address and one `files.put`. ansible-core:
+  `ansible-playbook -c local bench/peers/playbook.yml`, `ansible.builtin.iptables` looped
+  over the addresses, `ansible.builtin.file` + `ansible.builtin.copy`. The floor:
+  `bench/floor.py`, one `iptables-save`, one `iptables-restore --noflush` (none when
+  nothing is missing) and the file, with statekit's interpreter.
+- Telemetry: `statekit converge --root TMP states/telemetry.yaml` (all its phases), no-op,
+  GRAFANA_* unset, against `python -c pass` run by statekit's own venv interpreter (the
+  same site start-up statekit pays), interleaved.
+"""
+
+
+def write_markdown(results: Results, args: argparse.Namespace, plot_note: str,
+                   elapsed: float) -> None:
+    """Print the table and targets; write RESULTS.md."""
+    verdicts = targets(results)
+    sys.stdout.write(text_table(results) + "\n\n")
+    for t in verdicts:
+        mark = {True: "met", False: "MISSED", None: "not measured"}[t.met]
+        sys.stdout.write(f"target: {t.text}: {t.measured or '-'}: {mark}\n")
+    sys.stdout.write(f"{plot_note}\n")
+    facts = "\n".join(f"| {k} | {v} |" for k, v in machine())
+    plot = Path(args.plot).name if args.plot and plot_note.startswith("plot: /") else ""
+    text = "\n\n".join(part for part in (
+        "# statekit benchmark results",
+        f"Reproduce: `make bench` (`python bench/run.py` with its defaults). This run: "
+        f"`{command(args)}`, {elapsed / 60:.1f} min.",
+        "## Machine\n\n| what | value |\n| --- | --- |\n" + facts,
+        "## Results\n\n" + markdown_table(results),
+        "## Targets (issue 6)\n\n" + targets_markdown(verdicts),
+        f"![converge time against N]({plot})" if plot else plot_note,
+        "## How it is measured\n\n" + METHOD.format(form=STATE_FORM),
+    ) if part)
+    Path(args.out).write_text(text + "\n", encoding="utf-8")
+    sys.stdout.write(f"wrote {args.out}\n")
