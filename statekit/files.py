@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import errno
 import os
-import secrets
 import stat
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
@@ -188,7 +187,7 @@ class FileSystem:
                     os.fchown(dfd, *dir_owner)
             self._remove_stale(dfd, name, path)
             self._reject_symlink(dfd, name, path)
-            tmp = temp_prefix(name) + secrets.token_hex(6)
+            tmp = temp_prefix(name) + os.urandom(6).hex()
             try:
                 self._write_temp(dfd, tmp, data, mode, uid, gid)
                 testhook.point("rename", name)

@@ -35,10 +35,8 @@ import ipaddress
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from statekit import corefile
-from statekit.corefile import Block, Corefile, CorefileError
 from statekit.errors import ApplyError, FieldError
 from statekit.files import ReadResult
 from statekit.host import Host
@@ -50,6 +48,9 @@ from statekit.resources.managed_file import (
     parse_owner,
     plan_file,
 )
+
+if TYPE_CHECKING:
+    from statekit.corefile import Block, Corefile
 
 #: Host name labels (RFC 1123): letters, digits, inner hyphens. No underscore: this
 #: allowlists hosts to connect to, and ``_service`` labels name records, not hosts.
@@ -172,8 +173,22 @@ def _norm_ip(value: str) -> str | None:
         return None
 
 
+def _corefile() -> Any:
+    """The Corefile lexer, imported when a Corefile must be parsed (not on the no-op path
+    of an absent state whose marker is nowhere in the file)."""
+    from statekit import corefile
+
+    return corefile
+
+
+def _marker(spec: ZoneSpec) -> bytes:
+    """Bytes every block owned by ``spec`` is preceded by (``# statekit:<id>``)."""
+    return f"# statekit:{spec.owner}".encode()
+
+
 def find_conflict(cf: Corefile, spec: ZoneSpec) -> str | None:
     """Where an unowned block already serves one of ``spec``'s zones, if anywhere."""
+    corefile = _corefile()
     wanted = {corefile.normalise_zone(z) for z in spec.zones}
     for block in cf.servers():
         if block.marker == spec.owner:
@@ -199,6 +214,7 @@ def _block_zone(block: Block) -> str | None:
 
 def _assign(owned: Sequence[Block], zones: Sequence[str]) -> tuple[list[str | None], list[str]]:
     """Which wanted zone each owned block becomes (same zone first, then in order)."""
+    corefile = _corefile()
     free = [corefile.normalise_zone(z) for z in zones]
     result: list[str | None] = []
     for block in owned:
@@ -214,6 +230,7 @@ def _assign(owned: Sequence[Block], zones: Sequence[str]) -> tuple[list[str | No
 
 def desired(data: bytes, spec: ZoneSpec) -> bytes:
     """The Corefile ``data`` with this state's blocks as ``spec`` wants them."""
+    corefile = _corefile()
     cf = corefile.parse(data)
     if spec.present:
         _refuse(cf, spec)
@@ -232,7 +249,9 @@ def desired(data: bytes, spec: ZoneSpec) -> bytes:
 
 
 def _owned(spec: ZoneSpec, zone: str) -> bytes:
-    return corefile.owned_text(spec.owner, render_block(spec, zone))
+    corefile = _corefile()
+    text: bytes = corefile.owned_text(spec.owner, render_block(spec, zone))
+    return text
 
 
 def _refuse(cf: Corefile, spec: ZoneSpec) -> None:
@@ -275,9 +294,12 @@ class CorednsZone(Resource[ZoneSpec, ReadResult]):
         old = current.file
         if old is None and not spec.present:
             return Plan(notes=(f"{spec.path} does not exist: no block to remove",))
+        if old is not None and not spec.present and _marker(spec) not in old.content:
+            return Plan(notes=(f"no block owned by {spec.owner!r}",))  # no parse needed
+        corefile = _corefile()
         try:
             content = desired(old.content if old else b"", spec)
-        except CorefileError as exc:
+        except corefile.CorefileError as exc:
             raise ApplyError(f"{spec.path}:{exc.line}: cannot parse the Corefile: "
                              f"{exc.message}") from None
         if old is not None and not spec.present:

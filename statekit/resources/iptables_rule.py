@@ -18,7 +18,6 @@ from statekit.netfilter import fields as f
 from statekit.netfilter import save, transaction
 from statekit.netfilter.block import BlockPlan, Position, plan_block
 from statekit.netfilter.model import TAG_PREFIX, Chain, Op
-from statekit.netfilter.resolve import ResolveError, check_name, resolve
 from statekit.netfilter.rule import Rule, Target
 from statekit.resources.base import Change, Meta, Plan, Transactional
 
@@ -44,6 +43,14 @@ class RuleSpec:
 class RuleCurrent:
     chains: Mapping[str, Chain | None]  # family -> snapshot (None: no such chain)
     resolved: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+
+
+def _resolve() -> Any:
+    """The resolver module, imported only by states that resolve names (it pulls in
+    socket and threading: a no-op converge without names does without them)."""
+    from statekit.netfilter import resolve
+
+    return resolve
 
 
 def _slot(spec: RuleSpec) -> tuple[str, str, str, str]:
@@ -95,7 +102,7 @@ def _hosts(value: Any) -> tuple[tuple[str, ...], list[str]]:
             literals.append(str(item))
         except FieldError:
             try:
-                names.append(check_name(str(item)))
+                names.append(_resolve().check_name(str(item)))
             except ValueError as exc:
                 raise FieldError("destination_host", str(exc)) from None
     return tuple(sorted(set(names))), literals
@@ -164,9 +171,10 @@ class IptablesRule(Transactional[RuleSpec, RuleCurrent]):
             chains[family] = chain.copy() if chain is not None else None
         if not (spec.present and spec.hosts):
             return RuleCurrent(chains)
+        resolver = _resolve()
         try:
-            resolved = resolve(spec.hosts, spec.families, spec.resolve_timeout)
-        except ResolveError as exc:
+            resolved = resolver.resolve(spec.hosts, spec.families, spec.resolve_timeout)
+        except resolver.ResolveError as exc:
             raise ApplyError(f"{exc}; its rules are left as they are") from None
         return RuleCurrent(chains, resolved)
 

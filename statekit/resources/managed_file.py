@@ -7,7 +7,6 @@ text, which the resource gives with its sensitive values already masked.
 
 from __future__ import annotations
 
-import difflib
 import grp
 import pwd
 from collections.abc import Callable
@@ -92,6 +91,8 @@ def plan_absent(path: str, current: ReadResult, display: Display) -> Plan:
 
 
 def unified(path: str, before: str, after: str, created: bool, removed: bool = False) -> str:
+    import difflib  # only when there is something to show
+
     diff = difflib.unified_diff(
         before.splitlines(keepends=True), after.splitlines(keepends=True),
         fromfile="/dev/null" if created else f"{path} (before)",
