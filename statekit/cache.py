@@ -15,7 +15,6 @@ Check mode reads the cache but never writes it.
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import pickle
 import stat
@@ -97,6 +96,8 @@ def _unpack(data: bytes, cache_key: str, environ: Mapping[str, str]) -> Program 
         magic, base, names, env_hash, body = data.split(b"\n", 4)
         if magic + b"\n" != _MAGIC or base.decode() != cache_key:
             return None
+        import json
+
         if env_key(environ, json.loads(names)) != env_hash.decode():
             return None
         program = pickle.loads(body)  # noqa: S301 -- root-only file, our own
@@ -108,6 +109,8 @@ def _unpack(data: bytes, cache_key: str, environ: Mapping[str, str]) -> Program 
 def save(fs: FileSystem, cache_key: str, environ: Mapping[str, str], program: Program) -> None:
     if program.secrets:
         return
+    import json
+
     head = [cache_key, json.dumps(program.env_used), env_key(environ, program.env_used)]
     data = _MAGIC + "\n".join(head).encode() + b"\n" + pickle.dumps(program, protocol=5)
     try:

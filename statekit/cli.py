@@ -19,6 +19,20 @@ EXIT_OK, EXIT_FAILED, EXIT_CHANGED, EXIT_INVALID = 0, 1, 2, 3
 DEFAULT_PATH = "states"
 
 
+class _Formatter(argparse.HelpFormatter):
+    """argparse's formatter, sized with ``os.get_terminal_size``: argparse's own sizing
+    imports shutil (and the compression modules with it) on every start."""
+
+    def __init__(self, prog: str, indent_increment: int = 2, max_help_position: int = 24,
+                 width: int | None = None) -> None:
+        if width is None:
+            try:
+                width = os.get_terminal_size().columns - 2
+            except OSError:
+                width = 78
+        super().__init__(prog, indent_increment, max_help_position, width)
+
+
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> Any:  # usage errors are invalid input too
         self.print_usage(sys.stderr)
@@ -27,9 +41,11 @@ class _Parser(argparse.ArgumentParser):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="statekit", description="Idempotent state engine.")
+    parser = _Parser(prog="statekit", description="Idempotent state engine.",
+                     formatter_class=_Formatter)
     sub = parser.add_subparsers(dest="command", required=True)
-    conv = sub.add_parser("converge", help="read, diff and converge states")
+    conv = sub.add_parser("converge", help="read, diff and converge states",
+                          formatter_class=_Formatter)
     _common(conv)
     conv.add_argument("--phase", action="append", default=[], metavar="NAME",
                       help="converge only this phase (repeatable; default all)")
@@ -45,7 +61,7 @@ def build_parser() -> argparse.ArgumentParser:
     conv.add_argument("--lock-timeout", type=float, default=30.0, metavar="SECONDS")
     for name, text in (("validate", "check files, schema and templates; touch nothing"),
                        ("show", "print the rendered desired states, secrets masked")):
-        _common(sub.add_parser(name, help=text))
+        _common(sub.add_parser(name, help=text, formatter_class=_Formatter))
     return parser
 
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from typing import Any
 
@@ -21,6 +20,8 @@ def run(args: argparse.Namespace, masker: Masker) -> int:
                          "valid\n")
         return EXIT_OK
     if args.command == "show":
+        import json
+
         from statekit.report import masked_tree
 
         sys.stdout.write(json.dumps(masked_tree(_shown(program), masker), indent=2) + "\n")
@@ -62,10 +63,15 @@ def _raw_vars(items: list[str]) -> dict[str, str]:
 
 
 def _shown(program: Program) -> dict[str, Any]:
-    from dataclasses import asdict, is_dataclass
-
-    def plain(spec: Any) -> Any:
-        return asdict(spec) if is_dataclass(spec) and not isinstance(spec, type) else spec
+    def plain(value: Any) -> Any:
+        """Specs (named tuples, nested) as plain dicts and lists, for JSON."""
+        if hasattr(value, "_asdict"):
+            return {k: plain(v) for k, v in value._asdict().items()}
+        if isinstance(value, list | tuple | set | frozenset):
+            return [plain(v) for v in value]
+        if isinstance(value, dict):
+            return {str(k): plain(v) for k, v in value.items()}
+        return value
 
     return {"phases": program.phases, "states": [
         {"id": s.id, "type": s.type, "phase": s.phase, "ensure": s.ensure,

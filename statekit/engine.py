@@ -10,8 +10,7 @@ committed together before anything that depends on them runs, and at the phase's
 from __future__ import annotations
 
 from collections.abc import Callable, Hashable, Iterable
-from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import Any, NamedTuple
 
 from statekit import graph, resources
 from statekit.errors import ApplyError
@@ -22,19 +21,24 @@ from statekit.resources.base import Plan, Resource, Transactional
 OK, CHANGED, FAILED, SKIPPED = "ok", "changed", "failed", "skipped"
 
 
-@dataclass
 class Outcome:
     """What happened to one state (the report's row)."""
 
-    state: State
-    status: str
-    plan: Plan = field(default_factory=Plan)
-    error: str | None = None
-    reason: str = ""
+    __slots__ = ("error", "plan", "reason", "state", "status")
+
+    def __init__(self, state: State, status: str, plan: Plan | None = None,
+                 error: str | None = None, reason: str = "") -> None:
+        self.state = state
+        self.status = status
+        self.plan = plan if plan is not None else Plan()
+        self.error = error
+        self.reason = reason
+
+    def __repr__(self) -> str:
+        return f"Outcome({self.state.id!r}, {self.status!r}, error={self.error!r})"
 
 
-@dataclass
-class _Pending:
+class _Pending(NamedTuple):
     outcome: Outcome
     keys: frozenset[Hashable]
 
@@ -99,7 +103,7 @@ class Engine:
             return Outcome(state, CHANGED, plan)
         learnt = resource.apply(state.spec, plan, self.host)
         if learnt:
-            plan = replace(plan, facts={**plan.facts, **learnt})
+            plan = plan._replace(facts={**plan.facts, **learnt})
         if not resource.is_action:
             self._verify(state, resource)
         return Outcome(state, CHANGED, plan, reason="; ".join(plan.notes))

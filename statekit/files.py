@@ -17,7 +17,7 @@ import os
 import stat
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from statekit import testhook
 from statekit.errors import ApplyError
@@ -26,8 +26,7 @@ _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 TEMP_MARK = ".statekit-tmp-"
 
 
-@dataclass(frozen=True)
-class FileState:
+class FileState(NamedTuple):
     """A regular file as read: content, mode bits, owner, and its directory's."""
 
     content: bytes
@@ -38,15 +37,13 @@ class FileState:
     mtime_ns: int
 
 
-@dataclass(frozen=True)
-class DirState:
+class DirState(NamedTuple):
     mode: int
     uid: int
     gid: int
 
 
-@dataclass(frozen=True)
-class ReadResult:
+class ReadResult(NamedTuple):
     """The file (None if missing), its directory (None if missing), stale temporaries."""
 
     file: FileState | None

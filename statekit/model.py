@@ -1,44 +1,60 @@
-"""The loaded program: phases, vars, secrets and states, ready for the engine."""
+"""The loaded program: phases, vars, secrets and states, ready for the engine.
+
+Plain classes rather than dataclasses: this module is on the no-op converge's path, where
+importing ``dataclasses`` (and ``inspect`` with it) and generating their methods costs
+more than statekit's own work (``make bench``).
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from typing import Any
 
 
-@dataclass
 class State:
     """One state as declared, then rendered and parsed by the loader."""
 
-    id: str
-    type: str
-    phase: str
-    file: str
-    line: int
-    index: int  # position in the file, for messages (states[index])
-    order: int  # position across all files, for deterministic tie-breaking
-    requires: list[str] = field(default_factory=list)
-    onchanges: list[str] = field(default_factory=list)
-    raw: dict[str, Any] = field(default_factory=dict)  # the type's own fields, unrendered
-    ensure: str = "present"
-    enabled: bool = True  # the rendered ``when``
-    spec: Any = None  # the resource's parsed spec
+    __slots__ = ("enabled", "ensure", "file", "id", "index", "line", "onchanges", "order",
+                 "phase", "raw", "requires", "spec", "type")
+
+    def __init__(
+        self, *, id: str, type: str, phase: str, file: str, line: int, index: int, order: int,
+        requires: list[str] | None = None, onchanges: list[str] | None = None,
+        raw: dict[str, Any] | None = None,
+    ) -> None:
+        self.id, self.type, self.phase = id, type, phase
+        self.file, self.line = file, line
+        self.index = index  # position in the file, for messages (states[index])
+        self.order = order  # position across all files, for deterministic tie-breaking
+        self.requires: list[str] = requires or []
+        self.onchanges: list[str] = onchanges or []
+        self.raw: dict[str, Any] = raw or {}  # the type's own fields, unrendered
+        self.ensure = "present"
+        self.enabled = True  # the rendered ``when``
+        self.spec: Any = None  # the resource's parsed spec
 
     @property
     def where(self) -> str:
         return f"{self.file}:{self.line}"
 
+    def __repr__(self) -> str:
+        return f"State({self.id!r}, {self.type!r}, {self.phase!r}, {self.where})"
 
-@dataclass
+
 class Program:
     """Everything a converge needs, validated and rendered before anything is touched."""
 
-    phases: list[str]
-    states: list[State]
-    secrets: set[str] = field(default_factory=set)  # secret values, to mask in all output
-    vars: dict[str, Any] = field(default_factory=dict)
-    #: environment variables the program was rendered from (None: all of them)
-    env_used: list[str] | None = None
+    __slots__ = ("env_used", "phases", "secrets", "states", "vars")
+
+    def __init__(
+        self, *, phases: list[str], states: list[State], secrets: set[str] | None = None,
+        vars: dict[str, Any] | None = None, env_used: list[str] | None = None,
+    ) -> None:
+        self.phases = phases
+        self.states = states
+        self.secrets: set[str] = secrets or set()  # secret values, to mask in all output
+        self.vars: dict[str, Any] = vars or {}
+        #: environment variables the program was rendered from (None: all of them)
+        self.env_used = env_used
 
     def by_id(self) -> dict[str, State]:
         return {s.id: s for s in self.states}

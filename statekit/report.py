@@ -6,7 +6,6 @@ report's schema version (README, "JSON report"); it changes only on breaking cha
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 from collections import Counter
@@ -69,6 +68,8 @@ def as_json(outcomes: list[Outcome], *, check: bool, phases: list[str], mask: Ma
     # Strings are masked before encoding (JSON escapes would hide a secret from the
     # masker), and the encoded text is not masked again: a secret such as "null" or "2"
     # must not corrupt the document's syntax.
+    import json
+
     return json.dumps(masked_tree(report, mask), indent=2)
 
 

@@ -10,14 +10,13 @@ from __future__ import annotations
 
 import subprocess
 from collections.abc import Sequence
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from statekit import testhook
 from statekit.errors import ApplyError
 
 
-@dataclass(frozen=True)
-class Result:
+class Result(NamedTuple):
     """What came back from one command."""
 
     argv: tuple[str, ...]

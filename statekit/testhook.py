@@ -8,7 +8,6 @@ file write step and each command is one), so a test can stop a converge anywhere
 from __future__ import annotations
 
 import os
-import signal
 import sys
 
 _spec = os.environ.get("STATEKIT_TEST_HOOK", "")
@@ -24,4 +23,6 @@ def point(kind: str, what: str) -> None:
     if _spec == "list":
         sys.stderr.write(f"hook {_count} {kind} {os.path.basename(what)}\n")
     elif _spec == f"kill:{_count}":
+        import signal
+
         os.kill(os.getpid(), signal.SIGKILL)

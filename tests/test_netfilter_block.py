@@ -28,7 +28,7 @@ def run(c: Chain, desired: list[str], position: Position = FIRST) -> tuple[Chain
     block = plan_block(c, "OUTPUT", "a", desired, position)
     for op in block.ops:
         if op.kind == "insert":
-            c.insert(op.index, op.line)
+            c.insert(op.at, op.line)
         else:
             c.remove(op.line)
     return c, block.diff
@@ -91,7 +91,7 @@ def test_added_address_inserted_inside_block_only() -> None:
     c = chain(line("a", 1), line("a", 3), line(None))
     block = plan_block(c, "OUTPUT", "a", [line("a", 1), line("a", 2), line("a", 3)], FIRST)
     assert [op.kind for op in block.ops] == ["insert"]
-    assert block.ops[0].index == 1
+    assert block.ops[0].at == 1
 
 
 def test_removed_address_deleted_only() -> None:

@@ -7,7 +7,6 @@ read back with the real iptables-save (nf_tables backend).
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import replace
 from typing import Any
 
 import pytest
@@ -64,7 +63,7 @@ def shared_ns() -> Iterator[str]:
 def _rule(family: str, changes: dict[str, Any]) -> Rule:
     values: dict[str, Any] = {k: ADDR[family].get(v, v) if isinstance(v, str) else v
               for k, v in changes.items()}
-    rule: Rule = replace(BASE, family=family, **values)
+    rule: Rule = BASE._replace(family=family, **values)
     return rule
 
 
@@ -84,8 +83,8 @@ def test_rendered_rule_is_what_iptables_save_prints(
 
 
 def test_ipv6_icmp_is_printed_as_ipv6_icmp() -> None:
-    assert " -p ipv6-icmp " in replace(BASE, family="ipv6", protocol="icmp").line
-    assert " -p icmp " in replace(BASE, protocol="icmp").line
+    assert " -p ipv6-icmp " in BASE._replace(family="ipv6", protocol="icmp").line
+    assert " -p icmp " in BASE._replace(protocol="icmp").line
 
 
 @pytest.mark.parametrize(("value", "shown"), [

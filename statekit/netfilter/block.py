@@ -13,24 +13,25 @@ restore's sequential semantics match.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from typing import NamedTuple
 
 from statekit.netfilter.model import Chain, Op
 
 
-@dataclass(frozen=True)
-class Position:
+class Position(NamedTuple):
     kind: str = "first"  # first | last | before
     before: str = ""
     peers: frozenset[str] = frozenset()  # other states of the chain in the same slot
 
 
-@dataclass
 class BlockPlan:
     """The ops to run, in order, and the diff lines (``-``, ``+``, ``~ ... (moved)``)."""
 
-    ops: list[Op] = field(default_factory=list)
-    diff: list[str] = field(default_factory=list)
+    __slots__ = ("diff", "ops")
+
+    def __init__(self) -> None:
+        self.ops: list[Op] = []
+        self.diff: list[str] = []
 
 
 def _only_peers(chain: Chain, start: int, stop: int, peers: frozenset[str]) -> bool:

@@ -8,7 +8,7 @@ predict. :class:`Op` is one change; :meth:`Table.apply` plays it on the model ex
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
+from typing import NamedTuple
 
 BUILTIN: dict[str, tuple[str, ...]] = {
     "filter": ("INPUT", "FORWARD", "OUTPUT"),
@@ -27,13 +27,26 @@ def owner(line: str) -> str | None:
     return found.group(1) if found else None
 
 
-@dataclass
 class Chain:
     """One chain: its policy (``-`` for a user chain), rule lines and their owners."""
 
-    policy: str = "-"
-    rules: list[str] = field(default_factory=list)
-    owners: list[str | None] = field(default_factory=list)
+    __slots__ = ("owners", "policy", "rules")
+
+    def __init__(self, policy: str = "-", rules: list[str] | None = None,
+                 owners: list[str | None] | None = None) -> None:
+        self.policy = policy
+        self.rules: list[str] = rules if rules is not None else []
+        self.owners: list[str | None] = owners if owners is not None else [
+            owner(line) for line in self.rules]
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Chain) and (self.policy, self.rules, self.owners) == (
+            other.policy, other.rules, other.owners)
+
+    __hash__ = None  # type: ignore[assignment]  # mutable
+
+    def __repr__(self) -> str:
+        return f"Chain({self.policy!r}, {self.rules!r}, {self.owners!r})"
 
     def copy(self) -> Chain:
         return Chain(self.policy, list(self.rules), list(self.owners))
@@ -55,29 +68,30 @@ class Chain:
         return found[0] if found else None
 
 
-@dataclass(frozen=True)
-class Op:
-    """One change to one chain: ``insert`` (at ``index``), ``delete``, ``policy``,
+class Op(NamedTuple):
+    """One change to one chain: ``insert`` (at index ``at``), ``delete``, ``policy``,
     ``new_chain`` or ``delete_chain``; ``restore`` is its iptables-restore line."""
 
     kind: str
     chain: str
     restore: str
     line: str = ""
-    index: int = 0
+    at: int = 0
 
 
-@dataclass
 class Table:
     """One table of one family: chains in save order."""
 
-    name: str
-    family: str
-    chains: dict[str, Chain] = field(default_factory=dict)
+    __slots__ = ("chains", "family", "name")
+
+    def __init__(self, name: str, family: str, chains: dict[str, Chain] | None = None) -> None:
+        self.name = name
+        self.family = family
+        self.chains: dict[str, Chain] = chains if chains is not None else {}
 
     def apply(self, op: Op) -> None:
         if op.kind == "insert":
-            self.chains[op.chain].insert(op.index, op.line)
+            self.chains[op.chain].insert(op.at, op.line)
         elif op.kind == "delete":
             self.chains[op.chain].remove(op.line)
         elif op.kind == "policy":

@@ -8,7 +8,7 @@ and current rules compare as plain strings.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from typing import NamedTuple
 
 #: Conntrack states in the order iptables-save prints them.
 CTSTATES = ("INVALID", "NEW", "RELATED", "ESTABLISHED", "UNTRACKED", "SNAT", "DNAT")
@@ -29,8 +29,7 @@ def protocol_name(protocol: str, family: str) -> str:
     return "ipv6-icmp" if protocol == "icmp" and family == "ipv6" else protocol
 
 
-@dataclass(frozen=True)
-class Target:
+class Target(NamedTuple):
     """``-j`` and its options."""
 
     jump: str
@@ -49,8 +48,7 @@ class Target:
         return out
 
 
-@dataclass(frozen=True)
-class Rule:
+class Rule(NamedTuple):
     """One concrete rule of one family (addresses already expanded)."""
 
     chain: str

@@ -27,15 +27,17 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Hashable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeVar
+from types import MappingProxyType
+from typing import TYPE_CHECKING, Any, ClassVar, Generic, NamedTuple, TypeVar
 
 if TYPE_CHECKING:
     from statekit.host import Host
 
+#: An empty, read-only mapping: the default of mapping fields (never shared mutably).
+EMPTY: Mapping[str, Any] = MappingProxyType({})
 
-@dataclass(frozen=True)
-class Meta:
+
+class Meta(NamedTuple):
     """What a resource may know about the state it parses: its id and ``ensure``."""
 
     id: str
@@ -48,8 +50,7 @@ class Meta:
         return self.ensure == "present"
 
 
-@dataclass(frozen=True)
-class Change:
+class Change(NamedTuple):
     """One change a plan makes: a verb, what it changes, and why."""
 
     action: str
@@ -60,8 +61,7 @@ class Change:
         return {"action": self.action, "target": self.target, "reason": self.reason}
 
 
-@dataclass(frozen=True)
-class Plan:
+class Plan(NamedTuple):
     """What converging one state would do. Data, read alike by the diff, JSON and apply.
 
     ``diff`` is text for people (unified diff for files, ``-``/``+`` lines for rules), with
@@ -73,7 +73,7 @@ class Plan:
     changes: tuple[Change, ...] = ()
     diff: str = ""
     notes: tuple[str, ...] = ()
-    facts: Mapping[str, Any] = field(default_factory=dict)
+    facts: Mapping[str, Any] = EMPTY
     payload: Any = None
 
     @property

@@ -8,8 +8,7 @@ changed or failed; its output goes into the report, secrets masked.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from statekit.errors import ApplyError, FieldError
 from statekit.host import Host
@@ -18,8 +17,7 @@ from statekit.resources.base import Change, Meta, Plan, Resource
 _OUTPUT_LIMIT = 4000
 
 
-@dataclass(frozen=True)
-class CommandSpec:
+class CommandSpec(NamedTuple):
     present: bool
     argv: tuple[str, ...] = ()
     creates: str | None = None

@@ -31,11 +31,9 @@ start, so the state fails naming both places and nothing is written.
 
 from __future__ import annotations
 
-import ipaddress
 import re
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from statekit.errors import ApplyError, FieldError
 from statekit.files import ReadResult
@@ -58,8 +56,7 @@ _LABEL = re.compile(r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?")
 _INDENT = "    "
 
 
-@dataclass(frozen=True)
-class ZoneSpec:
+class ZoneSpec(NamedTuple):
     owner: str
     path: str
     present: bool
@@ -98,6 +95,8 @@ def parse_ip(value: str, field: str) -> str:
     try:
         if "%" in value:
             raise ValueError(value)
+        import ipaddress
+
         return str(ipaddress.ip_address(value))
     except ValueError:
         raise FieldError(field, f"{value!r} is not an IP address") from None
@@ -168,6 +167,8 @@ def _overlap(a: Sequence[str], b: Sequence[str]) -> bool:
 
 def _norm_ip(value: str) -> str | None:
     try:
+        import ipaddress
+
         return str(ipaddress.ip_address(value))
     except ValueError:
         return None

@@ -8,8 +8,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from statekit.errors import FieldError
 from statekit.files import ReadResult
@@ -29,8 +28,7 @@ from statekit.resources.managed_file import (
 _FORBIDDEN = re.compile("[\n\r\0\x0b\x0c\x1c-\x1e\x85\u2028\u2029]")
 
 
-@dataclass(frozen=True)
-class EnvFileSpec:
+class EnvFileSpec(NamedTuple):
     path: str
     present: bool
     entries: tuple[tuple[str, str], ...] = ()

@@ -8,8 +8,7 @@ chain that still has rules, or that a rule jumps to, fails with the reason.
 from __future__ import annotations
 
 from collections.abc import Hashable, Mapping
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from statekit.errors import ApplyError, FieldError
 from statekit.host import Host
@@ -19,8 +18,7 @@ from statekit.netfilter.model import BUILTIN, Op
 from statekit.resources.base import Change, Meta, Plan, Transactional
 
 
-@dataclass(frozen=True)
-class ChainSpec:
+class ChainSpec(NamedTuple):
     id: str
     table: str
     chain: str
@@ -30,8 +28,7 @@ class ChainSpec:
     policy: str | None = None
 
 
-@dataclass(frozen=True)
-class ChainState:
+class ChainState(NamedTuple):
     """One family's view of the chain: None policy means it does not exist."""
 
     policy: str | None

@@ -9,8 +9,7 @@ changes go to the one restore transaction of that (table, family).
 from __future__ import annotations
 
 from collections.abc import Hashable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import Any, NamedTuple
 
 from statekit.errors import ApplyError, FieldError
 from statekit.host import Host
@@ -19,13 +18,12 @@ from statekit.netfilter import save, transaction
 from statekit.netfilter.block import BlockPlan, Position, plan_block
 from statekit.netfilter.model import TAG_PREFIX, Chain, Op
 from statekit.netfilter.rule import Rule, Target
-from statekit.resources.base import Change, Meta, Plan, Transactional
+from statekit.resources.base import EMPTY, Change, Meta, Plan, Transactional
 
 _PORT_PROTOCOLS = ("tcp", "udp")
 
 
-@dataclass(frozen=True)
-class RuleSpec:
+class RuleSpec(NamedTuple):
     id: str
     table: str
     chain: str
@@ -35,14 +33,13 @@ class RuleSpec:
     sources: tuple[f.Network, ...] = ()
     destinations: tuple[f.Network, ...] = ()
     hosts: tuple[str, ...] = ()
-    position: Position = field(default_factory=Position)
+    position: Position = Position()
     resolve_timeout: float = 5.0
 
 
-@dataclass(frozen=True)
-class RuleCurrent:
+class RuleCurrent(NamedTuple):
     chains: Mapping[str, Chain | None]  # family -> snapshot (None: no such chain)
-    resolved: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    resolved: Mapping[str, tuple[str, ...]] = EMPTY
 
 
 def _resolve() -> Any:
@@ -119,8 +116,8 @@ def expand(spec: RuleSpec, family: str, resolved: Mapping[str, Iterable[str]]) -
     dsts = [str(n) for n in dests if f"ipv{n.version}" == want]
     if (spec.sources and not srcs) or ((spec.destinations or spec.hosts) and not dsts):
         return []
-    base = replace(spec.template, family=family)
-    return [replace(base, source=s, destination=d).line
+    base = spec.template._replace(family=family)
+    return [base._replace(source=s, destination=d).line
             for s in _or_any(srcs) for d in _or_any(dsts)]
 
 
@@ -154,8 +151,8 @@ class IptablesRule(Transactional[RuleSpec, RuleCurrent]):
         for spec in specs:
             if spec.present:
                 slots.setdefault(_slot(spec), set()).add(spec.id)
-        return [replace(spec, position=replace(
-                    spec.position, peers=frozenset(slots[_slot(spec)] - {spec.id})))
+        return [spec._replace(position=spec.position._replace(
+                    peers=frozenset(slots[_slot(spec)] - {spec.id})))
                 if spec.present else spec for spec in specs]
 
     def ordering(self, spec: RuleSpec) -> Iterable[str]:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import grp
 import pwd
 from collections.abc import Callable
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from statekit.errors import FieldError
 from statekit.files import ReadResult
@@ -20,8 +20,7 @@ from statekit.resources.base import Change, Plan
 Display = Callable[[bytes], str]
 
 
-@dataclass(frozen=True)
-class FileSpec:
+class FileSpec(NamedTuple):
     path: str
     content: bytes
     mode: int

@@ -10,16 +10,14 @@ from __future__ import annotations
 import os
 import signal as signals
 from collections.abc import Mapping
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from statekit.errors import ApplyError, FieldError
 from statekit.host import Host
 from statekit.resources.base import Change, Meta, Plan, Resource
 
 
-@dataclass(frozen=True)
-class SignalSpec:
+class SignalSpec(NamedTuple):
     present: bool
     signal: int = 0
     name: str = ""
