@@ -41,7 +41,10 @@ test: venv deps coredns lint
 demo: venv deps coredns
 	$(BIN)/python scripts/demo.py
 
+# statekit as installed: bytecode compiled (pip does it on a real install; this machine
+# sets PYTHONDONTWRITEBYTECODE, so an editable install would compile on every run).
 bench: venv deps
+	$(BIN)/python -m compileall -q statekit
 	$(BIN)/python bench/run.py
 
 clean:
