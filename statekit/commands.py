@@ -13,6 +13,7 @@ from statekit.model import Program
 
 def run(args: argparse.Namespace, masker: Masker) -> int:
     if args.command == "converge":
+        _check_root(args.root)
         return _converge(args, _load_cached(args, masker), masker)
     program = _load(args, masker)
     if args.command == "validate":
@@ -27,6 +28,15 @@ def run(args: argparse.Namespace, masker: Masker) -> int:
         sys.stdout.write(json.dumps(masked_tree(_shown(program), masker), indent=2) + "\n")
         return EXIT_OK
     raise AssertionError(args.command)
+
+
+def _check_root(root: str) -> None:
+    import os
+
+    from statekit.errors import StateError
+
+    if not os.path.isdir(root):
+        raise StateError(f"--root {root}: no such directory")
 
 
 def _load(args: argparse.Namespace, masker: Masker) -> Program:

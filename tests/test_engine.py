@@ -186,3 +186,11 @@ def test_command_creates_guard(tmp_path: Path, root: Path) -> None:
     assert by_id(run_json(path, root))["init"]["status"] == "changed"
     assert by_id(run_json(path, root))["init"]["reason"] == "/done exists"
     assert os.path.exists(root / "done")
+
+
+def test_missing_root_is_invalid_input(tmp_path: Path) -> None:
+    path = flow(tmp_path, tmp_path / "nowhere")
+    result = statekit(["converge", "--root", str(tmp_path / "nowhere"), str(path)])
+    assert result.returncode == 3
+    assert result.stderr == f"statekit: --root {tmp_path / 'nowhere'}: no such directory\n"
+    assert not (tmp_path / "nowhere").exists()
