@@ -90,15 +90,20 @@ def load(fs: FileSystem, cache_key: str, environ: Mapping[str, str]) -> Program 
     return _unpack(data, cache_key, environ)
 
 
+def _names(text: str) -> list[str] | None:
+    """The header's variable names: ``*`` for all, else NUL-separated (``""``: none)."""
+    if text == "*":
+        return None
+    return text.split("\0") if text else []
+
+
 def _unpack(data: bytes, cache_key: str, environ: Mapping[str, str]) -> Program | None:
     """The program, if ``data`` was written for this key and this environment."""
     try:
         magic, base, names, env_hash, body = data.split(b"\n", 4)
         if magic + b"\n" != _MAGIC or base.decode() != cache_key:
             return None
-        import json
-
-        if env_key(environ, json.loads(names)) != env_hash.decode():
+        if env_key(environ, _names(names.decode())) != env_hash.decode():
             return None
         program = pickle.loads(body)  # noqa: S301 -- root-only file, our own
     except Exception:  # a damaged cache is a miss, never an error
@@ -109,9 +114,11 @@ def _unpack(data: bytes, cache_key: str, environ: Mapping[str, str]) -> Program 
 def save(fs: FileSystem, cache_key: str, environ: Mapping[str, str], program: Program) -> None:
     if program.secrets:
         return
-    import json
-
-    head = [cache_key, json.dumps(program.env_used), env_key(environ, program.env_used)]
+    used = program.env_used
+    if used is not None and any("\n" in n or "\0" in n for n in used):
+        return  # an odd variable name would not survive the header: do not cache
+    names = "*" if used is None else "\0".join(used)
+    head = [cache_key, names, env_key(environ, used)]
     data = _MAGIC + "\n".join(head).encode() + b"\n" + pickle.dumps(program, protocol=5)
     try:
         fs.write(CACHE_PATH, data, mode=0o600, uid=os.geteuid(), gid=os.getegid(),

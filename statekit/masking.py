@@ -7,8 +7,6 @@ can have there (``Basic base64(id:token)`` contains the token's base64 at an off
 
 from __future__ import annotations
 
-import base64
-import hashlib
 import re
 from collections.abc import Iterable
 
@@ -17,11 +15,15 @@ _MIN_FRAGMENT = 6
 
 def tag(value: str) -> str:
     """How a secret value is shown."""
+    import hashlib
+
     return f"<secret:{hashlib.sha256(value.encode()).hexdigest()[:6]}>"
 
 
 def base64_forms(secret: str) -> set[str]:
     """Substrings that appear in any base64 text that encodes ``secret`` somewhere."""
+    import base64
+
     raw = secret.encode()
     forms = set()
     for offset in range(3):
