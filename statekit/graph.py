@@ -11,7 +11,6 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
 from statekit import resources
-from statekit.errors import StateError
 from statekit.model import State
 
 if TYPE_CHECKING:
@@ -50,11 +49,7 @@ def check_graph(states: list[State], phases: list[str], sources: Mapping[str, So
 
 
 def _fail(state: State, key: str, problem: str, sources: Mapping[str, Source]) -> None:
-    source = sources.get(state.file)
-    path: list[str | int] = ["states", state.index, key]
-    line = source.line(path) if source else state.line
-    raise StateError(problem, file=state.file, line=line,
-                     field=f"states[{state.index}].{key}")
+    raise sources[state.file].error(["states", state.index, key], problem)
 
 
 def find_cycle(states: list[State]) -> list[str] | None:

@@ -17,9 +17,8 @@ from statekit.errors import FieldError, StateError
 from statekit.graph import check_graph
 from statekit.model import Program, State
 from statekit.resources.base import Meta
-from statekit.yamlsource import Source, field_path, parse
+from statekit.yamlsource import Source, parse
 
-COMMON_KEYS = frozenset({"id", "type", "phase", "ensure", "when", "requires", "onchanges"})
 _GRAPH_KEYS = frozenset({"id", "type", "phase", "requires", "onchanges"})
 ENSURE_VALUES = ("present", "absent")
 
@@ -90,9 +89,8 @@ def _merge_phases(sources: list[Source]) -> list[str]:
         if phases is None:
             phases, first = list(declared), source.name
         elif _disagree(phases, declared):
-            raise StateError(
-                f"phases {declared} disagree with {phases} declared in {first}",
-                file=source.name, line=source.line(["phases"]), field="phases")
+            raise source.error(["phases"],
+                               f"phases {declared} disagree with {phases} declared in {first}")
         else:
             phases.extend(p for p in declared if p not in phases)
     if phases is None:
@@ -126,14 +124,11 @@ def _declare(source: Source, index: int, raw: dict[str, Any], phases: list[str],
              order: int) -> State:
     base: list[str | int] = ["states", index]
 
-    def fail(key: str, message: str) -> StateError:
-        return StateError(message, file=source.name, line=source.line([*base, key]),
-                          field=field_path([*base, key]))
-
     if raw["phase"] not in phases:
-        raise fail("phase", f"unknown phase {raw['phase']!r} (declared: {', '.join(phases)})")
+        raise source.error([*base, "phase"], f"unknown phase {raw['phase']!r} "
+                           f"(declared: {', '.join(phases)})")
     if raw["type"] not in resources.REGISTRY:
-        raise fail("type", f"unknown type {raw['type']!r} "
+        raise source.error([*base, "type"], f"unknown type {raw['type']!r} "
                            f"(known: {', '.join(resources.known_types())})")
     return State(
         id=raw["id"], type=raw["type"], phase=raw["phase"], file=source.name,
@@ -150,9 +145,8 @@ def _render_vars(sources: list[Source], overrides: dict[str, Any],
     for source in sources:
         for name, value in source.data.get("vars", {}).items():
             if name in defined and defined[name][0] != value:
-                raise StateError(f"var {name!r} is also defined, differently, in "
-                                 f"{defined[name][1]}", file=source.name,
-                                 line=source.line(["vars", name]), field=f"vars.{name}")
+                raise source.error(["vars", name], f"var {name!r} is also defined, "
+                                   f"differently, in {defined[name][1]}")
             defined[name] = (value, source.name)
             if name in overrides:
                 context[name] = overrides[name]
@@ -160,8 +154,7 @@ def _render_vars(sources: list[Source], overrides: dict[str, Any],
             try:
                 context[name] = renderer.render(value, context)
             except Exception as exc:
-                raise StateError(templating.describe(exc), file=source.name,
-                                 line=source.line(["vars", name]), field=f"vars.{name}") from None
+                raise source.error(["vars", name], templating.describe(exc)) from None
     for name, value in overrides.items():
         context.setdefault(name, value)
     return context
@@ -175,8 +168,7 @@ def _render_state(state: State, source: Source, context: dict[str, Any],
                                    renderer, expression=True))
     ensure = _render(raw.pop("ensure", "present"), "ensure", base, source, context, renderer)
     if ensure not in ENSURE_VALUES:
-        raise StateError(f"{ensure!r} is not one of present, absent", file=source.name,
-                         line=source.line([*base, "ensure"]), field=field_path([*base, "ensure"]))
+        raise source.error([*base, "ensure"], f"{ensure!r} is not one of present, absent")
     state.ensure = ensure
     fields = {k: _render(v, k, base, source, context, renderer) for k, v in raw.items()}
     resource = resources.get(state.type)
@@ -192,9 +184,7 @@ def _render_state(state: State, source: Source, context: dict[str, Any],
     try:
         state.spec = resource.parse(fields, Meta(state.id, ensure, state.phase, state.where))
     except FieldError as exc:
-        path = [*base, *str(exc.field).split(".")]
-        raise StateError(exc.message, file=source.name, line=source.line(path),
-                         field=field_path(path)) from None
+        raise source.error([*base, *str(exc.field).split(".")], exc.message) from None
     secrets.update(v for v in resource.secret_values(state.spec) if v)
 
 
@@ -203,9 +193,7 @@ def _check_unknown(fields: dict[str, Any], type_schema: dict[str, Any], source: 
     known = type_schema.get("properties", {})
     for key in fields:
         if key not in known:
-            raise StateError(f"unknown field (known: {', '.join(sorted(known))})",
-                             file=source.name, line=source.line([*base, key]),
-                             field=field_path([*base, key]))
+            raise source.error([*base, key], f"unknown field (known: {', '.join(sorted(known))})")
 
 
 def _render(value: Any, key: str, base: list[str | int], source: Source,
@@ -216,8 +204,7 @@ def _render(value: Any, key: str, base: list[str | int], source: Source,
             return renderer.expression(value, context)
         return renderer.render(value, context)
     except Exception as exc:
-        raise StateError(templating.describe(exc), file=source.name,
-                         line=source.line([*base, key]), field=field_path([*base, key])) from None
+        raise source.error([*base, key], templating.describe(exc)) from None
 
 
 def _truth(value: Any) -> bool:
@@ -225,6 +212,3 @@ def _truth(value: Any) -> bool:
         return value.strip().lower() not in ("", "false", "no", "off", "0", "none")
     return bool(value)
 
-
-def ids(states: Iterable[State]) -> list[str]:
-    return [s.id for s in states]

@@ -13,8 +13,7 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
-from statekit.errors import StateError
-from statekit.yamlsource import Source, field_path
+from statekit.yamlsource import Source
 
 SCHEMA_DIR = Path(__file__).parent / "schema"
 _TRUE = {"true", "yes", "on", "1"}
@@ -54,7 +53,7 @@ def validate(name: str, instance: Any, source: Source, base: Sequence[str | int]
         message = f"invalid key: {message}"
     elif error.validator == "required":
         message = message.replace("is a required property", "is required")
-    raise StateError(message, file=source.name, line=source.line(path), field=field_path(path))
+    raise source.error(path, message)
 
 
 def coerce(value: Any, node: dict[str, Any]) -> Any:

@@ -32,6 +32,11 @@ class Source:
             p = p[:-1]
         return self.lines.get(p, 1)
 
+    def error(self, path: Sequence[str | int], message: str) -> StateError:
+        """Invalid input at ``path``: ``file:line: field: message``."""
+        return StateError(message, file=self.name, line=self.line(path),
+                          field=field_path(path))
+
 
 def parse(name: str, text: str) -> Source:
     try:
