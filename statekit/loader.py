@@ -51,7 +51,8 @@ def load(
     """
     environ = os.environ if environ is None else environ
     sources = read_sources(paths)
-    secrets = {environ[n] for s in sources for n in s.data.get("secrets", []) if environ.get(n)}
+    secret_names = {n for s in sources for n in s.data.get("secrets", [])}
+    secrets = {environ[n] for n in secret_names if environ.get(n)}
     if on_secrets:
         on_secrets(secrets)
     phases = _merge_phases(sources)
@@ -64,10 +65,8 @@ def load(
         _render_state(state, by_name[state.file], context, renderer, secrets)
     _link(states)
     check_graph(states, phases, by_name)
-    secret_names = {n for s in sources for n in s.data.get("secrets", [])}
     used = None if env.used is None else sorted(env.used | secret_names)
-    return Program(phases=phases, states=states, secrets=secrets,
-                   vars={k: v for k, v in context.items() if k != "env"}, env_used=used)
+    return Program(phases=phases, states=states, secrets=secrets, env_used=used)
 
 
 def _link(states: list[State]) -> None:

@@ -43,18 +43,14 @@ class State:
 class Program:
     """Everything a converge needs, validated and rendered before anything is touched."""
 
-    __slots__ = ("env_used", "phases", "secrets", "states", "vars")
+    __slots__ = ("env_used", "phases", "secrets", "states")
 
     def __init__(
         self, *, phases: list[str], states: list[State], secrets: set[str] | None = None,
-        vars: dict[str, Any] | None = None, env_used: list[str] | None = None,
+        env_used: list[str] | None = None,
     ) -> None:
         self.phases = phases
         self.states = states
         self.secrets: set[str] = secrets or set()  # secret values, to mask in all output
-        self.vars: dict[str, Any] = vars or {}
         #: environment variables the program was rendered from (None: all of them)
         self.env_used = env_used
-
-    def by_id(self) -> dict[str, State]:
-        return {s.id: s for s in self.states}
