@@ -144,14 +144,7 @@ class Engine:
         if self.check:
             self.host.discard()
             return
-        failures: dict[Hashable, str] = {}
-        for key, txn in list(self.host.transactions.items()):
-            try:
-                txn.commit(self.host)
-            except ApplyError as exc:
-                failures[key] = str(exc)
-                txn.discard(self.host)
-        self.host.transactions.clear()
+        failures = self.host.commit()
         pending, self.pending = self.pending, {}
         for sid, item in pending.items():
             self._settle(sid, item, failures)

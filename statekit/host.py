@@ -12,6 +12,7 @@ from collections.abc import Callable, Hashable, Mapping, Sequence
 from typing import Any
 
 from statekit import testhook
+from statekit.errors import ApplyError
 from statekit.files import FileSystem
 from statekit.resources.base import Transaction
 from statekit.runner import Result, Runner
@@ -60,11 +61,18 @@ class Host:
             self.transactions[key] = factory()
         return self.transactions[key]
 
-    def commit(self) -> None:
-        """Commit every open transaction (the engine reports failures per key)."""
+    def commit(self) -> dict[Hashable, str]:
+        """Commit every open transaction; the failures, by key (a failed one is discarded,
+        all or nothing, and the others are still committed)."""
         pending, self.transactions = self.transactions, {}
-        for txn in pending.values():
-            txn.commit(self)
+        failures: dict[Hashable, str] = {}
+        for key, txn in pending.items():
+            try:
+                txn.commit(self)
+            except ApplyError as exc:
+                failures[key] = str(exc)
+                txn.discard(self)
+        return failures
 
     def discard(self) -> None:
         pending, self.transactions = self.transactions, {}

@@ -30,6 +30,8 @@ from collections.abc import Hashable, Iterable, Mapping, Sequence
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, ClassVar, Generic, NamedTuple, TypeVar
 
+from statekit.errors import ApplyError
+
 if TYPE_CHECKING:
     from statekit.host import Host
 
@@ -135,7 +137,8 @@ class Transactional(Resource[SpecT, CurrentT]):
 
     def apply(self, spec: SpecT, plan: Plan, host: Host) -> Mapping[str, Any] | None:
         self.stage(spec, plan, host)
-        host.commit()
+        for failure in host.commit().values():
+            raise ApplyError(failure)
         return None
 
     @abstractmethod
