@@ -41,15 +41,17 @@ class Host:
 
     def find_processes(self, name: str) -> tuple[int, ...]:
         """Pids whose kernel ``comm`` is exactly ``name``."""
-        from statekit.resources.signal import comm
-
         return tuple(sorted(int(p) for p in os.listdir("/proc") if p.isdigit()
-                            and comm(p) == name))
+                            and _comm(p) == name))
 
     def process_exists(self, pid: int) -> bool:
-        from statekit.resources.signal import exists
-
-        return exists(pid)
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return False
+        except PermissionError:
+            return True  # it exists, and is not ours to signal
+        return True
 
     def send_signal(self, pid: int, signal: int) -> None:
         testhook.point("signal", str(pid))
@@ -83,3 +85,12 @@ class Host:
         """Facts are read afresh in each phase: never stale across a phase boundary."""
         self.discard()
         self.cache.clear()
+
+
+def _comm(pid: str) -> str:
+    """The process's kernel name (``/proc/PID/comm``); ``""`` once it has gone."""
+    try:
+        with open(f"/proc/{pid}/comm", encoding="utf-8", errors="replace") as f:
+            return f.read().rstrip("\n")
+    except OSError:
+        return ""

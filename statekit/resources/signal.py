@@ -7,7 +7,6 @@ at boot, the network phase runs before CoreDNS has started.
 
 from __future__ import annotations
 
-import os
 import signal as signals
 from collections.abc import Mapping
 from typing import Any, NamedTuple
@@ -91,21 +90,3 @@ class Signal(Resource[SignalSpec, tuple[int, ...]]):
                     raise ApplyError(f"pid {pid} exited before {spec.name}") from None
             except PermissionError as exc:
                 raise ApplyError(f"pid {pid}: {exc.strerror}") from None
-
-
-def comm(pid: str) -> str:
-    try:
-        with open(f"/proc/{pid}/comm", encoding="utf-8", errors="replace") as f:
-            return f.read().rstrip("\n")
-    except OSError:
-        return ""
-
-
-def exists(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
