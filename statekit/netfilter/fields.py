@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import ipaddress
 import re
+from collections.abc import Iterable
 from typing import Any
 
 from statekit.errors import FieldError
@@ -53,6 +54,11 @@ def networks(value: Any, name: str, wanted: tuple[str, ...]) -> tuple[Network, .
         if f"ipv{net.version}" not in wanted:
             raise FieldError(name, f"{net} is an IPv{net.version} address, but family is "
                              f"{'/'.join(wanted)}")
+    return ordered(nets)
+
+
+def ordered(nets: Iterable[Network]) -> tuple[Network, ...]:
+    """Unique, in block order: IPv4 first, then by address and prefix length."""
     return tuple(sorted(set(nets), key=lambda n: (n.version, int(n.network_address),
                                                   n.prefixlen)))
 

@@ -110,7 +110,9 @@ def expand(spec: RuleSpec, family: str, resolved: Mapping[str, Iterable[str]]) -
     if spec.template is None:
         return []
     extra = [a for name in spec.hosts for a in resolved.get(name, ())]
-    dests = f.networks([*map(str, spec.destinations), *extra], "destination", spec.families)
+    dests = spec.destinations  # parsed once, at load; only resolved addresses are new
+    if extra:
+        dests = f.ordered([*dests, *f.networks(extra, "destination", spec.families)])
     want = f"ipv{6 if family == 'ipv6' else 4}"
     srcs = [str(n) for n in spec.sources if f"ipv{n.version}" == want]
     dsts = [str(n) for n in dests if f"ipv{n.version}" == want]
