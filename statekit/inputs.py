@@ -14,7 +14,8 @@ from collections.abc import Callable
 from typing import Any
 from urllib.parse import urlsplit
 
-_LABEL = re.compile(r"^(?!-)[A-Za-z0-9-]{1,63}(?<!-)$")
+from statekit import dnsname
+
 _ATTR_KEY = re.compile(r"^[A-Za-z0-9_.\-/]+$")
 
 
@@ -30,8 +31,11 @@ class InputError(ValueError):
 
 def is_dns_name(name: str) -> bool:
     """Letters, digits and hyphens in labels of at most 63 bytes, 253 in all."""
-    name = name[:-1] if name.endswith(".") else name
-    return 0 < len(name) <= 253 and all(_LABEL.match(label) for label in name.split("."))
+    try:
+        dnsname.normalise(name)
+    except ValueError:
+        return False
+    return True
 
 
 def check_https_url(value: Any, name: str) -> str:

@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import ipaddress
 import queue
-import re
 import socket
 import threading
 import time
 from collections.abc import Iterable
 
-_LABEL = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$")
+from statekit import dnsname
+
 _FAMILIES = {"ipv4": socket.AF_INET, "ipv6": socket.AF_INET6}
 RETRY_PAUSE = 0.25
 
@@ -26,12 +26,12 @@ class ResolveError(Exception):
 
 def check_name(name: str) -> str:
     """The normalised DNS name (lower case, no trailing dot); ValueError if invalid."""
-    norm = name.lower().removesuffix(".")
-    labels = norm.split(".")
-    if not norm or len(norm) > 253 or not all(_LABEL.match(lb) for lb in labels):
+    try:
+        norm = dnsname.normalise(name)
+    except ValueError:
         raise ValueError(f"{name!r} is not a valid DNS name (labels of letters, digits and "
-                         "hyphens, at most 63 bytes each, 253 in all)")
-    if labels[-1].isdigit():
+                         "hyphens, at most 63 bytes each, 253 in all)") from None
+    if norm.rsplit(".", 1)[-1].isdigit():
         raise ValueError(f"{name!r} is not a valid DNS name (its last label is numeric)")
     return norm
 

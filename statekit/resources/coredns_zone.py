@@ -31,10 +31,10 @@ start, so the state fails naming both places and nothing is written.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any, NamedTuple
 
+from statekit import dnsname
 from statekit.errors import ApplyError, FieldError
 from statekit.files import ReadResult
 from statekit.host import Host
@@ -52,7 +52,6 @@ if TYPE_CHECKING:
 
 #: Host name labels (RFC 1123): letters, digits, inner hyphens. No underscore: this
 #: allowlists hosts to connect to, and ``_service`` labels name records, not hosts.
-_LABEL = re.compile(r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?")
 _INDENT = "    "
 
 
@@ -80,15 +79,13 @@ class ZoneSpec(NamedTuple):
 
 def parse_zone(value: str) -> str:
     """A DNS name as written in a block key: lower case, no trailing dot, ``.`` the root."""
-    name = value.lower()
-    if name == ".":
+    if value == ".":
         return "."
-    name = name.removesuffix(".")
-    labels = name.split(".")
-    if not name or len(name) > 253 or not all(_LABEL.fullmatch(x) for x in labels):
+    try:
+        return dnsname.normalise(value)
+    except ValueError:
         raise FieldError("zone", f"{value!r} is not a DNS name (labels of letters, digits and "
-                         "inner hyphens, at most 63 bytes each and 253 in all; or '.')")
-    return name
+                         "inner hyphens, at most 63 bytes each and 253 in all; or '.')") from None
 
 
 def parse_ip(value: str, field: str) -> str:
