@@ -67,10 +67,15 @@ class Tool(ABC):
     """One contender: how to lay out its input and the argv of one converge."""
 
     name: str = ""
+    #: the peer's own program in bench/.venv, when it has one
+    peer_program: str | None = None
 
     def missing(self) -> str | None:
         """Why this tool cannot run here, or None."""
-        return None
+        if self.peer_program is None:
+            return None
+        exe = PEERS_BIN / self.peer_program
+        return None if exe.exists() else f"{exe} not installed"
 
     @abstractmethod
     def prepare(self, work: Workload, workdir: Path) -> None:
@@ -128,9 +133,7 @@ class Pyinfra(Tool):
 
     name = "pyinfra"
 
-    def missing(self) -> str | None:
-        exe = PEERS_BIN / "pyinfra"
-        return None if exe.exists() else f"{exe} not installed"
+    peer_program = "pyinfra"
 
     def prepare(self, work: Workload, workdir: Path) -> None:
         _write_json(workdir / "params.json", work.params(workdir, "bench-pyinfra"))
@@ -148,9 +151,7 @@ class Ansible(Tool):
 
     name = "ansible"
 
-    def missing(self) -> str | None:
-        exe = PEERS_BIN / "ansible-playbook"
-        return None if exe.exists() else f"{exe} not installed"
+    peer_program = "ansible-playbook"
 
     def prepare(self, work: Workload, workdir: Path) -> None:
         params = work.params(workdir, "bench-ansible")
