@@ -177,7 +177,8 @@ class FileSystem:
         """Atomically replace ``path`` with ``data`` (mode and owner set from the start)."""
         name = self._parts(path)[-1]
         with self._dir(path, dir_mode) as dfd:
-            assert dfd is not None
+            if dfd is None:  # _dir creates missing directories when given a mode
+                raise ApplyError(f"{path}: its directory could not be created")
             if enforce_dir_mode:
                 os.fchmod(dfd, dir_mode)
                 if dir_owner is not None:
