@@ -73,19 +73,10 @@ def _raw_vars(items: list[str]) -> dict[str, str]:
 
 
 def _shown(program: Program) -> dict[str, Any]:
-    def plain(value: Any) -> Any:
-        """Specs (named tuples, nested) as plain dicts and lists, for JSON."""
-        if hasattr(value, "_asdict"):
-            return {k: plain(v) for k, v in value._asdict().items()}
-        if isinstance(value, list | tuple | set | frozenset):
-            return [plain(v) for v in value]
-        if isinstance(value, dict):
-            return {str(k): plain(v) for k, v in value.items()}
-        return value
-
+    """The rendered states; ``masked_tree`` turns the specs into JSON data."""
     return {"phases": program.phases, "states": [
         {"id": s.id, "type": s.type, "phase": s.phase, "ensure": s.ensure,
-         "enabled": s.enabled, "file": s.where, "spec": plain(s.spec)}
+         "enabled": s.enabled, "file": s.where, "spec": s.spec}
         for s in program.states]}
 
 

@@ -74,12 +74,15 @@ def as_json(outcomes: list[Outcome], *, check: bool, phases: list[str], mask: Ma
 
 
 def masked_tree(value: Any, mask: Mask) -> Any:
-    """Every string of ``value`` (keys too) masked."""
+    """``value`` as plain JSON data (named tuples as objects), every string (keys too)
+    masked."""
     if isinstance(value, str):
         return mask(value)
+    if hasattr(value, "_asdict"):
+        value = value._asdict()
     if isinstance(value, dict):
         return {mask(str(k)): masked_tree(v, mask) for k, v in value.items()}
-    if isinstance(value, list | tuple):
+    if isinstance(value, list | tuple | set | frozenset):
         return [masked_tree(v, mask) for v in value]
     if value is None or isinstance(value, bool | int | float):
         return value
