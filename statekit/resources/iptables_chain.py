@@ -7,7 +7,7 @@ chain that still has rules, or that a rule jumps to, fails with the reason.
 
 from __future__ import annotations
 
-from collections.abc import Hashable, Mapping
+from collections.abc import Mapping
 from typing import Any, NamedTuple
 
 from statekit.errors import ApplyError, FieldError
@@ -15,7 +15,7 @@ from statekit.host import Host
 from statekit.netfilter import fields as f
 from statekit.netfilter import save, transaction
 from statekit.netfilter.model import BUILTIN, Op
-from statekit.resources.base import Change, Meta, Plan, Transactional
+from statekit.resources.base import Change, Meta, Plan
 
 
 class ChainSpec(NamedTuple):
@@ -36,7 +36,7 @@ class ChainState(NamedTuple):
     references: tuple[str, ...] = ()
 
 
-class IptablesChain(Transactional[ChainSpec, dict[str, ChainState]]):
+class IptablesChain(transaction.TableResource[ChainSpec, dict[str, ChainState]]):
     type_name = "iptables_chain"
     identity_fields = frozenset({"table", "chain", "family"})
 
@@ -54,9 +54,6 @@ class IptablesChain(Transactional[ChainSpec, dict[str, ChainState]]):
         families = f.FAMILIES[fields.get("family", "ipv4")]
         return ChainSpec(meta.id, table, chain, families, builtin, meta.present, policy)
 
-    def transaction_keys(self, spec: ChainSpec) -> frozenset[Hashable]:
-        return frozenset((spec.table, family) for family in spec.families)
-
     def read(self, spec: ChainSpec, host: Host) -> dict[str, ChainState]:
         out = {}
         for family in spec.families:
@@ -73,16 +70,11 @@ class IptablesChain(Transactional[ChainSpec, dict[str, ChainState]]):
         for family, state in current.items():
             op, text = _op(spec, state, family)
             if op is not None:
-                where = "" if (family, spec.table) == ("ipv4", "filter") \
-                    else f"[{family} {spec.table}] "
+                where = transaction.where(family, spec.table)
                 diff.append(where + text)
                 changes.append(Change(op.kind.replace("_", " "), where + spec.chain, text))
                 payload.append((family, [op]))
         return Plan(tuple(changes), "\n".join(diff), payload=payload)
-
-    def stage(self, spec: ChainSpec, plan: Plan, host: Host) -> None:
-        for family, ops in plan.payload:
-            transaction.stage(host, spec.table, family, ops)
 
 
 def _op(spec: ChainSpec, state: ChainState, family: str) -> tuple[Op | None, str]:

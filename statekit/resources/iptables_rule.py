@@ -8,7 +8,7 @@ changes go to the one restore transaction of that (table, family).
 
 from __future__ import annotations
 
-from collections.abc import Hashable, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, NamedTuple
 
 from statekit.errors import ApplyError, FieldError
@@ -16,9 +16,9 @@ from statekit.host import Host
 from statekit.netfilter import fields as f
 from statekit.netfilter import save, transaction
 from statekit.netfilter.block import BlockPlan, Position, plan_block
-from statekit.netfilter.model import TAG_PREFIX, Chain, Op
+from statekit.netfilter.model import TAG_PREFIX, Chain
 from statekit.netfilter.rule import Rule, Target
-from statekit.resources.base import EMPTY, Change, Meta, Plan, Transactional
+from statekit.resources.base import EMPTY, Change, Meta, Plan
 
 _PORT_PROTOCOLS = ("tcp", "udp")
 
@@ -127,7 +127,7 @@ def _or_any(values: list[str]) -> list[str | None]:
     return [*values] if values else [None]
 
 
-class IptablesRule(Transactional[RuleSpec, RuleCurrent]):
+class IptablesRule(transaction.TableResource[RuleSpec, RuleCurrent]):
     type_name = "iptables_rule"
     identity_fields = frozenset({"table", "chain", "family"})
 
@@ -160,9 +160,6 @@ class IptablesRule(Transactional[RuleSpec, RuleCurrent]):
     def ordering(self, spec: RuleSpec) -> Iterable[str]:
         return [spec.position.before] if spec.position.kind == "before" else []
 
-    def transaction_keys(self, spec: RuleSpec) -> frozenset[Hashable]:
-        return frozenset((spec.table, family) for family in spec.families)
-
     def read(self, spec: RuleSpec, host: Host) -> RuleCurrent:
         chains = {}
         for family in spec.families:
@@ -190,11 +187,6 @@ class IptablesRule(Transactional[RuleSpec, RuleCurrent]):
                                                   spec.position)))
         return _plan(spec, blocks, current.resolved)
 
-    def stage(self, spec: RuleSpec, plan: Plan, host: Host) -> None:
-        payload: list[tuple[str, list[Op]]] = plan.payload
-        for family, ops in payload:
-            transaction.stage(host, spec.table, family, ops)
-
 
 _ACTIONS = {"-": "remove", "+": "add", "~": "move"}
 
@@ -204,7 +196,7 @@ def _plan(spec: RuleSpec, blocks: list[tuple[str, BlockPlan]],
     diff: list[str] = []
     changes: list[Change] = []
     for family, block in blocks:
-        where = "" if (family, spec.table) == ("ipv4", "filter") else f"[{family} {spec.table}] "
+        where = transaction.where(family, spec.table)
         for line in block.diff:
             mark, text = line[0], line[2:]
             diff.append(f"{mark} {where}{text}")
