@@ -2,8 +2,9 @@
 
 A resource type is four small steps, the split pyinfra calls fact and operation:
 
-1. ``parse(fields, meta) -> Spec``: the rendered, schema-valid fields become a frozen
-   dataclass; semantic checks raise :class:`~statekit.errors.FieldError` (exit 3).
+1. ``parse(fields, meta) -> Spec``: the rendered, schema-valid fields become an immutable
+   spec (a ``NamedTuple``: cheap to define on the no-op path); semantic checks raise
+   :class:`~statekit.errors.FieldError` (exit 3).
    With ``ensure: absent`` only the ``identity_fields`` are given: removal never needs
    the old values.
 2. ``read(spec, host) -> Current``: what the machine has now, through ``host`` only
