@@ -2,73 +2,214 @@
 
 Exit codes: 0 success; 1 a state failed (or the lock timed out); 2 something changed (or
 would) and ``--detailed-exitcode`` was given; 3 invalid input, nothing touched.
+
+The command line is described once, in :data:`COMMANDS`. argparse, built from that table
+by :func:`build_parser`, is the reference: it gives ``--help`` and the usage errors.
+Importing it costs more than a no-op converge (``re``, ``enum``, ``gettext``), so
+:func:`fast_parse` reads the plain argv forms from the same table and hands anything it
+is not sure argparse would read identically back to argparse.
 """
 
 from __future__ import annotations
 
-import argparse
 import os
 import sys
-from collections.abc import Sequence
-from typing import Any
 
 from statekit.errors import StateError, StatekitError
 from statekit.masking import Masker
 
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from argparse import ArgumentParser, Namespace
+    from collections.abc import Sequence
+    from typing import Any
+
 EXIT_OK, EXIT_FAILED, EXIT_CHANGED, EXIT_INVALID = 0, 1, 2, 3
 DEFAULT_PATH = "states"
 
+# The kinds of argument: a switch (store_true), an option taking one value (the last one
+# given wins), a repeatable option (append), and the positional list (nargs="*").
+FLAG, VALUE, APPEND, PATHS = "flag", "value", "append", "paths"
 
-class _Formatter(argparse.HelpFormatter):
-    """argparse's formatter, sized with ``os.get_terminal_size``: argparse's own sizing
-    imports shutil (and the compression modules with it) on every start."""
 
-    def __init__(self, prog: str, indent_increment: int = 2, max_help_position: int = 24,
-                 width: int | None = None) -> None:
-        if width is None:
+class Arg:
+    """One argument of a subcommand, as told to argparse and as read by the fast parser."""
+
+    __slots__ = ("choices", "default", "dest", "help", "kind", "metavar", "name", "type")
+
+    def __init__(self, name: str, kind: str, *, type: type[str] | type[float] = str,
+                 default: object = None, choices: tuple[str, ...] | None = None,
+                 metavar: str | None = None, help: str | None = None) -> None:
+        self.name, self.kind, self.type, self.default = name, kind, type, default
+        self.choices, self.metavar, self.help = choices, metavar, help
+        self.dest = name.lstrip("-").replace("-", "_")  # argparse's rule
+
+    def initial(self) -> object:
+        """The value when the argument is not given (a fresh list for the list kinds)."""
+        if self.kind in (APPEND, PATHS):
+            return []
+        return False if self.kind == FLAG else self.default
+
+    def convert(self, text: str) -> object:
+        """The value of ``text``, or None when argparse would refuse it."""
+        value: object = text
+        if self.type is float:
             try:
-                width = os.get_terminal_size().columns - 2
-            except OSError:
-                width = 78
-        super().__init__(prog, indent_increment, max_help_position, width)
+                value = float(text)
+            except ValueError:
+                return None
+        return value if self.choices is None or value in self.choices else None
+
+    def add_to(self, parser: ArgumentParser) -> None:
+        kwargs: dict[str, Any] = {"metavar": self.metavar, "help": self.help}
+        if self.kind == PATHS:
+            kwargs["nargs"] = "*"
+        elif self.kind == FLAG:
+            kwargs["action"] = "store_true"
+        elif self.kind == APPEND:
+            kwargs.update(action="append", default=[])
+        else:
+            kwargs.update(default=self.default, choices=self.choices)
+            if self.type is not str:
+                kwargs["type"] = self.type
+        parser.add_argument(self.name, **{k: v for k, v in kwargs.items() if v is not None})
 
 
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> Any:  # usage errors are invalid input too
-        self.print_usage(sys.stderr)
-        sys.stderr.write(f"statekit: error: {message}\n")
-        raise SystemExit(EXIT_INVALID)
+DESCRIPTION = "Idempotent state engine."
+_PATHS = Arg("paths", PATHS, metavar="PATH", help="state files or directories")
+_VAR = Arg("--var", APPEND, metavar="KEY=VALUE", help="override a var (VALUE is read as YAML)")
+
+#: subcommand -> (its help, its arguments in help order)
+COMMANDS: dict[str, tuple[str, tuple[Arg, ...]]] = {
+    "converge": ("read, diff and converge states", (
+        _PATHS,
+        _VAR,
+        Arg("--phase", APPEND, metavar="NAME",
+            help="converge only this phase (repeatable; default all)"),
+        Arg("--check", FLAG, help="change nothing, report"),
+        Arg("--diff", FLAG, help="show the diffs"),
+        Arg("--format", VALUE, choices=("text", "json"), default="text"),
+        Arg("--root", VALUE, default="/", metavar="DIR", help="take every file path under DIR"),
+        Arg("--detailed-exitcode", FLAG, help="exit 2 when something changed (or would)"),
+        Arg("--lock-file", VALUE, metavar="PATH",
+            help="lock file (default /run/statekit.lock under --root)"),
+        Arg("--lock-timeout", VALUE, type=float, default=30.0, metavar="SECONDS"),
+    )),
+    "validate": ("check files, schema and templates; touch nothing", (_PATHS, _VAR)),
+    "show": ("print the rendered desired states, secrets masked", (_PATHS, _VAR)),
+}
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="statekit", description="Idempotent state engine.",
-                     formatter_class=_Formatter)
+class _Namespace:
+    """argparse's Namespace without argparse: attributes, ``vars()`` is the dict."""
+
+    def __init__(self, **kwargs: object) -> None:
+        self.__dict__.update(kwargs)
+
+    def __repr__(self) -> str:
+        return "Namespace(" + ", ".join(f"{k}={v!r}" for k, v in self.__dict__.items()) + ")"
+
+
+if not TYPE_CHECKING:
+    Namespace = _Namespace
+
+
+def build_parser() -> ArgumentParser:
+    """The argparse parser for :data:`COMMANDS` (imports argparse: off the common path)."""
+    import argparse
+
+    class _Formatter(argparse.HelpFormatter):
+        """argparse's formatter, sized with ``os.get_terminal_size``: argparse's own sizing
+        imports shutil (and the compression modules with it) on every start."""
+
+        def __init__(self, prog: str, indent_increment: int = 2, max_help_position: int = 24,
+                     width: int | None = None) -> None:
+            if width is None:
+                try:
+                    width = os.get_terminal_size().columns - 2
+                except OSError:
+                    width = 78
+            super().__init__(prog, indent_increment, max_help_position, width)
+
+    class _Parser(argparse.ArgumentParser):
+        def error(self, message: str) -> Any:  # usage errors are invalid input too
+            self.print_usage(sys.stderr)
+            sys.stderr.write(f"statekit: error: {message}\n")
+            raise SystemExit(EXIT_INVALID)
+
+    parser = _Parser(prog="statekit", description=DESCRIPTION, formatter_class=_Formatter)
     sub = parser.add_subparsers(dest="command", required=True)
-    conv = sub.add_parser("converge", help="read, diff and converge states",
-                          formatter_class=_Formatter)
-    _common(conv)
-    conv.add_argument("--phase", action="append", default=[], metavar="NAME",
-                      help="converge only this phase (repeatable; default all)")
-    conv.add_argument("--check", action="store_true", help="change nothing, report")
-    conv.add_argument("--diff", action="store_true", help="show the diffs")
-    conv.add_argument("--format", choices=("text", "json"), default="text")
-    conv.add_argument("--root", default="/", metavar="DIR",
-                      help="take every file path under DIR")
-    conv.add_argument("--detailed-exitcode", action="store_true",
-                      help="exit 2 when something changed (or would)")
-    conv.add_argument("--lock-file", default=None, metavar="PATH",
-                      help="lock file (default /run/statekit.lock under --root)")
-    conv.add_argument("--lock-timeout", type=float, default=30.0, metavar="SECONDS")
-    for name, text in (("validate", "check files, schema and templates; touch nothing"),
-                       ("show", "print the rendered desired states, secrets masked")):
-        _common(sub.add_parser(name, help=text, formatter_class=_Formatter))
+    for command, (text, args) in COMMANDS.items():
+        command_parser = sub.add_parser(command, help=text, formatter_class=_Formatter)
+        for arg in args:
+            arg.add_to(command_parser)
     return parser
 
 
-def _common(p: argparse.ArgumentParser) -> None:
-    p.add_argument("paths", nargs="*", metavar="PATH", help="state files or directories")
-    p.add_argument("--var", action="append", default=[], metavar="KEY=VALUE",
-                   help="override a var (VALUE is read as YAML)")
+def fast_parse(argv: Sequence[str]) -> Namespace | None:
+    """``build_parser().parse_args(argv)`` for the plain forms, without argparse; else None.
+
+    Plain: the subcommand, then its exact long options (``--root DIR``, ``--root=DIR``,
+    ``--check``) and one uninterrupted run of paths. Anything else (``-h``, ``--``, an
+    abbreviation, a separate value starting with ``-``, a bad choice or number, a second
+    run of paths, which argparse rejects) is argparse's to accept, explain or refuse.
+    """
+    if not argv or argv[0] not in COMMANDS:
+        return None
+    args = COMMANDS[argv[0]][1]
+    values: dict[str, Any] = {"command": argv[0]} | {arg.dest: arg.initial() for arg in args}
+    options = {arg.name: arg for arg in args if arg.kind != PATHS}
+    positional: list[str] = []
+    runs, in_run, index = 0, False, 1
+    while index < len(argv):
+        if argv[index].startswith("-"):
+            index, in_run = _read_option(argv, index, options, values), False
+            if not index:
+                return None
+        else:  # "" too: argparse takes it as a path
+            runs, in_run = runs + (not in_run), True
+            positional.append(argv[index])
+            index += 1
+    if positional:
+        dests = [arg.dest for arg in args if arg.kind == PATHS]
+        if runs > 1 or not dests:  # argparse: "unrecognized arguments"
+            return None
+        values[dests[0]] = positional
+    return Namespace(**values)
+
+
+def _read_option(argv: Sequence[str], index: int, options: dict[str, Arg],
+                 values: dict[str, Any]) -> int:
+    """Store the option at ``argv[index]`` in ``values``: the index after it, or 0 when
+    argparse might read it otherwise (or refuse it)."""
+    name, eq, text = argv[index].partition("=")
+    option = options.get(name)
+    index += 1
+    if option is None or (eq and option.kind == FLAG):
+        return 0
+    if option.kind == FLAG:
+        values[option.dest] = True
+        return index
+    if not eq:
+        if index == len(argv) or argv[index].startswith("-"):
+            return 0
+        text = argv[index]
+        index += 1
+    value = option.convert(text)
+    if value is None:
+        return 0
+    if option.kind == APPEND:
+        values[option.dest].append(value)
+    else:
+        values[option.dest] = value
+    return index
+
+
+def parse_args(argv: Sequence[str] | None = None) -> Namespace:
+    """The parsed command line: the fast parser's, else argparse's (which may exit 0 or 3)."""
+    argv = sys.argv[1:] if argv is None else list(argv)
+    args = fast_parse(argv)
+    return build_parser().parse_args(argv) if args is None else args
 
 
 def parse_vars(items: Sequence[str]) -> dict[str, Any]:
@@ -87,7 +228,7 @@ def parse_vars(items: Sequence[str]) -> dict[str, Any]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    args = parse_args(argv)
     masker = Masker()
     try:
         from statekit import commands

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
-import argparse
 import sys
-from typing import Any
 
 from statekit.cli import DEFAULT_PATH, EXIT_CHANGED, EXIT_FAILED, EXIT_OK, parse_vars
 from statekit.masking import Masker
 from statekit.model import Program
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    import argparse
+    from typing import Any
 
 
 def run(args: argparse.Namespace, masker: Masker) -> int:
