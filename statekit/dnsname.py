@@ -4,14 +4,14 @@ each and 253 in all; case-insensitive; a trailing dot is accepted and dropped.""
 
 from __future__ import annotations
 
-import re
-
-_LABEL = re.compile(r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?")
+_LABEL = r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?"
 
 
 def normalise(name: str) -> str:
     """``name`` in lower case without its trailing dot; ValueError if it is no DNS name."""
+    import re  # names are checked at load, never on the cached no-op path
+
     norm = name.lower().removesuffix(".")
-    if not norm or len(norm) > 253 or not all(_LABEL.fullmatch(x) for x in norm.split(".")):
+    if not norm or len(norm) > 253 or not all(re.fullmatch(_LABEL, x) for x in norm.split(".")):
         raise ValueError(name)
     return norm

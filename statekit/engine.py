@@ -10,15 +10,19 @@ committed together before anything that depends on them runs, and at the phase's
 from __future__ import annotations
 
 from collections.abc import Callable, Hashable, Iterable
-from typing import Any, NamedTuple
 
 from statekit import graph, resources
 from statekit.errors import ApplyError
 from statekit.host import Host
 from statekit.model import Program, State
 from statekit.resources.base import Plan, Resource, Transactional
+from statekit.typeshim import Record
 
 OK, CHANGED, FAILED, SKIPPED = "ok", "changed", "failed", "skipped"
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
 
 
 class Outcome:
@@ -38,7 +42,7 @@ class Outcome:
         return f"Outcome({self.state.id!r}, {self.status!r}, error={self.error!r})"
 
 
-class _Pending(NamedTuple):
+class _Pending(Record):
     outcome: Outcome
     keys: frozenset[Hashable]
 

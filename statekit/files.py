@@ -17,16 +17,16 @@ import os
 import stat
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
-from typing import NamedTuple
 
 from statekit import testhook
 from statekit.errors import ApplyError
+from statekit.typeshim import Record
 
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 TEMP_MARK = ".statekit-tmp-"
 
 
-class FileState(NamedTuple):
+class FileState(Record):
     """A regular file as read: content, mode bits, owner, and its directory's."""
 
     content: bytes
@@ -37,13 +37,13 @@ class FileState(NamedTuple):
     mtime_ns: int
 
 
-class DirState(NamedTuple):
+class DirState(Record):
     mode: int
     uid: int
     gid: int
 
 
-class ReadResult(NamedTuple):
+class ReadResult(Record):
     """The file (None if missing), its directory (None if missing), stale temporaries."""
 
     file: FileState | None

@@ -8,11 +8,11 @@ from __future__ import annotations
 
 import heapq
 from collections.abc import Mapping
-from typing import TYPE_CHECKING
 
 from statekit import resources
 from statekit.model import State
 
+TYPE_CHECKING = False
 if TYPE_CHECKING:
     from statekit.yamlsource import Source
 

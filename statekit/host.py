@@ -9,13 +9,16 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Hashable, Mapping, Sequence
-from typing import Any
 
 from statekit import testhook
 from statekit.errors import ApplyError
 from statekit.files import FileSystem
 from statekit.resources.base import Transaction
 from statekit.runner import Result, Runner
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
 
 
 class Host:

@@ -11,12 +11,15 @@ from __future__ import annotations
 import ipaddress
 import re
 from collections.abc import Callable
-from typing import Any
 from urllib.parse import urlsplit
 
 from statekit import dnsname
 
 _ATTR_KEY = re.compile(r"^[A-Za-z0-9_.\-/]+$")
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
 
 
 def _space_or_control(text: str) -> bool:

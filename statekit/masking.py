@@ -7,8 +7,10 @@ can have there (``Basic base64(id:token)`` contains the token's base64 at an off
 
 from __future__ import annotations
 
-import re
-from collections.abc import Iterable
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    import re
+    from collections.abc import Iterable
 
 _MIN_FRAGMENT = 6
 
@@ -50,6 +52,8 @@ class Masker:
             for form in base64_forms(secret):
                 self._values.setdefault(form, tag(secret))
         if self._values:
+            import re  # only when there is something to mask: not on every start
+
             alternatives = sorted(self._values, key=len, reverse=True)
             self._pattern = re.compile("|".join(re.escape(a) for a in alternatives))
 

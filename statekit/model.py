@@ -7,7 +7,10 @@ more than statekit's own work (``make bench``).
 
 from __future__ import annotations
 
-from typing import Any
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
+
 
 
 class State:

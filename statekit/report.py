@@ -9,14 +9,18 @@ from __future__ import annotations
 import os
 import sys
 from collections import Counter
-from collections.abc import Callable
-from typing import Any, TextIO
 
 from statekit.engine import CHANGED, FAILED, OK, SKIPPED, Outcome
 
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Callable
+    from typing import Any, TextIO
+
+    Mask = Callable[[str], str]
+
 FORMAT_VERSION = 1
 _COLORS = {OK: "32", CHANGED: "33", FAILED: "31", SKIPPED: "36"}
-Mask = Callable[[str], str]
 
 
 def use_color(stream: TextIO) -> bool:

@@ -13,6 +13,7 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
+from statekit.text import digits
 from statekit.yamlsource import Source
 
 SCHEMA_DIR = Path(__file__).parent / "schema"
@@ -89,7 +90,7 @@ def _convert(value: Any, kind: str) -> Any:
 
 
 def _to_int(value: Any) -> int | None:
-    ok = isinstance(value, str) and value.strip().isdigit()
+    ok = isinstance(value, str) and digits(value.strip())
     return int(value.strip()) if ok else None
 
 

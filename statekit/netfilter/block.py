@@ -13,12 +13,11 @@ restore's sequential semantics match.
 
 from __future__ import annotations
 
-from typing import NamedTuple
-
 from statekit.netfilter.model import Chain, Op
+from statekit.typeshim import Record
 
 
-class Position(NamedTuple):
+class Position(Record):
     kind: str = "first"  # first | last | before
     before: str = ""
     peers: frozenset[str] = frozenset()  # other states of the chain in the same slot

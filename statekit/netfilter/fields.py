@@ -6,23 +6,43 @@ normalised port range), so that nothing invalid ever reaches iptables-restore.
 
 from __future__ import annotations
 
-import ipaddress
-import re
-from collections.abc import Iterable
-from typing import Any
-
 from statekit.errors import FieldError
 from statekit.netfilter.model import BUILTIN
+from statekit.text import digits
+from statekit.typeshim import Record
 
 FAMILIES = {"ipv4": ("ipv4",), "ipv6": ("ipv6",), "both": ("ipv4", "ipv6")}
 TARGETS = ("ACCEPT", "DROP", "REJECT", "RETURN", "LOG", "NFLOG")
-_CHAIN = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,27}$")
-_IFACE = re.compile(r"^[A-Za-z0-9_.-]{1,15}\+?$")
-_TEXT = re.compile(r"^[ !#-&(-\[\]-~]*$")  # printable ASCII without quotes and backslash
+# Checked at load only: ``re`` and ``ipaddress`` are imported there, not on the no-op path.
+_CHAIN = r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,27}"
+_IFACE = r"[A-Za-z0-9_.-]{1,15}\+?"
+_TEXT = r"[ !#-&(-\[\]-~]*"  # printable ASCII without quotes and backslash
 _NO_IN = ("OUTPUT", "POSTROUTING")
 _NO_OUT = ("INPUT", "PREROUTING")
 
-Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Iterable
+    from typing import Any
+
+
+class Network(Record):
+    """A parsed network, as plain data: it sorts IPv4 first, then by address and prefix
+    length (block order), and prints as ``iptables-save`` does (``10.0.0.1/32``)."""
+
+    version: int
+    address: int
+    prefixlen: int
+    text: str
+
+    def __str__(self) -> str:
+        return self.text
+
+
+def _matches(pattern: str, value: str) -> bool:
+    import re
+
+    return re.fullmatch(pattern, value) is not None
 
 
 def as_list(value: Any) -> list[Any]:
@@ -32,20 +52,22 @@ def as_list(value: Any) -> list[Any]:
 
 
 def chain(value: str, name: str = "chain") -> str:
-    if not _CHAIN.match(value):
+    if not _matches(_CHAIN, value):
         raise FieldError(name, f"{value!r} is not a valid chain name (letters, digits, "
                          "_ . -; at most 28 characters)")
     return value
 
 
 def network(value: str, name: str) -> Network:
+    import ipaddress
+
     try:
         net = ipaddress.ip_network(str(value), strict=False)
     except ValueError:
         raise FieldError(name, f"{value!r} is not an IP address or CIDR network") from None
     if net.prefixlen == 0:
         raise FieldError(name, f"{value!r} matches every address: leave the field out")
-    return net
+    return Network(net.version, int(net.network_address), net.prefixlen, str(net))
 
 
 def networks(value: Any, name: str, wanted: tuple[str, ...]) -> tuple[Network, ...]:
@@ -59,14 +81,13 @@ def networks(value: Any, name: str, wanted: tuple[str, ...]) -> tuple[Network, .
 
 def ordered(nets: Iterable[Network]) -> tuple[Network, ...]:
     """Unique, in block order: IPv4 first, then by address and prefix length."""
-    return tuple(sorted(set(nets), key=lambda n: (n.version, int(n.network_address),
-                                                  n.prefixlen)))
+    return tuple(sorted(set(nets)))
 
 
 def port(value: Any, name: str) -> str:
     text = str(value)
     low, _, high = text.partition(":")
-    if not low.isdigit() or (high and not high.isdigit()):
+    if not digits(low) or (high and not digits(high)):
         raise FieldError(name, f"{text!r} is not a port or a range a:b")
     lo, hi = int(low), int(high or low)
     if hi > 65535 or lo > hi:
@@ -79,7 +100,7 @@ def port(value: Any, name: str) -> str:
 def interface(value: str | None, name: str, chain_name: str) -> str | None:
     if value is None:
         return None
-    if not _IFACE.match(value):
+    if not _matches(_IFACE, value):
         raise FieldError(name, f"{value!r} is not an interface name (at most 15 "
                          "characters, optional trailing +)")
     banned = _NO_IN if name == "in_interface" else _NO_OUT
@@ -91,7 +112,7 @@ def interface(value: str | None, name: str, chain_name: str) -> str | None:
 def text(value: str | None, name: str, limit: int) -> str | None:
     if value is None:
         return None
-    if not _TEXT.match(value) or len(value) > limit:
+    if not _matches(_TEXT, value) or len(value) > limit:
         raise FieldError(name, f"must be printable ASCII without quotes, backslashes or "
                          f"newlines, at most {limit} characters")
     return value
@@ -102,7 +123,7 @@ def jump(value: str, table: str) -> str:
         return value
     if value in BUILTIN.get(table, ()):
         raise FieldError("jump", f"cannot jump to the built-in chain {value}")
-    if not _CHAIN.match(value):
+    if not _matches(_CHAIN, value):
         raise FieldError("jump", f"{value!r} is neither a target ({', '.join(TARGETS)}) "
                          "nor a valid chain name")
     return value

@@ -7,8 +7,7 @@ predict. :class:`Op` is one change; :meth:`Table.apply` plays it on the model ex
 
 from __future__ import annotations
 
-import re
-from typing import NamedTuple
+from statekit.typeshim import Record
 
 BUILTIN: dict[str, tuple[str, ...]] = {
     "filter": ("INPUT", "FORWARD", "OUTPUT"),
@@ -17,14 +16,27 @@ BUILTIN: dict[str, tuple[str, ...]] = {
     "raw": ("PREROUTING", "OUTPUT"),
 }
 TAG_PREFIX = "statekit:"
-_TAG = re.compile(r'-m comment --comment "statekit:([a-z0-9][a-z0-9_-]*)[ "]')
-_JUMP = re.compile(r" -[jg] (\S+)")
+_MARK = f'-m comment --comment "{TAG_PREFIX}'
+_ID_START = "abcdefghijklmnopqrstuvwxyz0123456789"
+_ID_CHARS = _ID_START + "_-"
 
 
 def owner(line: str) -> str | None:
-    """The id of the state that owns a rule line (its comment tag), or None."""
-    found = _TAG.search(line)
-    return found.group(1) if found else None
+    """The id of the state that owns a rule line (its comment tag), or None.
+
+    The tag is ``-m comment --comment "statekit:ID`` with the id ending at a quote or a
+    space. String search, not a regex: this runs on every line of every save, and ``re``
+    is not imported on the no-op path."""
+    at = line.find(_MARK)
+    while at >= 0:
+        start = at + len(_MARK)
+        end = min((i for i in (line.find('"', start), line.find(" ", start)) if i >= 0),
+                  default=-1)
+        ident = line[start:end] if end >= 0 else ""
+        if ident and ident[0] in _ID_START and not ident.strip(_ID_CHARS):
+            return ident
+        at = line.find(_MARK, start)
+    return None
 
 
 class Chain:
@@ -68,7 +80,7 @@ class Chain:
         return found[0] if found else None
 
 
-class Op(NamedTuple):
+class Op(Record):
     """One change to one chain: ``insert`` (at index ``at``), ``delete``, ``policy``,
     ``new_chain`` or ``delete_chain``; ``restore`` is its iptables-restore line."""
 
@@ -103,8 +115,9 @@ class Table:
 
     def references(self, chain: str) -> list[str]:
         """Rule lines (in any chain) that jump or go to ``chain``."""
+        jumps = (f" -j {chain} ", f" -g {chain} ")
         return [line for c in self.chains.values() for line in c.rules
-                if any(m == chain for m in _JUMP.findall(line))]
+                if any(jump in f"{line} " for jump in jumps)]
 
 
 def empty_table(name: str, family: str) -> Table:

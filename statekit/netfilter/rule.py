@@ -8,7 +8,7 @@ and current rules compare as plain strings.
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from statekit.typeshim import Record
 
 #: Conntrack states in the order iptables-save prints them.
 CTSTATES = ("INVALID", "NEW", "RELATED", "ESTABLISHED", "UNTRACKED", "SNAT", "DNAT")
@@ -29,7 +29,7 @@ def protocol_name(protocol: str, family: str) -> str:
     return "ipv6-icmp" if protocol == "icmp" and family == "ipv6" else protocol
 
 
-class Target(NamedTuple):
+class Target(Record):
     """``-j`` and its options."""
 
     jump: str
@@ -48,7 +48,7 @@ class Target(NamedTuple):
         return out
 
 
-class Rule(NamedTuple):
+class Rule(Record):
     """One concrete rule of one family (addresses already expanded)."""
 
     chain: str

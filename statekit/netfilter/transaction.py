@@ -9,13 +9,26 @@ discarding drops the cached model, so verify reads the table back with one fresh
 from __future__ import annotations
 
 from collections.abc import Hashable, Iterable
-from typing import Protocol, TypeVar
 
 from statekit.errors import ApplyError
 from statekit.host import Host
 from statekit.netfilter import save
 from statekit.netfilter.model import Op
 from statekit.resources.base import Plan, Transaction, Transactional
+from statekit.typeshim import TypeVar
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Protocol
+
+    class TableSpec(Protocol):
+        """What a netfilter spec has: its table and families."""
+
+        @property
+        def table(self) -> str: ...
+
+        @property
+        def families(self) -> tuple[str, ...]: ...
 
 RESTORE = {"ipv4": "iptables-restore", "ipv6": "ip6tables-restore"}
 RESTORE_TIMEOUT = 60.0  # bounds --wait for the xtables lock too
@@ -54,17 +67,7 @@ def stage(host: Host, table: str, family: str, ops: Iterable[Op]) -> None:
         txn.lines.append(op.restore)
 
 
-class TableSpec(Protocol):
-    """What a netfilter spec has: its table and families."""
-
-    @property
-    def table(self) -> str: ...
-
-    @property
-    def families(self) -> tuple[str, ...]: ...
-
-
-SpecT = TypeVar("SpecT", bound=TableSpec)
+SpecT = TypeVar("SpecT", bound="TableSpec")
 CurrentT = TypeVar("CurrentT")
 
 

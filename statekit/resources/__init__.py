@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import importlib
-from typing import Any
 
 from statekit.resources.base import Resource
 
@@ -18,6 +17,10 @@ REGISTRY: dict[str, str] = {
 }
 
 _loaded: dict[str, Resource[Any, Any]] = {}
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
 
 
 def known_types() -> list[str]:

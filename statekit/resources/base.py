@@ -3,8 +3,8 @@
 A resource type is four small steps, the split pyinfra calls fact and operation:
 
 1. ``parse(fields, meta) -> Spec``: the rendered, schema-valid fields become an immutable
-   spec (a ``NamedTuple``: cheap to define on the no-op path); semantic checks raise
-   :class:`~statekit.errors.FieldError` (exit 3).
+   spec (a :class:`~statekit.typeshim.Record`, a ``NamedTuple`` to the type checker);
+   semantic checks raise :class:`~statekit.errors.FieldError` (exit 3).
    With ``ensure: absent`` only the ``identity_fields`` are given: removal never needs
    the old values.
 2. ``read(spec, host) -> Current``: what the machine has now, through ``host`` only
@@ -29,18 +29,21 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Hashable, Iterable, Mapping, Sequence
 from types import MappingProxyType
-from typing import TYPE_CHECKING, Any, ClassVar, Generic, NamedTuple, TypeVar
 
 from statekit.errors import ApplyError
+from statekit.typeshim import Generic, Record, TypeVar
 
+TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from typing import Any, ClassVar
+
     from statekit.host import Host
 
 #: An empty, read-only mapping: the default of mapping fields (never shared mutably).
 EMPTY: Mapping[str, Any] = MappingProxyType({})
 
 
-class Meta(NamedTuple):
+class Meta(Record):
     """What a resource may know about the state it parses: its id and ``ensure``."""
 
     id: str
@@ -53,7 +56,7 @@ class Meta(NamedTuple):
         return self.ensure == "present"
 
 
-class Change(NamedTuple):
+class Change(Record):
     """One change a plan makes: a verb, what it changes, and why."""
 
     action: str
@@ -64,7 +67,7 @@ class Change(NamedTuple):
         return {"action": self.action, "target": self.target, "reason": self.reason}
 
 
-class Plan(NamedTuple):
+class Plan(Record):
     """What converging one state would do. Data, read alike by the diff, JSON and apply.
 
     ``diff`` is text for people (unified diff for files, ``-``/``+`` lines for rules), with

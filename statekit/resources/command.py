@@ -8,16 +8,20 @@ changed or failed; its output goes into the report, secrets masked.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any, NamedTuple
 
 from statekit.errors import ApplyError, FieldError
 from statekit.host import Host
 from statekit.resources.base import Change, Meta, Plan, Resource
+from statekit.typeshim import Record
 
 _OUTPUT_LIMIT = 4000
 
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
 
-class CommandSpec(NamedTuple):
+
+class CommandSpec(Record):
     present: bool
     argv: tuple[str, ...] = ()
     creates: str | None = None

@@ -32,7 +32,6 @@ start, so the state fails naming both places and nothing is written.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING, Any, NamedTuple
 
 from statekit import dnsname
 from statekit.errors import ApplyError, FieldError
@@ -46,8 +45,13 @@ from statekit.resources.managed_file import (
     parse_owner,
     plan_file,
 )
+from statekit.text import digits
+from statekit.typeshim import Record
 
+TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from typing import Any
+
     from statekit.corefile import Block, Corefile
 
 #: Host name labels (RFC 1123): letters, digits, inner hyphens. No underscore: this
@@ -55,7 +59,7 @@ if TYPE_CHECKING:
 _INDENT = "    "
 
 
-class ZoneSpec(NamedTuple):
+class ZoneSpec(Record):
     owner: str
     path: str
     present: bool
@@ -108,7 +112,7 @@ def parse_upstream(value: str) -> str:
     elif value.count(":") == 1:
         host, _, port = value.partition(":")
     address = parse_ip(host, "forward")
-    if port and not (port.isdigit() and 1 <= int(port) <= 65535):
+    if port and not (digits(port) and 1 <= int(port) <= 65535):
         raise FieldError("forward", f"{value!r} is not address[:port]")
     if not port:
         return address

@@ -6,9 +6,7 @@ split at the first ``=``. Values of ``sensitive`` keys are masked in every outpu
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterable, Mapping
-from typing import Any, NamedTuple
 
 from statekit.errors import FieldError
 from statekit.files import ReadResult
@@ -23,12 +21,17 @@ from statekit.resources.managed_file import (
     plan_absent,
     plan_file,
 )
+from statekit.typeshim import Record
 
 # Every character str.splitlines() breaks at, and NUL: one entry a line for any reader.
-_FORBIDDEN = re.compile("[\n\r\0\x0b\x0c\x1c-\x1e\x85\u2028\u2029]")
+_FORBIDDEN = frozenset("\n\r\0\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029")
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
 
 
-class EnvFileSpec(NamedTuple):
+class EnvFileSpec(Record):
     path: str
     present: bool
     entries: tuple[tuple[str, str], ...] = ()
@@ -64,7 +67,7 @@ class EnvFile(Resource[EnvFileSpec, ReadResult]):
         entries = tuple((str(k), str(v)) for k, v in fields.get("entries", {}).items()
                         if v is not None)  # null omits the key, like Ansible's `omit`
         for key, value in entries:
-            if _FORBIDDEN.search(value):
+            if not _FORBIDDEN.isdisjoint(value):
                 raise FieldError(f"entries.{key}", "a value may not contain a newline, "
                                  "carriage return, Unicode line separator or NUL (the "
                                  "reader splits on lines)")

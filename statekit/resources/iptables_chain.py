@@ -8,7 +8,6 @@ chain that still has rules, or that a rule jumps to, fails with the reason.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any, NamedTuple
 
 from statekit.errors import ApplyError, FieldError
 from statekit.host import Host
@@ -16,9 +15,14 @@ from statekit.netfilter import fields as f
 from statekit.netfilter import save, transaction
 from statekit.netfilter.model import BUILTIN, Op
 from statekit.resources.base import Change, Meta, Plan
+from statekit.typeshim import Record
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
 
 
-class ChainSpec(NamedTuple):
+class ChainSpec(Record):
     id: str
     table: str
     chain: str
@@ -28,7 +32,7 @@ class ChainSpec(NamedTuple):
     policy: str | None = None
 
 
-class ChainState(NamedTuple):
+class ChainState(Record):
     """One family's view of the chain: None policy means it does not exist."""
 
     policy: str | None

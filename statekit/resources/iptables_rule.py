@@ -9,7 +9,6 @@ changes go to the one restore transaction of that (table, family).
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
-from typing import Any, NamedTuple
 
 from statekit.errors import ApplyError, FieldError
 from statekit.host import Host
@@ -19,11 +18,16 @@ from statekit.netfilter.block import BlockPlan, Position, plan_block
 from statekit.netfilter.model import TAG_PREFIX, Chain
 from statekit.netfilter.rule import Rule, Target
 from statekit.resources.base import EMPTY, Change, Meta, Plan
+from statekit.typeshim import Record
 
 _PORT_PROTOCOLS = ("tcp", "udp")
 
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
 
-class RuleSpec(NamedTuple):
+
+class RuleSpec(Record):
     id: str
     table: str
     chain: str
@@ -37,7 +41,7 @@ class RuleSpec(NamedTuple):
     resolve_timeout: float = 5.0
 
 
-class RuleCurrent(NamedTuple):
+class RuleCurrent(Record):
     chains: Mapping[str, Chain | None]  # family -> snapshot (None: no such chain)
     resolved: Mapping[str, tuple[str, ...]] = EMPTY
 

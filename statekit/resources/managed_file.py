@@ -10,17 +10,18 @@ from __future__ import annotations
 import grp
 import pwd
 from collections.abc import Callable
-from typing import NamedTuple
 
 from statekit.errors import FieldError
 from statekit.files import ReadResult
 from statekit.host import Host
 from statekit.resources.base import Change, Plan
+from statekit.text import digits
+from statekit.typeshim import Record
 
 Display = Callable[[bytes], str]
 
 
-class FileSpec(NamedTuple):
+class FileSpec(Record):
     path: str
     content: bytes
     mode: int
@@ -32,14 +33,14 @@ class FileSpec(NamedTuple):
 
 def parse_mode(value: object, field: str) -> int:
     text = str(value)
-    if not (3 <= len(text.lstrip("0") or "0") <= 4 and text.isdigit()
+    if not (3 <= len(text.lstrip("0") or "0") <= 4 and digits(text)
             and set(text) <= set("01234567") and len(text) <= 5):
         raise FieldError(field, f"{text!r} is not a valid mode (an octal string like '0600')")
     return int(text, 8)
 
 
 def parse_owner(value: object, field: str, *, group: bool = False) -> int:
-    if isinstance(value, int) or (isinstance(value, str) and value.isdigit()):
+    if isinstance(value, int) or (isinstance(value, str) and digits(value)):
         return int(value)
     try:
         return grp.getgrnam(str(value)).gr_gid if group else pwd.getpwnam(str(value)).pw_uid

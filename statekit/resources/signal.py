@@ -7,16 +7,20 @@ at boot, the network phase runs before CoreDNS has started.
 
 from __future__ import annotations
 
-import signal as signals
 from collections.abc import Mapping
-from typing import Any, NamedTuple
 
 from statekit.errors import ApplyError, FieldError
 from statekit.host import Host
 from statekit.resources.base import Change, Meta, Plan, Resource
+from statekit.text import digits
+from statekit.typeshim import Record
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
 
 
-class SignalSpec(NamedTuple):
+class SignalSpec(Record):
     present: bool
     signal: int = 0
     name: str = ""
@@ -30,10 +34,12 @@ class SignalSpec(NamedTuple):
 
 
 def parse_signal(value: Any) -> tuple[int, str]:
+    import signal as signals  # at load only: it imports enum
+
     text = str(value).upper()
-    name = text if text.startswith("SIG") or text.isdigit() else f"SIG{text}"
+    name = text if text.startswith("SIG") or digits(text) else f"SIG{text}"
     try:
-        number = signals.Signals(int(name)) if name.isdigit() else signals.Signals[name]
+        number = signals.Signals(int(name)) if digits(name) else signals.Signals[name]
     except (KeyError, ValueError):
         raise FieldError("signal", f"{value!r} is not a signal name (USR1, HUP, TERM...)") from None
     return int(number), number.name
@@ -66,7 +72,7 @@ class Signal(Resource[SignalSpec, tuple[int, ...]]):
         text = found.content.decode(errors="replace").strip() if found else ""
         if not text:
             return ()
-        if not text.isdigit():
+        if not digits(text):
             raise ApplyError(f"{spec.pidfile}: not a pid: {text[:20]!r}")
         pid = int(text)
         return (pid,) if host.process_exists(pid) else ()
