@@ -3,7 +3,7 @@
 Loading means YAML, JSON Schema and Jinja2: most of a no-op converge's time. The loaded
 :class:`~statekit.model.Program` is a pure function of the state files, the ``--var``
 overrides, the environment, the user and group databases and statekit itself, so it is
-cached under a hash of all of them, in ``/run/statekit/program.cache`` under ``--root``
+cached under a hash (BLAKE2b) of all of them, in ``/run/statekit/program.cache`` under ``--root``
 (directory 0700, file 0600, owner root, never through a symlink). Of the environment,
 only the variables the templates read count (the loader records them), so an unrelated
 variable does not turn a hit into a miss.
@@ -14,28 +14,42 @@ Check mode reads the cache but never writes it.
 
 from __future__ import annotations
 
-import hashlib
 import os
-import pickle
 import stat
-from collections.abc import Mapping, Sequence
-from typing import Any
 
 from statekit import __version__
-from statekit.files import FileSystem
 from statekit.model import Program
+
+# The C halves of hashlib and pickle (the very functions those modules export), without
+# what their Python modules import on every start: OpenSSL for hashlib; re and struct
+# for pickle.
+try:
+    from _blake2 import blake2b
+except ImportError:  # pragma: no cover -- another Python implementation
+    from hashlib import blake2b
+try:
+    from _pickle import dumps, loads
+except ImportError:  # pragma: no cover
+    from pickle import dumps, loads
 
 CACHE_PATH = "/run/statekit/program.cache"
 _VOLATILE = frozenset({"_", "PWD", "OLDPWD", "SHLVL"})
-_MAGIC = b"statekit-program-cache-1\n"
+_MAGIC = b"statekit-program-cache-2\n"
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Mapping, Sequence
+    from typing import Any
+
+    from statekit.files import FileSystem
 
 
 def key(files: Sequence[str], overrides: Mapping[str, Any]) -> str:
     """The hash of what the program depends on, except the environment."""
-    digest = hashlib.sha256(f"{__version__}\n{_code_stamp()}\n".encode())
+    digest = blake2b(f"{__version__}\n{_code_stamp()}\n".encode())
     for name in files:
         with open(name, "rb") as f:
-            digest.update(f"{name}\n".encode() + hashlib.sha256(f.read()).digest())
+            digest.update(f"{name}\n".encode() + blake2b(f.read()).digest())
     digest.update(repr(sorted(overrides.items())).encode())
     for db in ("/etc/passwd", "/etc/group"):
         digest.update(_stamp(db).encode())
@@ -44,7 +58,7 @@ def key(files: Sequence[str], overrides: Mapping[str, Any]) -> str:
 
 def env_key(environ: Mapping[str, str], names: Sequence[str] | None) -> str:
     """The hash of the variables ``names`` (all but a few volatile ones when None)."""
-    digest = hashlib.sha256()
+    digest = blake2b()
     chosen = sorted(environ) if names is None else names
     for name in chosen:
         if names is not None or name not in _VOLATILE:
@@ -105,7 +119,7 @@ def _unpack(data: bytes, cache_key: str, environ: Mapping[str, str]) -> Program 
             return None
         if env_key(environ, _names(names.decode())) != env_hash.decode():
             return None
-        program = pickle.loads(body)  # noqa: S301 -- root-only file, our own
+        program = loads(body)  # noqa: S301 -- root-only file, our own
     except Exception:  # a damaged cache is a miss, never an error
         return None
     return program if isinstance(program, Program) else None
@@ -119,7 +133,7 @@ def save(fs: FileSystem, cache_key: str, environ: Mapping[str, str], program: Pr
         return  # an odd variable name would not survive the header: do not cache
     names = "*" if used is None else "\0".join(used)
     head = [cache_key, names, env_key(environ, used)]
-    data = _MAGIC + "\n".join(head).encode() + b"\n" + pickle.dumps(program, protocol=5)
+    data = _MAGIC + "\n".join(head).encode() + b"\n" + dumps(program, protocol=5)
     try:
         fs.write(CACHE_PATH, data, mode=0o600, uid=os.geteuid(), gid=os.getegid(),
                  dir_mode=0o700)
