@@ -13,7 +13,7 @@ venv: $(VENV)/.installed
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[test,lint]'
+	$(BIN)/pip install --quiet --config-settings editable_mode=compat -e '.[test,lint]'
 	touch $@
 
 # Debian packages the integration tests drive for real (iptables, ip netns, unshare).
