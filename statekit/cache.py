@@ -3,8 +3,9 @@
 Loading means YAML, JSON Schema and Jinja2: most of a no-op converge's time. The loaded
 :class:`~statekit.model.Program` is a pure function of the state files, the ``--var``
 overrides, the environment, the user and group databases and statekit itself, so it is
-cached under a hash (BLAKE2b) of all of them, in ``/run/statekit/program.cache`` under ``--root``
-(directory 0700, file 0600, owner root, never through a symlink). Of the environment,
+cached under a hash (BLAKE2b) of all of them, as :mod:`marshal` data, in
+``/run/statekit/program.cache`` under ``--root`` (directory 0700, file 0600, owner root,
+never through a symlink). Of the environment,
 only the variables the templates read count (the loader records them), so an unrelated
 variable does not turn a hit into a miss.
 
@@ -14,31 +15,28 @@ Check mode reads the cache but never writes it.
 
 from __future__ import annotations
 
+import marshal
 import os
 import stat
+from types import MappingProxyType
 
 from statekit import __version__
-from statekit.model import Program
+from statekit.model import Program, State
 
-# The C halves of hashlib and pickle (the very functions those modules export), without
-# what their Python modules import on every start: OpenSSL for hashlib; re and struct
-# for pickle.
+# hashlib's BLAKE2b from its C module (the very function hashlib exports), without the
+# OpenSSL that importing hashlib loads on every start.
 try:
     from _blake2 import blake2b
 except ImportError:  # pragma: no cover -- another Python implementation
     from hashlib import blake2b
-try:
-    from _pickle import dumps, loads
-except ImportError:  # pragma: no cover
-    from pickle import dumps, loads
 
 CACHE_PATH = "/run/statekit/program.cache"
 _VOLATILE = frozenset({"_", "PWD", "OLDPWD", "SHLVL"})
-_MAGIC = b"statekit-program-cache-2\n"
+_MAGIC = b"statekit-program-cache-3\n"
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from collections.abc import Mapping, Sequence
+    from collections.abc import Callable, Mapping, Sequence
     from typing import Any
 
     from statekit.files import FileSystem
@@ -119,7 +117,7 @@ def _unpack(data: bytes, cache_key: str, environ: Mapping[str, str]) -> Program 
             return None
         if env_key(environ, _names(names.decode())) != env_hash.decode():
             return None
-        program = loads(body)  # noqa: S301 -- root-only file, our own
+        program = decode(marshal.loads(body))  # noqa: S302 -- root-only, ours; plain data
     except Exception:  # a damaged cache is a miss, never an error
         return None
     return program if isinstance(program, Program) else None
@@ -133,9 +131,83 @@ def save(fs: FileSystem, cache_key: str, environ: Mapping[str, str], program: Pr
         return  # an odd variable name would not survive the header: do not cache
     names = "*" if used is None else "\0".join(used)
     head = [cache_key, names, env_key(environ, used)]
-    data = _MAGIC + "\n".join(head).encode() + b"\n" + dumps(program, protocol=5)
+    try:
+        body = marshal.dumps(encode(program))
+    except (TypeError, ValueError):  # a value marshal cannot hold (a YAML date, say)
+        return
+    data = _MAGIC + "\n".join(head).encode() + b"\n" + body
     try:
         fs.write(CACHE_PATH, data, mode=0o600, uid=os.geteuid(), gid=os.getegid(),
                  dir_mode=0o700)
     except Exception:
         return
+
+
+# The program as marshal data. marshal is built in (pickle's C module alone imports
+# functools, collections and copyreg: 13 M instructions per start), and it holds the
+# plain values; a record, a State, the Program or a read-only mapping becomes
+# ``(..., kind, data)``: Ellipsis, which no state file can produce, marks it. Decoding
+# only builds statekit's records and model classes: nothing else can be named here.
+_PLAIN = (str, int, float, bool, bytes, type(None), frozenset)
+_MODEL: dict[str, type[State] | type[Program]] = {"State": State, "Program": Program}
+
+
+def encode(value: Any) -> Any:
+    """``value`` as marshal data; TypeError for what the cache cannot hold."""
+    kind = type(value)
+    if kind in _PLAIN:
+        return value
+    encoder = _ENCODERS.get(kind)
+    if encoder is not None:
+        return encoder(value)
+    if isinstance(value, tuple) and hasattr(kind, "_fields") and (
+            kind.__module__.startswith("statekit.")):
+        return (..., f"{kind.__module__}:{kind.__qualname__}", tuple(encode(v) for v in value))
+    raise TypeError(f"the program cache cannot hold a {kind.__qualname__}")
+
+
+def _encode_model(value: State | Program) -> Any:
+    kind = type(value)
+    return (..., kind.__name__, {k: encode(getattr(value, k)) for k in kind.__slots__})
+
+
+_ENCODERS: dict[type, Callable[[Any], Any]] = {
+    list: lambda v: [encode(x) for x in v],
+    dict: lambda v: {k: encode(x) for k, x in v.items()},
+    tuple: lambda v: tuple(encode(x) for x in v),
+    set: set,
+    MappingProxyType: lambda v: (..., "mappingproxy", encode(dict(v))),
+    State: _encode_model,
+    Program: _encode_model,
+}
+
+
+def decode(value: Any) -> Any:
+    """What :func:`encode` was given."""
+    kind = type(value)
+    if kind is tuple:
+        if value and value[0] is ...:
+            return _decode_object(value[1], value[2])
+        return tuple(decode(v) for v in value)
+    if kind is list:
+        return [decode(v) for v in value]
+    if kind is dict:
+        return {k: decode(v) for k, v in value.items()}
+    return value
+
+
+def _decode_object(name: str, data: Any) -> Any:
+    if name == "mappingproxy":
+        return MappingProxyType(decode(data))
+    if name in _MODEL:
+        obj = _MODEL[name].__new__(_MODEL[name])
+        for slot, item in data.items():
+            setattr(obj, slot, decode(item))
+        return obj
+    module, _, qualname = name.partition(":")
+    if not module.startswith("statekit."):
+        raise TypeError(f"{name}: not a statekit record")
+    cls = getattr(__import__(module, fromlist=[qualname]), qualname)
+    if not (isinstance(cls, type) and issubclass(cls, tuple) and hasattr(cls, "_fields")):
+        raise TypeError(f"{name}: not a statekit record")
+    return cls(*[decode(v) for v in data])
