@@ -9,8 +9,6 @@ committed together before anything that depends on them runs, and at the phase's
 
 from __future__ import annotations
 
-from collections.abc import Callable, Hashable, Iterable
-
 from statekit import graph, resources
 from statekit.errors import ApplyError
 from statekit.host import Host
@@ -22,6 +20,7 @@ OK, CHANGED, FAILED, SKIPPED = "ok", "changed", "failed", "skipped"
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from collections.abc import Callable, Hashable, Iterable
     from typing import Any
 
 

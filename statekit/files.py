@@ -15,8 +15,6 @@ from __future__ import annotations
 import errno
 import os
 import stat
-from collections.abc import Iterator
-from contextlib import contextmanager, suppress
 
 from statekit import testhook
 from statekit.errors import ApplyError
@@ -41,6 +39,25 @@ class DirState(Record):
     mode: int
     uid: int
     gid: int
+
+
+class _OpenDir:
+    """A directory fd (``-1``: none) that ``with`` gives as an int or None, then closes.
+    A class, not ``contextlib.contextmanager``: contextlib is not imported on the no-op
+    path."""
+
+    __slots__ = ("fd",)
+
+    def __init__(self, fd: int) -> None:
+        self.fd = fd
+
+    def __enter__(self) -> int | None:
+        return self.fd if self.fd >= 0 else None
+
+    def __exit__(self, *exc: object) -> None:
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
 
 
 class ReadResult(Record):
@@ -75,9 +92,9 @@ class FileSystem:
             raise ApplyError(f"{path}: not a file path")
         return parts
 
-    @contextmanager
-    def _dir(self, path: str, create_mode: int | None) -> Iterator[int | None]:
-        """The parent directory of ``path`` as an fd (None if missing and not created)."""
+    def _dir(self, path: str, create_mode: int | None) -> _OpenDir:
+        """The parent directory of ``path``: ``with`` gives its fd (None if missing and not
+        created) and closes it."""
         parts = self._parts(path)[:-1]
         fd = os.open(self.root, _DIR_FLAGS)
         try:
@@ -88,10 +105,11 @@ class FileSystem:
                 fd = nfd
                 if fd < 0:
                     break
-            yield fd if fd >= 0 else None
-        finally:
+        except BaseException:
             if fd >= 0:
                 os.close(fd)
+            raise
+        return _OpenDir(fd)
 
     def _step(
         self, fd: int, name: str, so_far: list[str], is_parent: bool, create_mode: int | None,
@@ -230,8 +248,11 @@ class FileSystem:
 
     @staticmethod
     def _unlink_quietly(dfd: int, name: str) -> None:
-        with suppress(FileNotFoundError):
+        # not contextlib.suppress: contextlib stays off the no-op path
+        try:  # noqa: SIM105
             os.unlink(name, dir_fd=dfd)
+        except FileNotFoundError:
+            pass
 
     def remove(self, path: str) -> None:
         """Remove ``path`` (and stale temporaries beside it); a missing file is fine."""

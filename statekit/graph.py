@@ -7,13 +7,14 @@ Checked once for all phases: unknown targets, a requisite in a later phase, cycl
 from __future__ import annotations
 
 import heapq
-from collections.abc import Mapping
 
 from statekit import resources
 from statekit.model import State
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from collections.abc import Mapping
+
     from statekit.yamlsource import Source
 
 

@@ -8,7 +8,6 @@ a phase, dropped between phases) and ``transaction`` (batches committed by the e
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Hashable, Mapping, Sequence
 
 from statekit import testhook
 from statekit.errors import ApplyError
@@ -18,6 +17,7 @@ from statekit.runner import Result, Runner
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from collections.abc import Callable, Hashable, Mapping, Sequence
     from typing import Any
 
 

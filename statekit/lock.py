@@ -12,8 +12,6 @@ import errno
 import fcntl
 import os
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 
 from statekit.errors import ApplyError, LockTimeout
 from statekit.files import FileSystem
@@ -21,17 +19,33 @@ from statekit.files import FileSystem
 DEFAULT_LOCK = "/run/statekit.lock"
 
 
-@contextmanager
-def hold(fs: FileSystem, path: str, timeout: float, *, shared: bool = False) -> Iterator[None]:
-    fd = _open(fs, path, create=not shared)
-    if fd is None:  # check mode and no lock file: nobody has converged yet
-        yield
-        return
-    try:
-        _acquire(fd, timeout, path, fcntl.LOCK_SH if shared else fcntl.LOCK_EX)
-        yield
-    finally:
-        os.close(fd)
+class hold:
+    """Hold the lock for the ``with`` block (a class, not ``contextlib.contextmanager``:
+    contextlib is not imported on the no-op path)."""
+
+    __slots__ = ("fd", "fs", "path", "shared", "timeout")
+
+    def __init__(self, fs: FileSystem, path: str, timeout: float, *,
+                 shared: bool = False) -> None:
+        self.fs, self.path, self.timeout, self.shared = fs, path, timeout, shared
+        self.fd: int | None = None
+
+    def __enter__(self) -> None:
+        fd = _open(self.fs, self.path, create=not self.shared)
+        if fd is None:  # check mode and no lock file: nobody has converged yet
+            return
+        try:
+            _acquire(fd, self.timeout, self.path,
+                     fcntl.LOCK_SH if self.shared else fcntl.LOCK_EX)
+        except BaseException:
+            os.close(fd)
+            raise
+        self.fd = fd
+
+    def __exit__(self, *exc: object) -> None:
+        if self.fd is not None:
+            os.close(self.fd)
+            self.fd = None
 
 
 def _open(fs: FileSystem, path: str, *, create: bool) -> int | None:

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import os
 import sys
-from collections import Counter
 
 from statekit.engine import CHANGED, FAILED, OK, SKIPPED, Outcome
 
@@ -28,8 +27,10 @@ def use_color(stream: TextIO) -> bool:
 
 
 def summary(outcomes: list[Outcome]) -> dict[str, int]:
-    counts = Counter(o.status for o in outcomes)
-    return {k: counts.get(k, 0) for k in (OK, CHANGED, FAILED, SKIPPED)}
+    counts = dict.fromkeys((OK, CHANGED, FAILED, SKIPPED), 0)
+    for outcome in outcomes:
+        counts[outcome.status] += 1
+    return counts
 
 
 class TextReport:

@@ -7,11 +7,13 @@ table); committing or discarding a transaction drops it, so the next read saves 
 
 from __future__ import annotations
 
-from collections.abc import Hashable
-
 from statekit.errors import ApplyError
 from statekit.host import Host
 from statekit.netfilter.model import Chain, Table, empty_table, owner
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Hashable
 
 SAVE = {"ipv4": "iptables-save", "ipv6": "ip6tables-save"}
 

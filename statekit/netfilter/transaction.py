@@ -8,8 +8,6 @@ discarding drops the cached model, so verify reads the table back with one fresh
 
 from __future__ import annotations
 
-from collections.abc import Hashable, Iterable
-
 from statekit.errors import ApplyError
 from statekit.host import Host
 from statekit.netfilter import save
@@ -19,6 +17,7 @@ from statekit.typeshim import TypeVar
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from collections.abc import Hashable, Iterable
     from typing import Protocol
 
     class TableSpec(Protocol):

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import importlib
-
 from statekit.resources.base import Resource
 
 #: type name -> "module:Class" under statekit.resources (imported on first use).
@@ -31,6 +29,7 @@ def get(type_name: str) -> Resource[Any, Any]:
     """The resource object for ``type_name``; KeyError if unknown."""
     if type_name not in _loaded:
         module_name, class_name = REGISTRY[type_name].split(":")
-        module = importlib.import_module(f"statekit.resources.{module_name}")
+        # __import__, not importlib.import_module: importlib and warnings stay unimported
+        module = __import__(f"statekit.resources.{module_name}", fromlist=[class_name])
         _loaded[type_name] = getattr(module, class_name)()
     return _loaded[type_name]

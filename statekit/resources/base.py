@@ -27,7 +27,6 @@ before any state that depends on a staged one runs and at the end of the phase.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Hashable, Iterable, Mapping, Sequence
 from types import MappingProxyType
 
 from statekit.errors import ApplyError
@@ -35,6 +34,7 @@ from statekit.typeshim import Generic, Record, TypeVar
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from collections.abc import Hashable, Iterable, Mapping, Sequence
     from typing import Any, ClassVar
 
     from statekit.host import Host

@@ -7,8 +7,6 @@ changed or failed; its output goes into the report, secrets masked.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-
 from statekit.errors import ApplyError, FieldError
 from statekit.host import Host
 from statekit.resources.base import Change, Meta, Plan, Resource
@@ -18,6 +16,7 @@ _OUTPUT_LIMIT = 4000
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from collections.abc import Mapping
     from typing import Any
 
 

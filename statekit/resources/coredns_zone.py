@@ -31,8 +31,6 @@ start, so the state fails naming both places and nothing is written.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-
 from statekit import dnsname
 from statekit.errors import ApplyError, FieldError
 from statekit.files import ReadResult
@@ -50,6 +48,7 @@ from statekit.typeshim import Record
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from collections.abc import Mapping, Sequence
     from typing import Any
 
     from statekit.corefile import Block, Corefile

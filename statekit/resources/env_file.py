@@ -6,8 +6,6 @@ split at the first ``=``. Values of ``sensitive`` keys are masked in every outpu
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
-
 from statekit.errors import FieldError
 from statekit.files import ReadResult
 from statekit.host import Host
@@ -28,6 +26,7 @@ _FORBIDDEN = frozenset("\n\r\0\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029")
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from collections.abc import Iterable, Mapping
     from typing import Any
 
 

@@ -7,8 +7,6 @@ chain that still has rules, or that a rule jumps to, fails with the reason.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-
 from statekit.errors import ApplyError, FieldError
 from statekit.host import Host
 from statekit.netfilter import fields as f
@@ -19,6 +17,7 @@ from statekit.typeshim import Record
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from collections.abc import Mapping
     from typing import Any
 
 

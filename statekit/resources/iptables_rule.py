@@ -8,8 +8,6 @@ changes go to the one restore transaction of that (table, family).
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
-
 from statekit.errors import ApplyError, FieldError
 from statekit.host import Host
 from statekit.netfilter import fields as f
@@ -24,6 +22,7 @@ _PORT_PROTOCOLS = ("tcp", "udp")
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from collections.abc import Iterable, Mapping, Sequence
     from typing import Any
 
 

@@ -7,10 +7,6 @@ text, which the resource gives with its sensitive values already masked.
 
 from __future__ import annotations
 
-import grp
-import pwd
-from collections.abc import Callable
-
 from statekit.errors import FieldError
 from statekit.files import ReadResult
 from statekit.host import Host
@@ -18,7 +14,11 @@ from statekit.resources.base import Change, Plan
 from statekit.text import digits
 from statekit.typeshim import Record
 
-Display = Callable[[bytes], str]
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    Display = Callable[[bytes], str]
 
 
 class FileSpec(Record):
@@ -42,6 +42,9 @@ def parse_mode(value: object, field: str) -> int:
 def parse_owner(value: object, field: str, *, group: bool = False) -> int:
     if isinstance(value, int) or (isinstance(value, str) and digits(value)):
         return int(value)
+    import grp  # at load only
+    import pwd
+
     try:
         return grp.getgrnam(str(value)).gr_gid if group else pwd.getpwnam(str(value)).pw_uid
     except KeyError:
@@ -75,10 +78,11 @@ def plan_file(spec: FileSpec, current: ReadResult, display: Display) -> Plan:
         lines.append(f"stale temporary files removed: {len(current.stale)}")
     elif current.stale:
         changes.append(Change("cleanup", spec.path, "stale temporary files of a broken write"))
+    if not changes:  # no diff to render (nor difflib to import) on a no-op
+        return Plan(payload=spec)
     before = display(old.content) if old is not None else ""
     text = unified(spec.path, before, display(spec.content), old is None)
-    return Plan(tuple(changes), diff="\n".join([*lines, text]).strip("\n") if changes else "",
-                payload=spec)
+    return Plan(tuple(changes), diff="\n".join([*lines, text]).strip("\n"), payload=spec)
 
 
 def plan_absent(path: str, current: ReadResult, display: Display) -> Plan:

@@ -7,8 +7,6 @@ at boot, the network phase runs before CoreDNS has started.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-
 from statekit.errors import ApplyError, FieldError
 from statekit.host import Host
 from statekit.resources.base import Change, Meta, Plan, Resource
@@ -17,6 +15,7 @@ from statekit.typeshim import Record
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from collections.abc import Mapping
     from typing import Any
 
 
