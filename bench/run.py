@@ -25,7 +25,16 @@ from pathlib import Path
 
 from harness import BenchError, Sample, count_execs, have, in_ns, namespace, timed
 from results import FIRST, NOOP, TELEMETRY, Cell, Results
-from tools import PEERS_BIN, PEERS_VENV, REPO, TOOLS, Tool, Workload, base_env
+from tools import (
+    PEERS_BIN,
+    PEERS_VENV,
+    REPO,
+    TOOLS,
+    Tool,
+    Workload,
+    base_env,
+    statekit_command,
+)
 from writeup import write_markdown
 
 REQUIREMENTS = Path(__file__).resolve().parent / "requirements.txt"
@@ -221,7 +230,7 @@ def measure_telemetry(results: Results, args: argparse.Namespace) -> None:
         log(tele.note)
         return
     base = results.add(Cell(TELEMETRY, 0, "python -c pass"))
-    argv = [sys.executable, "-m", "statekit", "converge", "--root", "ROOT", str(path)]
+    argv = [*statekit_command(), "converge", "--root", "ROOT", str(path)]
     with namespace() as ns, workdir() as wd:
         argv[argv.index("ROOT")] = str(wd / "root")
         (wd / "root").mkdir()
@@ -235,7 +244,7 @@ def measure_telemetry(results: Results, args: argparse.Namespace) -> None:
 def _telemetry_missing(path: Path) -> str | None:
     if not path.exists():
         return f"{path} does not exist (yet)"
-    check = subprocess.run([sys.executable, "-m", "statekit", "validate", str(path)],
+    check = subprocess.run([*statekit_command(), "validate", str(path)],
                            capture_output=True, text=True, env=base_env(), check=False)
     if check.returncode != 0:
         return f"{path.name} does not validate alone: {check.stderr.strip()[:160]}"
