@@ -207,7 +207,7 @@ def _decode_object(name: str, data: Any) -> Any:
     module, _, qualname = name.partition(":")
     if not module.startswith("statekit."):
         raise TypeError(f"{name}: not a statekit record")
-    cls = getattr(__import__(module, fromlist=[qualname]), qualname)
+    cls = getattr(__import__(module, fromlist=[qualname]), qualname, None)
     if not (isinstance(cls, type) and issubclass(cls, tuple) and hasattr(cls, "_fields")):
         raise TypeError(f"{name}: not a statekit record")
     return cls(*[decode(v) for v in data])

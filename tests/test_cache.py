@@ -2,10 +2,17 @@
 
 from __future__ import annotations
 
+import datetime
+import marshal
 import os
 from pathlib import Path
+from types import MappingProxyType
 
-from tests.conftest import statekit, write
+import pytest
+
+from statekit import cache, loader
+from statekit.model import Program, State
+from tests.conftest import REPO, statekit, write
 
 STATES = """\
 phases: [a]
@@ -71,3 +78,50 @@ def test_unrelated_environment_does_not_miss(tmp_path: Path, root: Path) -> None
     inode = cache_file(root).stat().st_ino
     statekit(args, env={"VALUE": "1", "UNRELATED": "b"})
     assert cache_file(root).stat().st_ino == inode  # a hit: not rewritten
+
+
+# --- the marshal codec -------------------------------------------------------------------
+
+SHIPPED = [[REPO / "states" / "network.yaml", REPO / "states" / "telemetry.yaml"],
+           [REPO / "states" / "examples" / "coredns-reload.yaml"]]
+TELEMETRY_ON = {"GRAFANA_OTLP_ENDPOINT": "https://otlp.example.net/otlp",
+                "GRAFANA_INSTANCE_ID": "123456", "GRAFANA_API_TOKEN": "glc_token-for-codec"}
+
+
+def shape(value: object) -> object:
+    """Everything a program holds, as comparable plain data (types included)."""
+    if isinstance(value, (State, Program)):
+        return (type(value).__name__, {k: shape(getattr(value, k)) for k in value.__slots__})
+    if isinstance(value, tuple):
+        return (type(value).__qualname__, [shape(v) for v in value])
+    if isinstance(value, list):
+        return [shape(v) for v in value]
+    if isinstance(value, (dict, MappingProxyType)):
+        return (type(value).__name__, {k: shape(v) for k, v in value.items()})
+    return (type(value).__name__, value)
+
+
+@pytest.mark.parametrize("env", [{}, TELEMETRY_ON], ids=["telemetry-off", "telemetry-on"])
+def test_codec_round_trips_the_shipped_programs(env: dict[str, str],
+                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    specs = []
+    for files in SHIPPED:
+        program = loader.load([str(p) for p in files], {})
+        back = cache.decode(marshal.loads(marshal.dumps(cache.encode(program))))
+        assert shape(back) == shape(program)
+        specs += [type(s.spec).__name__ for s in back.states]
+    assert {"RuleSpec", "ChainSpec", "ZoneSpec", "SignalSpec", "EnvFileSpec"} <= set(specs)
+
+
+def test_decoding_names_only_statekit_records() -> None:
+    for name in ("os:system", "builtins:eval", "statekit.model:State.__init__",
+                 "statekit.cli:Arg"):
+        with pytest.raises(TypeError):
+            cache.decode((..., name, ()))
+
+
+def test_what_marshal_cannot_hold_is_refused() -> None:
+    with pytest.raises(TypeError):
+        cache.encode({"when": datetime.date(2024, 1, 1)})  # save() then caches nothing

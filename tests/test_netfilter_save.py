@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from statekit.netfilter.model import owner
 from statekit.netfilter.resolve import check_name
@@ -63,3 +67,16 @@ def test_check_name_normalises(name: str, norm: str) -> None:
 def test_check_name_rejects(name: str) -> None:
     with pytest.raises(ValueError, match="not a valid DNS name"):
         check_name(name)
+
+
+# owner() finds the tag with string search (no ``re`` on the no-op path); it must agree
+# with the regular expression that states the rule.
+_TAG = re.compile(r'-m comment --comment "statekit:([a-z0-9][a-z0-9_-]*)[ "]')
+_PIECES = ['-m comment --comment "statekit:', '-m comment --comment "', "statekit:", "a",
+           "Z", "0", "_", "-", '"', " ", ":", "é", "-j ACCEPT"]
+
+
+@given(st.lists(st.sampled_from(_PIECES), max_size=10).map("".join))
+def test_owner_agrees_with_the_tag_regex(line: str) -> None:
+    found = _TAG.search(line)
+    assert owner(line) == (found.group(1) if found else None)
