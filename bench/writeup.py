@@ -77,8 +77,8 @@ METHOD = """\
   `bench/floor.py`, one `iptables-save`, one `iptables-restore --noflush` (none when
   nothing is missing) and the file, with statekit's interpreter. statekit runs as the
   `statekit` console script of its venv, as the entrypoint runs it. The floor imports
-  `json` and `subprocess` (about 50 M instructions under callgrind, 40 % more than the
-  interpreter's own start); statekit's no-op path imports neither, which is how it can
+  `json` and `subprocess` (54 M instructions under callgrind, more than the interpreter's
+  own start, 38 M); statekit's no-op path imports neither, which is how it can
   beat the floor at small N.
 - Telemetry: `statekit converge --root TMP states/telemetry.yaml` (all its phases), no-op,
   GRAFANA_* unset, against `python -c pass` run by statekit's own venv interpreter (the
