@@ -182,17 +182,21 @@ _ENCODERS: dict[type, Callable[[Any], Any]] = {
 }
 
 
+_NESTED = frozenset({tuple, list, dict})
+
+
 def decode(value: Any) -> Any:
-    """What :func:`encode` was given."""
+    """What :func:`encode` was given. (Plain items are not passed down again: a program
+    of thousands of rules holds tens of thousands of them.)"""
     kind = type(value)
     if kind is tuple:
         if value and value[0] is ...:
             return _decode_object(value[1], value[2])
-        return tuple(decode(v) for v in value)
+        return tuple([decode(v) if type(v) in _NESTED else v for v in value])
     if kind is list:
-        return [decode(v) for v in value]
+        return [decode(v) if type(v) in _NESTED else v for v in value]
     if kind is dict:
-        return {k: decode(v) for k, v in value.items()}
+        return {k: decode(v) if type(v) in _NESTED else v for k, v in value.items()}
     return value
 
 
@@ -204,10 +208,20 @@ def _decode_object(name: str, data: Any) -> Any:
         for slot, item in data.items():
             setattr(obj, slot, decode(item))
         return obj
+    cls = _RECORDS.get(name) or _record_class(name)
+    return cls(*[decode(v) if type(v) in _NESTED else v for v in data])
+
+
+_RECORDS: dict[str, type[tuple[Any, ...]]] = {}
+
+
+def _record_class(name: str) -> type[tuple[Any, ...]]:
+    """The record class ``module:qualname`` (only statekit's records can be named)."""
     module, _, qualname = name.partition(":")
     if not module.startswith("statekit."):
         raise TypeError(f"{name}: not a statekit record")
     cls = getattr(__import__(module, fromlist=[qualname]), qualname, None)
     if not (isinstance(cls, type) and issubclass(cls, tuple) and hasattr(cls, "_fields")):
         raise TypeError(f"{name}: not a statekit record")
-    return cls(*[decode(v) for v in data])
+    _RECORDS[name] = cls
+    return cls

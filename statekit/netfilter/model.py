@@ -30,8 +30,10 @@ def owner(line: str) -> str | None:
     at = line.find(_MARK)
     while at >= 0:
         start = at + len(_MARK)
-        end = min((i for i in (line.find('"', start), line.find(" ", start)) if i >= 0),
-                  default=-1)
+        end = line.find('"', start)
+        space = line.find(" ", start, end if end >= 0 else len(line))
+        if space >= 0:
+            end = space
         ident = line[start:end] if end >= 0 else ""
         if ident and ident[0] in _ID_START and not ident.strip(_ID_CHARS):
             return ident

@@ -10,6 +10,10 @@ from __future__ import annotations
 
 from statekit.typeshim import Record
 
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Iterable
+
 #: Conntrack states in the order iptables-save prints them.
 CTSTATES = ("INVALID", "NEW", "RELATED", "ESTABLISHED", "UNTRACKED", "SNAT", "DNAT")
 _NO_QUOTE = frozenset("_-0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ")
@@ -20,6 +24,8 @@ def save_string(value: str) -> str:
     """A string argument as iptables-save prints it (xtables_save_string)."""
     if value and set(value) <= _NO_QUOTE:
         return value
+    if "\"" not in value and "\\" not in value and "'" not in value:
+        return f'"{value}"'
     escaped = "".join("\\" + c if c in "\"\\'" else c for c in value)
     return f'"{escaped}"'
 
@@ -67,12 +73,29 @@ class Rule(Record):
     @property
     def line(self) -> str:
         """``-A CHAIN ...`` as iptables-save prints this rule."""
-        return " ".join(["-A", self.chain, *self._matches(), *self.target.render(self.family)])
+        return self._line(self.source, self.destination, self._tail())
+
+    def lines(self, addresses: Iterable[tuple[str | None, str | None]]) -> list[str]:
+        """:attr:`line` with each (source, destination) in turn: what follows the
+        addresses is rendered once (a state may stand for thousands of rules)."""
+        tail = self._tail()
+        return [self._line(source, destination, tail) for source, destination in addresses]
+
+    def _line(self, source: str | None, destination: str | None, tail: str) -> str:
+        head = f"-A {self.chain}"
+        if source:
+            head += f" -s {source}"
+        if destination:
+            head += f" -d {destination}"
+        return f"{head} {tail}"
+
+    def _tail(self) -> str:
+        """Everything after the addresses: the other matches, the tag and the target."""
+        return " ".join([*self._matches(), *self.target.render(self.family)])
 
     def _matches(self) -> list[str]:
         out: list[str] = []
-        for opt, value in (("-s", self.source), ("-d", self.destination),
-                           ("-i", self.in_interface), ("-o", self.out_interface)):
+        for opt, value in (("-i", self.in_interface), ("-o", self.out_interface)):
             if value:
                 out += [opt, value]
         if self.protocol != "all":

@@ -122,8 +122,7 @@ def expand(spec: RuleSpec, family: str, resolved: Mapping[str, Iterable[str]]) -
     if (spec.sources and not srcs) or ((spec.destinations or spec.hosts) and not dsts):
         return []
     base = spec.template._replace(family=family)
-    return [base._replace(source=s, destination=d).line
-            for s in _or_any(srcs) for d in _or_any(dsts)]
+    return base.lines((s, d) for s in _or_any(srcs) for d in _or_any(dsts))
 
 
 def _or_any(values: list[str]) -> list[str | None]:
