@@ -2,12 +2,12 @@
 
 Loading means YAML, JSON Schema and Jinja2: most of a no-op converge's time. The loaded
 :class:`~statekit.model.Program` is a pure function of the state files, the ``--var``
-overrides, the environment, the user and group databases and statekit itself, so it is
-cached under a hash (BLAKE2b) of all of them, as :mod:`marshal` data, in
-``/run/statekit/program.cache`` under ``--root`` (directory 0700, file 0600, owner root,
-never through a symlink). Of the environment,
-only the variables the templates read count (the loader records them), so an unrelated
-variable does not turn a hit into a miss.
+overrides, the environment, the user and group databases and statekit itself (and the
+Python that runs it: the data is :mod:`marshal`'s), so it is cached under a hash
+(BLAKE2b) of all of them in ``/run/statekit/program.cache`` under ``--root`` (directory
+0700, file 0600, owner root, never through a symlink). Of the environment, only the
+variables the templates read count (the loader records them), so an unrelated variable
+does not turn a hit into a miss.
 
 A program that holds any secret value is never cached: secrets stay in memory only.
 Check mode reads the cache but never writes it.
@@ -18,6 +18,7 @@ from __future__ import annotations
 import marshal
 import os
 import stat
+import sys
 from types import MappingProxyType
 
 from statekit import __version__
@@ -44,7 +45,7 @@ if TYPE_CHECKING:
 
 def key(files: Sequence[str], overrides: Mapping[str, Any]) -> str:
     """The hash of what the program depends on, except the environment."""
-    digest = blake2b(f"{__version__}\n{_code_stamp()}\n".encode())
+    digest = blake2b(f"{__version__}\n{sys.version}\n{_code_stamp()}\n".encode())
     for name in files:
         with open(name, "rb") as f:
             digest.update(f"{name}\n".encode() + blake2b(f.read()).digest())
