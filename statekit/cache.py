@@ -24,6 +24,13 @@ from types import MappingProxyType
 from statekit import __version__
 from statekit.model import Program, State
 
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Callable, Mapping, Sequence
+    from typing import Any
+
+    from statekit.files import FileSystem
+
 # hashlib's BLAKE2b from its C module (the very function hashlib exports), without the
 # OpenSSL that importing hashlib loads on every start.
 try:
@@ -34,13 +41,6 @@ except ImportError:  # pragma: no cover -- another Python implementation
 CACHE_PATH = "/run/statekit/program.cache"
 _VOLATILE = frozenset({"_", "PWD", "OLDPWD", "SHLVL"})
 _MAGIC = b"statekit-program-cache-3\n"
-
-TYPE_CHECKING = False
-if TYPE_CHECKING:
-    from collections.abc import Callable, Mapping, Sequence
-    from typing import Any
-
-    from statekit.files import FileSystem
 
 
 def key(files: Sequence[str], overrides: Mapping[str, Any]) -> str:

@@ -16,12 +16,12 @@ from statekit.model import Program, State
 from statekit.resources.base import Plan, Resource, Transactional
 from statekit.typeshim import Record
 
-OK, CHANGED, FAILED, SKIPPED = "ok", "changed", "failed", "skipped"
-
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Callable, Hashable, Iterable
     from typing import Any
+
+OK, CHANGED, FAILED, SKIPPED = "ok", "changed", "failed", "skipped"
 
 
 class Outcome:

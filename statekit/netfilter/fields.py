@@ -11,6 +11,11 @@ from statekit.netfilter.model import BUILTIN
 from statekit.text import digits
 from statekit.typeshim import Record
 
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Iterable
+    from typing import Any
+
 FAMILIES = {"ipv4": ("ipv4",), "ipv6": ("ipv6",), "both": ("ipv4", "ipv6")}
 TARGETS = ("ACCEPT", "DROP", "REJECT", "RETURN", "LOG", "NFLOG")
 # Checked at load only: ``re`` and ``ipaddress`` are imported there, not on the no-op path.
@@ -19,11 +24,6 @@ _IFACE = r"[A-Za-z0-9_.-]{1,15}\+?"
 _TEXT = r"[ !#-&(-\[\]-~]*"  # printable ASCII without quotes and backslash
 _NO_IN = ("OUTPUT", "POSTROUTING")
 _NO_OUT = ("INPUT", "PREROUTING")
-
-TYPE_CHECKING = False
-if TYPE_CHECKING:
-    from collections.abc import Iterable
-    from typing import Any
 
 
 class Network(Record):

@@ -4,6 +4,10 @@ from __future__ import annotations
 
 from statekit.resources.base import Resource
 
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
+
 #: type name -> "module:Class" under statekit.resources (imported on first use).
 REGISTRY: dict[str, str] = {
     "env_file": "env_file:EnvFile",
@@ -15,10 +19,6 @@ REGISTRY: dict[str, str] = {
 }
 
 _loaded: dict[str, Resource[Any, Any]] = {}
-
-TYPE_CHECKING = False
-if TYPE_CHECKING:
-    from typing import Any
 
 
 def known_types() -> list[str]:

@@ -12,12 +12,12 @@ from statekit.host import Host
 from statekit.resources.base import Change, Meta, Plan, Resource
 from statekit.typeshim import Record
 
-_OUTPUT_LIMIT = 4000
-
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Mapping
     from typing import Any
+
+_OUTPUT_LIMIT = 4000
 
 
 class CommandSpec(Record):

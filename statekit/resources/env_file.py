@@ -21,13 +21,13 @@ from statekit.resources.managed_file import (
 )
 from statekit.typeshim import Record
 
-# Every character str.splitlines() breaks at, and NUL: one entry a line for any reader.
-_FORBIDDEN = frozenset("\n\r\0\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029")
-
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Iterable, Mapping
     from typing import Any
+
+# Every character str.splitlines() breaks at, and NUL: one entry a line for any reader.
+_FORBIDDEN = frozenset("\n\r\0\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029")
 
 
 class EnvFileSpec(Record):

@@ -18,12 +18,12 @@ from statekit.netfilter.rule import Rule, Target
 from statekit.resources.base import EMPTY, Change, Meta, Plan
 from statekit.typeshim import Record
 
-_PORT_PROTOCOLS = ("tcp", "udp")
-
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Iterable, Mapping, Sequence
     from typing import Any
+
+_PORT_PROTOCOLS = ("tcp", "udp")
 
 
 class RuleSpec(Record):
