@@ -29,6 +29,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+from statekit.text import digits
+
 MARKER = "# statekit:"
 _MARKER_RE = re.compile(r"# statekit:([a-z0-9][a-z0-9_-]*)[ \t]*")
 _GO_SPACE = frozenset(" \t\n\v\f\r\x85\xa0")
@@ -207,7 +209,7 @@ def parse_key(raw: str) -> Key:
         scheme, rest = "dns", text
     host, port = rest, None
     head, colon, tail = rest.rpartition(":")
-    if colon and tail.isdigit() and not head.endswith(":"):
+    if colon and digits(tail) and not head.endswith(":"):
         host, port = head, int(tail)
     elif colon and not tail:
         host = head

@@ -14,6 +14,7 @@ from collections.abc import Callable
 from urllib.parse import urlsplit
 
 from statekit import dnsname
+from statekit.text import digits
 
 _ATTR_KEY = re.compile(r"^[A-Za-z0-9_.\-/]+$")
 
@@ -76,7 +77,7 @@ def _check_host(host: str, name: str) -> None:
 
 def check_digits(value: Any, name: str) -> str:
     text = str(value)
-    if not text.isascii() or not text.isdigit():
+    if not digits(text):
         raise InputError(f"{name}: must be digits only")
     return text
 

@@ -162,6 +162,7 @@ KEYS = [
     ("a.b,", "dns", "a.b.", 53),
     ("10.0.0.0/24", "dns", "10.0.0.0/24.", 53),
     ("{$ZONE}:53", "dns", None, 53),
+    ("a.b:\u00b9", "dns", "a.b:\u00b9.", 53),  # "¹" is no port (str.isdigit said it was)
 ]
 
 
