@@ -74,7 +74,6 @@ def make_netns() -> str:
 
 
 def delete_netns(name: str) -> None:
-    subprocess.run(["ip", "netns", "pids", name], capture_output=True, check=False)
     pids = subprocess.run(["ip", "netns", "pids", name], capture_output=True, text=True,
                           check=False).stdout.split()
     for pid in pids:
