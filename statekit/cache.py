@@ -125,7 +125,7 @@ def _unpack(data: bytes, cache_key: str, environ: Mapping[str, str]) -> Program 
 
 
 def save(fs: FileSystem, cache_key: str, environ: Mapping[str, str], program: Program) -> None:
-    if program.secrets:
+    if program.secrets or program.input_errors:
         return
     used = program.env_used
     if used is not None and any("\n" in n or "\0" in n for n in used):

@@ -1,10 +1,13 @@
 """The engine: phases in order, states in dependency order, read-plan-apply-verify.
 
 For each state: read the current state, plan (pure), apply unless ``check``, then read
-again and plan again: anything left to change means ``failed``. A requirement that failed
-makes its dependents ``skipped``; ``onchanges`` runs a state only when a listed state
-changed (or would, in check mode). Transactional types (iptables) are staged and
-committed together before anything that depends on them runs, and at the phase's end.
+again and plan again: anything left to change means ``failed``. A plan may carry errors
+that did not stop it (a name that did not resolve): it is applied, and the state is
+``failed``. A requirement that failed makes its dependents ``skipped`` (``blocked_by``
+names it); ``onchanges`` runs a state only when a listed state changed (or would, in
+check mode). Transactional types (iptables) are staged and committed together before
+anything that depends on them runs, and at the phase's end; their outcomes are reported
+then, in check mode too, so both modes print the same lines in the same order.
 """
 
 from __future__ import annotations
@@ -27,15 +30,18 @@ OK, CHANGED, FAILED, SKIPPED = "ok", "changed", "failed", "skipped"
 class Outcome:
     """What happened to one state (the report's row)."""
 
-    __slots__ = ("error", "plan", "reason", "state", "status")
+    __slots__ = ("blocked_by", "error", "plan", "reason", "state", "status")
 
     def __init__(self, state: State, status: str, plan: Plan | None = None,
-                 error: str | None = None, reason: str = "") -> None:
+                 error: str | None = None, reason: str = "",
+                 blocked_by: str | None = None) -> None:
         self.state = state
         self.status = status
         self.plan = plan if plan is not None else Plan()
         self.error = error
         self.reason = reason
+        #: the failed (or itself blocked) requirement that made this state skipped
+        self.blocked_by = blocked_by
 
     def __repr__(self) -> str:
         return f"Outcome({self.state.id!r}, {self.status!r}, error={self.error!r})"
@@ -55,6 +61,7 @@ class Engine:
         self.on_outcome = on_outcome or (lambda _o: None)
         self.outcomes: dict[str, Outcome] = {}
         self.pending: dict[str, _Pending] = {}
+        self.unreported: list[str] = []  # run, not yet reported (in run order)
 
     def converge(self, phases: Iterable[str] | None = None) -> list[Outcome]:
         selected = set(phases) if phases else set(self.program.phases)
@@ -68,19 +75,25 @@ class Engine:
         members = [s for s in self.program.states if s.phase == phase]
         for state in graph.order(members):
             self._flush_if_needed(state)
-            outcome = self._run_state(state)
-            self.outcomes[state.id] = outcome
-            if state.id not in self.pending:
-                self.on_outcome(outcome)
+            self.outcomes[state.id] = self._run_state(state)
+            self.unreported.append(state.id)
+            self._report()
         self._flush()
         self.host.new_phase()
+
+    def _report(self) -> None:
+        """Report settled outcomes in run order: a staged state holds back the ones run
+        after it until it is committed (or, in check mode, until the phase ends)."""
+        while self.unreported and self.unreported[0] not in self.pending:
+            self.on_outcome(self.outcomes[self.unreported.pop(0)])
 
     def _run_state(self, state: State) -> Outcome:
         if not state.enabled:
             return Outcome(state, SKIPPED, reason="when: condition is false")
         blocked = self._blocked_by(state)
         if blocked:
-            return Outcome(state, SKIPPED, reason=f"requirement {blocked!r} failed")
+            return Outcome(state, SKIPPED, reason=f"requirement {blocked!r} failed",
+                           blocked_by=blocked)
         if state.onchanges and not self._triggered(state):
             return Outcome(state, OK, reason="no change in onchanges: "
                            + ", ".join(state.onchanges))
@@ -95,21 +108,20 @@ class Engine:
     def _converge_state(self, state: State, resource: Resource[Any, Any]) -> Outcome:
         plan = resource.plan(state.spec, resource.read(state.spec, self.host))
         if not plan.changed:
-            return Outcome(state, OK, plan, reason="; ".join(plan.notes))
+            return _with_errors(Outcome(state, OK, plan, reason="; ".join(plan.notes)))
         if isinstance(resource, Transactional):
             resource.stage(state.spec, plan, self.host)
             outcome = Outcome(state, CHANGED, plan)
-            if not self.check:
-                self.pending[state.id] = _Pending(outcome, resource.transaction_keys(state.spec))
+            self.pending[state.id] = _Pending(outcome, resource.transaction_keys(state.spec))
             return outcome
         if self.check:
-            return Outcome(state, CHANGED, plan)
+            return _with_errors(Outcome(state, CHANGED, plan))
         learnt = resource.apply(state.spec, plan, self.host)
         if learnt:
             plan = plan._replace(facts={**plan.facts, **learnt})
         if not resource.is_action:
             self._verify(state, resource)
-        return Outcome(state, CHANGED, plan, reason="; ".join(plan.notes))
+        return _with_errors(Outcome(state, CHANGED, plan, reason="; ".join(plan.notes)))
 
     def _verify(self, state: State, resource: Resource[Any, Any]) -> None:
         again = resource.plan(state.spec, resource.read(state.spec, self.host))
@@ -120,8 +132,7 @@ class Engine:
     def _blocked_by(self, state: State) -> str | None:
         for target in [*state.requires, *state.onchanges]:
             dep = self.outcomes.get(target)
-            if dep is not None and (dep.status == FAILED or
-                                    (dep.status == SKIPPED and "failed" in dep.reason)):
+            if dep is not None and (dep.status == FAILED or dep.blocked_by is not None):
                 return target
         return None
 
@@ -143,19 +154,21 @@ class Engine:
                 return
 
     def _flush(self) -> None:
-        """Commit staged transactions, then verify (or fail) each staged state."""
-        if self.check:
-            self.host.discard()
-            return
-        failures = self.host.commit()
+        """Commit staged transactions, then verify (or fail) each staged state; in check
+        mode, report what they would do (the staged model stays, so later plans see the
+        predicted tables, until the phase ends)."""
+        failures: dict[Hashable, str] = {} if self.check else self.host.commit()
         pending, self.pending = self.pending, {}
         for sid, item in pending.items():
             self._settle(sid, item, failures)
+        self._report()
 
     def _settle(self, sid: str, item: _Pending, failures: dict[Hashable, str]) -> None:
         outcome = item.outcome
         failed = [failures[k] for k in item.keys if k in failures]
-        if failed:
+        if self.check:
+            pass
+        elif failed:
             outcome.status, outcome.error = FAILED, "transaction failed, nothing changed: " \
                 + failed[0]
         else:
@@ -163,5 +176,12 @@ class Engine:
                 self._verify(outcome.state, resources.get(outcome.state.type))
             except ApplyError as exc:
                 outcome.status, outcome.error = FAILED, str(exc)
-        self.outcomes[sid] = outcome
-        self.on_outcome(outcome)
+        self.outcomes[sid] = _with_errors(outcome)
+
+
+def _with_errors(outcome: Outcome) -> Outcome:
+    """A plan's errors (applied all the same) make the state ``failed``."""
+    if outcome.plan.errors and outcome.status != FAILED:
+        outcome.status = FAILED
+        outcome.error = "; ".join(outcome.plan.errors)
+    return outcome

@@ -15,6 +15,7 @@ from statekit import resources, schema_check, templating
 from statekit.discover import collect
 from statekit.errors import FieldError, StateError
 from statekit.graph import check_graph
+from statekit.inputs import InputError
 from statekit.model import Program, State
 from statekit.resources.base import Meta
 from statekit.yamlsource import Source, parse
@@ -56,25 +57,62 @@ def load(
     if on_secrets:
         on_secrets(secrets)
     phases = _merge_phases(sources)
+    degraded: dict[str, StateError] = {}
+    while True:
+        try:
+            return _build(sources, phases, overrides, environ, secrets, secret_names,
+                          degraded)
+        except _Degrade as fault:
+            degraded[fault.file] = fault.error
+
+
+class _Degrade(Exception):
+    """An input check refused a value in a file with ``on_invalid_input: absent``: load
+    again with that file's states all ``ensure: absent``."""
+
+    def __init__(self, file: str, error: StateError) -> None:
+        super().__init__(file)
+        self.file = file
+        self.error = error
+
+
+def _build(sources: list[Source], phases: list[str], overrides: Mapping[str, Any] | None,
+           environ: Mapping[str, str], secrets: set[str], secret_names: set[str],
+           degraded: Mapping[str, StateError]) -> Program:
     states = _declared_states(sources, phases)
     env = templating.EnvView(environ)
     renderer = templating.Renderer()
-    context = _render_vars(sources, dict(overrides or {}), env, renderer)
+    context = _render_vars(sources, dict(overrides or {}), env, renderer, degraded)
     by_name = {s.name: s for s in sources}
     for state in states:
-        _render_state(state, by_name[state.file], context, renderer, secrets)
+        _render_state(state, by_name[state.file], context, renderer, secrets,
+                      state.file in degraded)
     _link(states)
     check_graph(states, phases, by_name)
     used = None if env.used is None else sorted(env.used | secret_names)
-    return Program(phases=phases, states=states, secrets=secrets, env_used=used)
+    return Program(phases=phases, states=states, secrets=secrets, env_used=used,
+                   input_errors=list(degraded.values()))
+
+
+def _fault(source: Source, path: list[str | int], exc: Exception) -> Exception:
+    """The error for a failed template: a :class:`_Degrade` when an input check refused
+    a value in a file that converges absent on invalid input, else a StateError."""
+    error = source.error(path, templating.describe(exc))
+    if isinstance(exc, InputError) and source.data.get("on_invalid_input") == "absent":
+        return _Degrade(source.name, error)
+    return error
 
 
 def _link(states: list[State]) -> None:
-    """Let each type see all its specs at once (see Resource.link)."""
-    for type_name in sorted({s.type for s in states}):
+    """Let each type see all its specs, and every other type's, at once (Resource.link)."""
+    by_type: dict[str, list[Any]] = {}
+    for state in states:
+        if state.spec is not None:
+            by_type.setdefault(state.type, []).append(state.spec)
+    for type_name in sorted(by_type):
         members = [s for s in states if s.type == type_name and s.spec is not None]
-        for state, spec in zip(members, resources.get(type_name).link(
-                [s.spec for s in members]), strict=True):
+        linked = resources.get(type_name).link(by_type[type_name], by_type)
+        for state, spec in zip(members, linked, strict=True):
             state.spec = spec
 
 
@@ -138,7 +176,8 @@ def _declare(source: Source, index: int, raw: dict[str, Any], phases: list[str],
 
 
 def _render_vars(sources: list[Source], overrides: dict[str, Any],
-                 env: templating.EnvView, renderer: templating.Renderer) -> dict[str, Any]:
+                 env: templating.EnvView, renderer: templating.Renderer,
+                 degraded: Mapping[str, StateError]) -> dict[str, Any]:
     context: dict[str, Any] = {"env": env}
     defined: dict[str, tuple[Any, str]] = {}
     for source in sources:
@@ -153,24 +192,33 @@ def _render_vars(sources: list[Source], overrides: dict[str, Any],
             try:
                 context[name] = renderer.render(value, context)
             except Exception as exc:
-                raise source.error(["vars", name], templating.describe(exc)) from None
+                if source.name in degraded:
+                    continue  # left undefined: only identity fields are rendered
+                raise _fault(source, ["vars", name], exc) from None
     for name, value in overrides.items():
         context.setdefault(name, value)
     return context
 
 
 def _render_state(state: State, source: Source, context: dict[str, Any],
-                  renderer: templating.Renderer, secrets: set[str]) -> None:
+                  renderer: templating.Renderer, secrets: set[str],
+                  degraded: bool = False) -> None:
     base: list[str | int] = ["states", state.index]
     raw = dict(state.raw)
-    state.enabled = _truth(_render(raw.pop("when", True), "when", base, source, context,
-                                   renderer, expression=True))
-    ensure = _render(raw.pop("ensure", "present"), "ensure", base, source, context, renderer)
+    resource = resources.get(state.type)
+    when = raw.pop("when", True)
+    ensure = raw.pop("ensure", "present")
+    if degraded and not resource.is_action:
+        when, ensure = True, "absent"  # invalid input: what this file added goes
+    state.enabled = _truth(_render(when, "when", base, source, context, renderer,
+                                   expression=True))
+    ensure = _render(ensure, "ensure", base, source, context, renderer)
     if ensure not in ENSURE_VALUES:
         raise source.error([*base, "ensure"], f"{ensure!r} is not one of present, absent")
     state.ensure = ensure
+    if degraded and ensure == "absent":  # the other fields may need the refused input
+        raw = {k: v for k, v in raw.items() if k in resource.identity_fields}
     fields = {k: _render(v, k, base, source, context, renderer) for k, v in raw.items()}
-    resource = resources.get(state.type)
     type_schema = schema_check.schema(state.type)
     fields = schema_check.coerce(fields, type_schema)
     if not state.enabled:
@@ -203,7 +251,7 @@ def _render(value: Any, key: str, base: list[str | int], source: Source,
             return renderer.expression(value, context)
         return renderer.render(value, context)
     except Exception as exc:
-        raise source.error([*base, key], templating.describe(exc)) from None
+        raise _fault(source, [*base, key], exc) from None
 
 
 def _truth(value: Any) -> bool:

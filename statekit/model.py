@@ -46,14 +46,17 @@ class State:
 class Program:
     """Everything a converge needs, validated and rendered before anything is touched."""
 
-    __slots__ = ("env_used", "phases", "secrets", "states")
+    __slots__ = ("env_used", "input_errors", "phases", "secrets", "states")
 
     def __init__(
         self, *, phases: list[str], states: list[State], secrets: set[str] | None = None,
-        env_used: list[str] | None = None,
+        env_used: list[str] | None = None, input_errors: list[Any] | None = None,
     ) -> None:
         self.phases = phases
         self.states = states
         self.secrets: set[str] = secrets or set()  # secret values, to mask in all output
         #: environment variables the program was rendered from (None: all of them)
         self.env_used = env_used
+        #: refused input values of files with ``on_invalid_input: absent`` (StateErrors):
+        #: those files' states converge absent, and the run exits 3
+        self.input_errors: list[Any] = input_errors or []

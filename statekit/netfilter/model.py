@@ -83,8 +83,9 @@ class Chain:
 
 
 class Op(Record):
-    """One change to one chain: ``insert`` (at index ``at``), ``delete``, ``policy``,
-    ``new_chain`` or ``delete_chain``; ``restore`` is its iptables-restore line."""
+    """One change to one chain: ``insert`` (at index ``at``), ``append``, ``delete``,
+    ``flush``, ``policy``, ``new_chain`` or ``delete_chain``; ``restore`` is its
+    iptables-restore line."""
 
     kind: str
     chain: str
@@ -114,6 +115,12 @@ class Table:
             self.chains[op.chain] = Chain()
         elif op.kind == "delete_chain":
             del self.chains[op.chain]
+        elif op.kind == "flush":
+            chain = self.chains[op.chain]
+            chain.rules.clear()
+            chain.owners.clear()
+        elif op.kind == "append":
+            self.chains[op.chain].insert(len(self.chains[op.chain].rules), op.line)
 
     def references(self, chain: str) -> list[str]:
         """Rule lines (in any chain) that jump or go to ``chain``."""

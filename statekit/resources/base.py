@@ -73,7 +73,9 @@ class Plan(Record):
     ``diff`` is text for people (unified diff for files, ``-``/``+`` lines for rules), with
     sensitive values already masked. ``facts`` are things read that the report shows
     (resolved addresses, say). ``notes`` explain an ok or a skipped step. ``payload`` is
-    private to the resource (the new file's bytes): it is never printed.
+    private to the resource (the new file's bytes): it is never printed. ``errors`` are
+    faults that did not stop the plan (a name that did not resolve keeps its last-known
+    addresses): the changes are still applied, and the state is reported ``failed``.
     """
 
     changes: tuple[Change, ...] = ()
@@ -81,6 +83,7 @@ class Plan(Record):
     notes: tuple[str, ...] = ()
     facts: Mapping[str, Any] = EMPTY
     payload: Any = None
+    errors: tuple[str, ...] = ()
 
     @property
     def changed(self) -> bool:
@@ -111,9 +114,12 @@ class Resource(ABC, Generic[SpecT, CurrentT]):
         """Ids of states this one must run after, beyond ``requires`` (e.g. ``before: id``)."""
         return ()
 
-    def link(self, specs: Sequence[SpecT]) -> list[SpecT]:
-        """All parsed specs of this type, once loaded: a type may tell each spec about the
-        others (iptables rules learn which states share their position). Pure."""
+    def link(self, specs: Sequence[SpecT],
+             program: Mapping[str, Sequence[Any]] = EMPTY) -> list[SpecT]:
+        """All parsed specs of this type, once loaded, and ``program``: every type's
+        parsed specs, by type name, in declaration order. A type may tell each spec about
+        the others (a purged chain learns its member rules, and the rules that they are
+        members). Pure."""
         return list(specs)
 
     @abstractmethod

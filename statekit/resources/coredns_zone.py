@@ -71,6 +71,7 @@ class ZoneSpec(Record):
     cache: int | None = None
     log: bool = False
     errors: bool = False
+    adopt: bool = False
     mode: int = 0o644
     uid: int = 0
     gid: int = 0
@@ -187,21 +188,43 @@ def _marker(spec: ZoneSpec) -> bytes:
     return f"# statekit:{spec.owner}".encode()
 
 
-def find_conflict(cf: Corefile, spec: ZoneSpec) -> str | None:
-    """Where an unowned block already serves one of ``spec``'s zones, if anywhere."""
+def conflicts(cf: Corefile, spec: ZoneSpec) -> list[tuple[Block, str]]:
+    """Unowned blocks that already serve one of ``spec``'s zones (same port, overlapping
+    bind), each with the message that names both places."""
     corefile = _corefile()
     wanted = {corefile.normalise_zone(z) for z in spec.zones}
+    found = []
     for block in cf.servers():
         if block.marker == spec.owner:
             continue
         for key in block.parsed_keys:
             if key.scheme == "dns" and key.zone in wanted and key.port == spec.port \
                     and _overlap(block.binds, spec.bind):
-                return (f"zone {key.zone} port {spec.port} is already served by the block at "
-                        f"{spec.path}:{block.line} ({' '.join(block.keys)}); state "
-                        f"{spec.owner!r}{_at(spec.where)} cannot add it (CoreDNS would "
-                        "refuse to start)")
+                found.append((block, (
+                    f"zone {key.zone} port {spec.port} is already served by the block at "
+                    f"{spec.path}:{block.line} ({' '.join(block.keys)}); state "
+                    f"{spec.owner!r}{_at(spec.where)} cannot add it (CoreDNS would "
+                    "refuse to start; `adopt: true` takes such a block over)")))
+                break
+    return found
+
+
+def find_conflict(cf: Corefile, spec: ZoneSpec) -> str | None:
+    """Where an unowned block that ``spec`` may not adopt already serves its zones."""
+    for block, message in conflicts(cf, spec):
+        if not _adoptable(block, spec):
+            return message
     return None
+
+
+def _adoptable(block: Block, spec: ZoneSpec) -> bool:
+    """With ``adopt``: an unowned block all of whose keys are zones of ``spec``."""
+    if not spec.adopt or block.marker is not None:
+        return False
+    corefile = _corefile()
+    wanted = {corefile.normalise_zone(z) for z in spec.zones}
+    return all(k.scheme == "dns" and k.zone in wanted and k.port == spec.port
+               for k in block.parsed_keys)
 
 
 def _at(where: str) -> str:
@@ -235,7 +258,10 @@ def desired(data: bytes, spec: ZoneSpec) -> bytes:
     cf = corefile.parse(data)
     if spec.present:
         _refuse(cf, spec)
-    owned = cf.owned_by(spec.owner)
+    owned = list(cf.owned_by(spec.owner))
+    if spec.present and spec.adopt:
+        owned += [b for b, _ in conflicts(cf, spec) if _adoptable(b, spec)]
+        owned.sort(key=lambda b: b.start)
     zones = spec.zones if spec.present else ()
     targets, new = _assign(owned, zones)
     by_zone = {corefile.normalise_zone(z): z for z in zones}
@@ -283,7 +309,8 @@ class CorednsZone(Resource[ZoneSpec, ReadResult]):
             tuple(parse_upstream(str(f)) for f in fields.get("forward", ())),
             _answer(fields), str(fields.get("aaaa", "forward")),
             None if cache is None else int(cache), bool(fields.get("log", False)),
-            bool(fields.get("errors", False)), parse_mode(fields.get("mode", "0644"), "mode"),
+            bool(fields.get("errors", False)), bool(fields.get("adopt", False)),
+            parse_mode(fields.get("mode", "0644"), "mode"),
             parse_owner(fields.get("owner", "root"), "owner"),
             parse_owner(fields.get("group", "root"), "group", group=True), meta.where,
         )

@@ -1,8 +1,19 @@
-"""``iptables_chain``: a built-in chain's policy, or a user chain that exists (or not).
+"""``iptables_chain``: a built-in chain's policy, a user chain that exists (or not), and
+with ``purge: true`` an exclusive chain.
 
 It shares the restore transaction of its (table, family) with ``iptables_rule``, so a
 policy change and the rules that go with it reach the kernel together. Deleting a user
 chain that still has rules, or that a rule jumps to, fails with the reason.
+
+A purged chain (the idea of Puppet's ``firewallchain { purge => true }``) holds exactly
+the ``iptables_rule`` states declared for it, in ``order`` (ties: declaration order),
+plus its policy; foreign rules matching an ``ignore`` regex are kept, at the top, in their
+current order; everything else is removed. The chain is written whole (flush, policy,
+every rule) in the one ``iptables-restore --noflush`` transaction of its table, so the
+kernel never holds the DROP policy without the accepts, nor the accepts without the DROP.
+Every member's rules that can be computed are written, whatever else failed: a member
+whose name did not resolve keeps its last-known addresses, and a member skipped for a
+failed requirement is still written as declared.
 """
 
 from __future__ import annotations
@@ -11,14 +22,17 @@ from statekit.errors import ApplyError, FieldError
 from statekit.host import Host
 from statekit.netfilter import fields as f
 from statekit.netfilter import save, transaction
-from statekit.netfilter.model import BUILTIN, Op
-from statekit.resources.base import Change, Meta, Plan
+from statekit.netfilter.model import BUILTIN, Chain, Op
+from statekit.resources import iptables_rule
+from statekit.resources.base import EMPTY, Change, Meta, Plan
 from statekit.typeshim import Record
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from collections.abc import Mapping
+    from collections.abc import Iterable, Mapping, Sequence
     from typing import Any
+
+    from statekit.resources.iptables_rule import RuleSpec
 
 
 class ChainSpec(Record):
@@ -29,6 +43,10 @@ class ChainSpec(Record):
     builtin: bool
     present: bool = True
     policy: str | None = None
+    purge: bool = False
+    ignore: tuple[str, ...] = ()
+    members: tuple[RuleSpec, ...] = ()  # purge: the declared rules, in chain order
+    phase: str = ""
 
 
 class ChainState(Record):
@@ -37,6 +55,8 @@ class ChainState(Record):
     policy: str | None
     rules: int = 0
     references: tuple[str, ...] = ()
+    desired: tuple[str, ...] = ()  # purge: the whole chain as it must be
+    live: tuple[str, ...] = ()  # purge: the whole chain as it is
 
 
 class IptablesChain(transaction.TableResource[ChainSpec, dict[str, ChainState]]):
@@ -54,16 +74,43 @@ class IptablesChain(transaction.TableResource[ChainSpec, dict[str, ChainState]])
         if policy is not None and not builtin:
             raise FieldError("policy", f"only built-in chains have a policy ({chain} is a "
                              f"user chain; built-in in {table}: {', '.join(BUILTIN[table])})")
+        ignore = tuple(str(p) for p in fields.get("ignore", ()))
+        for pattern in ignore:
+            _compile(pattern)
+        if ignore and not fields.get("purge"):
+            raise FieldError("ignore", "only with purge: true (it names foreign rules that "
+                             "purging keeps)")
         families = f.FAMILIES[fields.get("family", "ipv4")]
-        return ChainSpec(meta.id, table, chain, families, builtin, meta.present, policy)
+        return ChainSpec(meta.id, table, chain, families, builtin, meta.present, policy,
+                         bool(fields.get("purge", False)) and meta.present, ignore,
+                         phase=meta.phase)
+
+    def link(self, specs: Sequence[ChainSpec],
+             program: Mapping[str, Sequence[Any]] = EMPTY) -> list[ChainSpec]:
+        """A purged chain learns its members: the present rules declared for it."""
+        rules = list(program.get("iptables_rule", ()))
+        return [spec._replace(members=_members(spec, rules)) if spec.purge else spec
+                for spec in specs]
+
+    def ordering(self, spec: ChainSpec) -> Iterable[str]:
+        """A purged chain runs after its members of the same phase (their plans and
+        answers come first); it does not wait for their success."""
+        return [m.id for m in spec.members if m.phase == spec.phase]
 
     def read(self, spec: ChainSpec, host: Host) -> dict[str, ChainState]:
         out = {}
         for family in spec.families:
             model = save.load(host, spec.table, family)
             chain = model.chains.get(spec.chain)
-            out[family] = ChainState(None) if chain is None else ChainState(
-                chain.policy, len(chain.rules), tuple(model.references(spec.chain)))
+            if chain is None:
+                out[family] = ChainState(None)
+                continue
+            state = ChainState(chain.policy, len(chain.rules),
+                               tuple(model.references(spec.chain)))
+            if spec.purge:
+                state = state._replace(desired=tuple(_desired(spec, family, chain, host)),
+                                       live=tuple(chain.rules))
+            out[family] = state
         return out
 
     def plan(self, spec: ChainSpec, current: dict[str, ChainState]) -> Plan:
@@ -71,13 +118,77 @@ class IptablesChain(transaction.TableResource[ChainSpec, dict[str, ChainState]])
         changes: list[Change] = []
         payload: list[tuple[str, list[Op]]] = []
         for family, state in current.items():
+            where = transaction.where(family, spec.table)
+            ops: list[Op] = []
             op, text = _op(spec, state, family)
             if op is not None:
-                where = transaction.where(family, spec.table)
                 diff.append(where + text)
                 changes.append(Change(op.kind.replace("_", " "), where + spec.chain, text))
-                payload.append((family, [op]))
+                ops.append(op)
+            if spec.purge and (state.live != state.desired or (
+                    op is not None and op.kind == "new_chain")):
+                for mark, line in _chain_diff(state.live, state.desired):
+                    diff.append(f"{mark} {where}{line}")
+                    changes.append(Change(_ACTIONS[mark], where + line,
+                                          "not declared" if mark == "-" else ""))
+                ops = _rewrite(spec.chain, ops, state.desired)
+            if ops:
+                payload.append((family, ops))
         return Plan(tuple(changes), "\n".join(diff), payload=payload)
+
+
+_ACTIONS = {"-": "remove", "+": "add", "~": "move"}
+
+
+def _members(spec: ChainSpec, rules: list[RuleSpec]) -> tuple[RuleSpec, ...]:
+    """The present rules of ``spec``'s table and chain, by (order, declaration)."""
+    index = {id(r): i for i, r in enumerate(rules)}
+    return tuple(sorted(
+        (r for r in rules if r.present and (r.table, r.chain) == (spec.table, spec.chain)
+         and set(r.families) & set(spec.families)),
+        key=lambda r: (r.order, index[id(r)])))
+
+
+def _compile(pattern: str) -> Any:
+    import re
+
+    try:
+        return re.compile(pattern)
+    except re.error as exc:
+        raise FieldError("ignore", f"{pattern!r} is not a valid regular expression: "
+                         f"{exc}") from None
+
+
+def _desired(spec: ChainSpec, family: str, chain: Chain, host: Host) -> list[str]:
+    """The whole chain as it must be: kept foreign rules, then every member's rules."""
+    members = {m.id for m in spec.members}
+    kept: list[str] = []
+    if spec.ignore:
+        patterns = [_compile(p) for p in spec.ignore]
+        kept = [line for line, who in zip(chain.rules, chain.owners, strict=True)
+                if who not in members and any(p.search(line) for p in patterns)]
+    lines = list(kept)
+    for member in spec.members:
+        resolved = iptables_rule.lookup(host, member)[0] if member.hosts else {}
+        lines += iptables_rule.expand(member, family, resolved, chain)
+    return lines
+
+
+def _chain_diff(live: Sequence[str], desired: Sequence[str]) -> list[tuple[str, str]]:
+    """``-`` for rules that go, ``+`` for rules that come, ``~`` when only order moved."""
+    want, have = set(desired), set(live)
+    out = [("-", line) for line in live if line not in want]
+    out += [("+", line) for line in desired if line not in have]
+    if not out:
+        out = [("~", line) for i, line in enumerate(desired)
+               if i >= len(live) or live[i] != line]
+    return out
+
+
+def _rewrite(name: str, ops: list[Op], desired: Sequence[str]) -> list[Op]:
+    """Flush and refill: the chain's whole content, after a policy or -N op."""
+    flush = [] if any(o.kind == "new_chain" for o in ops) else [Op("flush", name, f"-F {name}")]
+    return [*ops, *flush, *(Op("append", name, line, line) for line in desired)]
 
 
 def _op(spec: ChainSpec, state: ChainState, family: str) -> tuple[Op | None, str]:

@@ -1,9 +1,19 @@
-"""``iptables_rule``: owned rules (tagged ``statekit:<id>``), placed as one block.
+"""``iptables_rule``: owned rules (tagged ``statekit:<id>``).
 
 One state may stand for several rules: sources x destinations (static and resolved
 ``destination_host``) x families. Desired rules are rendered as iptables-save prints
-them and compared as strings with the one save per (table, family) the phase shares;
-changes go to the one restore transaction of that (table, family).
+them and compared as strings with the one save per (table, family) the phase shares.
+
+In a chain that an ``iptables_chain`` state purges (an exclusive chain), the chain state
+writes every member's rules, in ``order``, in one transaction: a member only plans (its
+own lines, for the report) and is verified after the commit. In any other chain, the
+state's rules are placed as one block at ``position`` (:mod:`statekit.netfilter.block`)
+and staged into the restore transaction of the (table, family).
+
+Each name of ``destination_host`` is resolved on its own; its rules carry the name in
+their tag (``statekit:<id> <name>``), so a name that fails to resolve keeps its
+last-known addresses (its rules in the live table) while the other names' new addresses
+go in. The state is then ``failed``, naming the name, with everything else applied.
 """
 
 from __future__ import annotations
@@ -14,7 +24,7 @@ from statekit.netfilter import fields as f
 from statekit.netfilter import save, transaction
 from statekit.netfilter.block import BlockPlan, Position, plan_block
 from statekit.netfilter.model import TAG_PREFIX, Chain
-from statekit.netfilter.rule import Rule, Target
+from statekit.netfilter.rule import Rule, Target, save_string
 from statekit.resources.base import EMPTY, Change, Meta, Plan
 from statekit.typeshim import Record
 
@@ -38,11 +48,16 @@ class RuleSpec(Record):
     hosts: tuple[str, ...] = ()
     position: Position = Position()
     resolve_timeout: float = 5.0
+    resolvers: tuple[str, ...] = ()
+    order: int = 500
+    exclusive: bool = False  # a member of a purged chain (see iptables_chain)
+    phase: str = ""
 
 
 class RuleCurrent(Record):
     chains: Mapping[str, Chain | None]  # family -> snapshot (None: no such chain)
     resolved: Mapping[str, tuple[str, ...]] = EMPTY
+    failed: Mapping[str, str] = EMPTY  # name -> why it did not resolve
 
 
 def _resolve() -> Any:
@@ -108,21 +123,45 @@ def _hosts(value: Any) -> tuple[tuple[str, ...], list[str]]:
     return tuple(sorted(set(names))), literals
 
 
-def expand(spec: RuleSpec, family: str, resolved: Mapping[str, Iterable[str]]) -> list[str]:
-    """The desired lines of one family, in block order (sorted addresses)."""
+def expand(spec: RuleSpec, family: str, resolved: Mapping[str, Iterable[str]],
+           live: Chain | None = None) -> list[str]:
+    """The desired lines of one family: the static destinations, then each name's
+    addresses (names sorted). A name missing from ``resolved`` keeps its lines in the
+    ``live`` chain (its last-known addresses; none at first boot)."""
     if spec.template is None:
         return []
-    extra = [a for name in spec.hosts for a in resolved.get(name, ())]
-    dests = spec.destinations  # parsed once, at load; only resolved addresses are new
-    if extra:
-        dests = f.ordered([*dests, *f.networks(extra, "destination", spec.families)])
     want = f"ipv{6 if family == 'ipv6' else 4}"
     srcs = [str(n) for n in spec.sources if f"ipv{n.version}" == want]
-    dsts = [str(n) for n in dests if f"ipv{n.version}" == want]
-    if (spec.sources and not srcs) or ((spec.destinations or spec.hosts) and not dsts):
+    if spec.sources and not srcs:
         return []
     base = spec.template._replace(family=family)
-    return base.lines((s, d) for s in _or_any(srcs) for d in _or_any(dsts))
+    out: list[str] = []
+    dsts = [str(n) for n in spec.destinations if f"ipv{n.version}" == want]
+    if dsts or not (spec.destinations or spec.hosts):
+        out += base.lines((s, d) for s in _or_any(srcs) for d in _or_any(dsts))
+    for name in spec.hosts:
+        named = base._replace(tag=f"{base.tag} {name}")
+        if name in resolved:
+            nets = f.networks(list(resolved[name]), "destination", spec.families)
+            addrs = [str(n) for n in nets if f"ipv{n.version}" == want]
+        else:
+            addrs = last_known(live, named)
+        out += named.lines((s, d) for s in _or_any(srcs) for d in addrs)
+    return out
+
+
+def last_known(live: Chain | None, named: Rule) -> list[str]:
+    """The destinations of ``named``'s rules (same tag) in the live chain, in order."""
+    if live is None:
+        return []
+    mark = f"--comment {save_string(named.tag)} -j "
+    out: list[str] = []
+    for line in live.rules:
+        if mark in line and " -d " in line:
+            dest = line.split(" -d ", 1)[1].split(" ", 1)[0]
+            if dest not in out:
+                out.append(dest)
+    return out
 
 
 def _or_any(values: list[str]) -> list[str | None]:
@@ -138,29 +177,45 @@ class IptablesRule(transaction.TableResource[RuleSpec, RuleCurrent]):
         chain = f.chain(fields["chain"])
         families = f.FAMILIES[fields.get("family", "ipv4")]
         if not meta.present:
-            return RuleSpec(meta.id, table, chain, families, present=False)
+            return RuleSpec(meta.id, table, chain, families, present=False, phase=meta.phase)
         names, literals = _hosts(fields.get("destination_host"))
         dests = [*f.as_list(fields.get("destination")), *literals]
+        template = _template(fields, meta, chain, table)
+        if names and len(template.tag) + 1 + max(map(len, names)) > 255:
+            raise FieldError("comment", "the tag (statekit:<id> <comment> <host name>) "
+                             "would exceed iptables' 255 characters: shorten the comment")
         return RuleSpec(
-            meta.id, table, chain, families, True, _template(fields, meta, chain, table),
+            meta.id, table, chain, families, True, template,
             sources=f.networks(fields.get("source"), "source", families),
             destinations=f.networks(dests, "destination", families), hosts=names,
             position=_position(fields.get("position", "first")),
             resolve_timeout=float(fields.get("resolve_timeout", 5.0)),
+            resolvers=tuple(str(f.network(r, "resolvers")).split("/")[0]
+                            for r in fields.get("resolvers", ())),
+            order=int(fields.get("order", 500)), phase=meta.phase,
         )
 
-    def link(self, specs: Sequence[RuleSpec]) -> list[RuleSpec]:
-        """Tell each rule which states share its slot (same chain and position)."""
+    def link(self, specs: Sequence[RuleSpec],
+             program: Mapping[str, Sequence[Any]] = EMPTY) -> list[RuleSpec]:
+        """Mark the members of purged chains; tell each other rule which states share
+        its slot (same chain and position)."""
+        purged = {(c.table, c.chain, fam) for c in program.get("iptables_chain", ())
+                  if c.purge for fam in c.families}
         slots: dict[tuple[str, str, str, str], set[str]] = {}
-        for spec in specs:
-            if spec.present:
+        out = [spec._replace(exclusive=True) if any(
+                   (spec.table, spec.chain, fam) in purged for fam in spec.families)
+               else spec for spec in specs]
+        for spec in out:
+            if spec.present and not spec.exclusive:
                 slots.setdefault(_slot(spec), set()).add(spec.id)
         return [spec._replace(position=spec.position._replace(
                     peers=frozenset(slots[_slot(spec)] - {spec.id})))
-                if spec.present else spec for spec in specs]
+                if spec.present and not spec.exclusive else spec for spec in out]
 
     def ordering(self, spec: RuleSpec) -> Iterable[str]:
-        return [spec.position.before] if spec.position.kind == "before" else []
+        if spec.exclusive or spec.position.kind != "before":
+            return []
+        return [spec.position.before]
 
     def read(self, spec: RuleSpec, host: Host) -> RuleCurrent:
         chains = {}
@@ -169,32 +224,74 @@ class IptablesRule(transaction.TableResource[RuleSpec, RuleCurrent]):
             chains[family] = chain.copy() if chain is not None else None
         if not (spec.present and spec.hosts):
             return RuleCurrent(chains)
-        resolver = _resolve()
-        try:
-            resolved = resolver.resolve(spec.hosts, spec.families, spec.resolve_timeout)
-        except resolver.ResolveError as exc:
-            raise ApplyError(f"{exc}; its rules are left as they are") from None
-        return RuleCurrent(chains, resolved)
+        resolved, failed = lookup(host, spec)
+        return RuleCurrent(chains, resolved, failed)
 
     def plan(self, spec: RuleSpec, current: RuleCurrent) -> Plan:
         blocks: list[tuple[str, BlockPlan]] = []
         for family in spec.families:
-            desired = expand(spec, family, current.resolved)
             chain = current.chains[family]
-            if chain is None and desired:
+            desired = expand(spec, family, current.resolved, chain)
+            if chain is None and desired and not spec.exclusive:
                 raise ApplyError(f"chain {spec.chain} does not exist in table {spec.table} "
                                  f"({family})")
-            if chain is not None:
+            if chain is None:
+                continue
+            if spec.exclusive:
+                blocks.append((family, member_diff(chain, spec.id, desired)))
+            else:
                 blocks.append((family, plan_block(chain, spec.chain, spec.id, desired,
                                                   spec.position)))
-        return _plan(spec, blocks, current.resolved)
+        errors = tuple(f"cannot resolve {name!r}: {why}; its last-known addresses are kept"
+                       for name, why in sorted(current.failed.items()))
+        return _plan(spec, blocks, current.resolved, errors)
+
+    def stage(self, spec: RuleSpec, plan: Plan, host: Host) -> None:
+        """A member of a purged chain stages nothing: the chain writes its rules."""
+        if not spec.exclusive:
+            super().stage(spec, plan, host)
+
+
+def lookup(host: Host, spec: RuleSpec) -> tuple[dict[str, tuple[str, ...]], dict[str, str]]:
+    """Each name's addresses, resolved once per phase (verify and the chain state reuse
+    the answers: nothing is asked twice), and the names that failed, with why."""
+    missing = [n for n in spec.hosts
+               if ("resolved", n, spec.families, spec.resolvers) not in host.cache]
+    if missing:
+        answers = _resolve().resolve_each(missing, spec.families, spec.resolve_timeout,
+                                          spec.resolvers)
+        for name, answer in answers.items():
+            host.cache[("resolved", name, spec.families, spec.resolvers)] = answer
+    resolved: dict[str, tuple[str, ...]] = {}
+    failed: dict[str, str] = {}
+    for name in spec.hosts:
+        answer = host.cache[("resolved", name, spec.families, spec.resolvers)]
+        if isinstance(answer, tuple):
+            resolved[name] = answer
+        else:
+            failed[name] = answer.reason
+    return resolved, failed
+
+
+def member_diff(chain: Chain, state_id: str, desired: list[str]) -> BlockPlan:
+    """A purged chain's member: its own lines now and wanted (the chain state writes)."""
+    current = [chain.rules[i] for i in chain.owned_by(state_id)]
+    out = BlockPlan()
+    if current == desired:
+        return out
+    have, want = set(current), set(desired)
+    out.diff += [f"- {line}" for line in current if line not in want]
+    out.diff += [f"+ {line}" for line in desired if line not in have]
+    if not out.diff:
+        out.diff += [f"~ {line} (moved)" for line in desired]
+    return out
 
 
 _ACTIONS = {"-": "remove", "+": "add", "~": "move"}
 
 
 def _plan(spec: RuleSpec, blocks: list[tuple[str, BlockPlan]],
-          resolved: Mapping[str, tuple[str, ...]]) -> Plan:
+          resolved: Mapping[str, tuple[str, ...]], errors: tuple[str, ...] = ()) -> Plan:
     diff: list[str] = []
     changes: list[Change] = []
     for family, block in blocks:
@@ -206,4 +303,5 @@ def _plan(spec: RuleSpec, blocks: list[tuple[str, BlockPlan]],
                                   "misplaced" if mark == "~" else ""))
     facts = {"resolved": {k: list(v) for k, v in resolved.items()}} if spec.hosts else {}
     payload = [(family, block.ops) for family, block in blocks if block.ops]
-    return Plan(tuple(changes), "\n".join(diff), facts=facts, payload=payload)
+    return Plan(tuple(changes), "\n".join(diff), facts=facts, payload=payload,
+                errors=errors)
