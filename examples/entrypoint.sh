@@ -8,20 +8,28 @@
 #   START_DNS      starts CoreDNS on the Corefile statekit wrote (network setup)
 #   AUTH_SETUP     git, gh, npm credentials
 #   REFRESH        seconds between refreshes    (default: 300; 0: no refresh loop)
+# A converge that exits non-zero (a name that did not resolve: 1; an invalid telemetry
+# input: 3) is logged and the boot goes on: statekit has still written the lockdown
+# (docs/failure-model.md), and the refresh loop retries.
 set -eu
 STATEKIT=${STATEKIT:-statekit}
 STATES=${STATES:-/opt/statekit/states}
 ROOT=${STATEKIT_ROOT:-/}
 here=$(dirname "$0")
 
-$STATEKIT converge --root "$ROOT" --phase network "$STATES"   # before network setup
+converge() {  # phase
+    rc=0
+    $STATEKIT converge --root "$ROOT" --phase "$1" "$STATES" || rc=$?
+    [ "$rc" = 0 ] || echo "entrypoint: statekit converge --phase $1 exited $rc;" \
+        "booting on (locked down; the refresh retries)" >&2
+}
+
+converge network                                               # before network setup
 ${START_DNS:-true}                                             # network setup
 ${AUTH_SETUP:-true}                                            # auth setup
-$STATEKIT converge --root "$ROOT" --phase auth "$STATES"      # after auth setup
+converge auth                                                  # after auth setup
 
 if [ "${REFRESH:-300}" != 0 ]; then
-    ( while sleep "${REFRESH:-300}"; do
-        $STATEKIT converge --root "$ROOT" --phase network "$STATES" || true
-      done ) &
+    ( while sleep "${REFRESH:-300}"; do converge network; done ) &
 fi
 OTEL_ENV_FILE="$ROOT/tmp/otel/otel-env" exec "$here/launch-agent.sh" "$@"

@@ -4,7 +4,14 @@ from __future__ import annotations
 
 import sys
 
-from statekit.cli import DEFAULT_PATH, EXIT_CHANGED, EXIT_FAILED, EXIT_OK, parse_vars
+from statekit.cli import (
+    DEFAULT_PATH,
+    EXIT_CHANGED,
+    EXIT_FAILED,
+    EXIT_INVALID,
+    EXIT_OK,
+    parse_vars,
+)
 from statekit.masking import Masker
 from statekit.model import Program
 
@@ -20,6 +27,9 @@ def run(args: argparse.Namespace, masker: Masker) -> int:
         return _converge(args, _load_cached(args, masker), masker)
     program = _load(args, masker)
     if args.command == "validate":
+        if program.input_errors:
+            _input_errors(program, masker)
+            return EXIT_INVALID
         sys.stdout.write(f"{len(program.states)} states in {len(program.phases)} phases: "
                          "valid\n")
         return EXIT_OK
@@ -83,6 +93,13 @@ def _shown(program: Program) -> dict[str, Any]:
         for s in program.states]}
 
 
+def _input_errors(program: Program, masker: Masker) -> None:
+    """Refused input values of files that converged absent instead (exit 3)."""
+    for error in program.input_errors:
+        sys.stderr.write(masker(f"statekit: {error} (its file's states were converged "
+                                "absent; fix the value and converge again)") + "\n")
+
+
 def _converge(args: argparse.Namespace, program: Program, masker: Masker) -> int:
     from statekit import lock, report
     from statekit.engine import Engine
@@ -103,10 +120,14 @@ def _converge(args: argparse.Namespace, program: Program, masker: Masker) -> int
         outcomes = engine.converge(args.phase or None)
     if args.format == "json":
         sys.stdout.write(report.as_json(outcomes, check=args.check, phases=args.phase
-                                        or program.phases, mask=masker) + "\n")
+                                        or program.phases, mask=masker,
+                                        input_errors=program.input_errors) + "\n")
     else:
         text.recap(outcomes)
     counts = report.summary(outcomes)
+    if program.input_errors:
+        _input_errors(program, masker)
+        return EXIT_INVALID
     if counts["failed"]:
         return EXIT_FAILED
     if counts["changed"] and args.detailed_exitcode:

@@ -62,7 +62,8 @@ class TextReport:
         self.stream.flush()
 
 
-def as_json(outcomes: list[Outcome], *, check: bool, phases: list[str], mask: Mask) -> str:
+def as_json(outcomes: list[Outcome], *, check: bool, phases: list[str], mask: Mask,
+            input_errors: list[Any] | None = None) -> str:
     report: dict[str, Any] = {
         "format_version": FORMAT_VERSION,
         "check": check,
@@ -70,12 +71,20 @@ def as_json(outcomes: list[Outcome], *, check: bool, phases: list[str], mask: Ma
         "states": [_state(o) for o in outcomes],
         "summary": summary(outcomes),
     }
+    if input_errors:  # files converged absent on invalid input (exit 3)
+        report["input_errors"] = [error_object(e) for e in input_errors]
     # Strings are masked before encoding (JSON escapes would hide a secret from the
     # masker), and the encoded text is not masked again: a secret such as "null" or "2"
     # must not corrupt the document's syntax.
     import json
 
     return json.dumps(masked_tree(report, mask), indent=2)
+
+
+def error_object(error: Any) -> dict[str, Any]:
+    """A StateError as JSON data: file, line, field and message."""
+    return {"file": error.file, "line": error.line, "field": error.field,
+            "message": error.message}
 
 
 def masked_tree(value: Any, mask: Mask) -> Any:
