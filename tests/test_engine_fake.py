@@ -1,0 +1,183 @@
+"""The engine and the iptables planner in process, on the fake host (tests/fakehost.py):
+no root, no namespace, milliseconds. The kernel's side is in tests/test_lockdown_*.py."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from statekit import loader
+from statekit.engine import Engine, Outcome
+from statekit.host import Host
+from statekit.netfilter import resolve
+from tests.fakehost import FakeRunner
+
+STATES = """\
+phases: [network]
+states:
+  - id: out
+    type: iptables_chain
+    phase: network
+    chain: OUTPUT
+    policy: DROP
+    purge: true
+  - id: drop-udp
+    type: iptables_rule
+    phase: network
+    chain: OUTPUT
+    order: 900
+    protocol: udp
+    jump: DROP
+  - id: lo
+    type: iptables_rule
+    phase: network
+    chain: OUTPUT
+    order: 100
+    out_interface: lo
+    jump: ACCEPT
+  - id: allow
+    type: iptables_rule
+    phase: network
+    chain: OUTPUT
+    order: 600
+    destination_host: [a.example, b.example]
+    resolvers: [192.0.2.53]
+    resolve_timeout: 1
+    jump: ACCEPT
+  - id: marker
+    type: env_file
+    phase: network
+    requires: [broken]
+    path: /etc/marker
+    entries: {A: "1"}
+  - id: broken
+    type: iptables_rule
+    phase: network
+    chain: NO-SUCH-CHAIN
+    jump: ACCEPT
+  - id: after-marker
+    type: env_file
+    phase: network
+    requires: [marker]
+    path: /etc/after
+    entries: {A: "1"}
+"""
+
+EXPECTED = [
+    '-A OUTPUT -o lo -m comment --comment "statekit:lo" -j ACCEPT',
+    '-A OUTPUT -d 192.0.2.1/32 -m comment --comment "statekit:allow a.example" -j ACCEPT',
+    '-A OUTPUT -d 192.0.2.2/32 -m comment --comment "statekit:allow b.example" -j ACCEPT',
+    '-A OUTPUT -p udp -m comment --comment "statekit:drop-udp" -j DROP',
+]
+
+
+class World:
+    def __init__(self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.file = tmp_path / "states.yaml"
+        self.file.write_text(STATES)
+        self.root = tmp_path / "root"
+        self.root.mkdir()
+        self.runner = FakeRunner()
+        self.answers: dict[str, tuple[str, ...] | resolve.Failure] = {
+            "a.example": ("192.0.2.1",), "b.example": ("192.0.2.2",)}
+        self.asked: list[str] = []
+
+        def fake_resolve(names: Any, families: Any, timeout: float,
+                         resolvers: Any = ()) -> dict[str, Any]:
+            assert tuple(resolvers) == ("192.0.2.53",)
+            self.asked += list(names)
+            return {n: self.answers[n] for n in names}
+
+        monkeypatch.setattr(resolve, "resolve_each", fake_resolve)
+
+    def converge(self, *, check: bool = False) -> list[Outcome]:
+        program = loader.load([str(self.file)], environ={})
+        seen: list[Outcome] = []
+        host = Host(root=str(self.root), runner=self.runner)
+        Engine(program, host, check=check, on_outcome=seen.append).converge()
+        return seen
+
+    def restores(self) -> int:
+        return sum(1 for c in self.runner.calls_made if c[0] == "iptables-restore")
+
+
+@pytest.fixture
+def world(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> World:
+    return World(tmp_path, monkeypatch)
+
+
+def status(outcomes: list[Outcome]) -> dict[str, str]:
+    return {o.state.id: o.status for o in outcomes}
+
+
+def test_purged_chain_is_written_in_order_in_one_restore(world: World) -> None:
+    first = world.converge()
+    assert world.runner.rules() == EXPECTED
+    assert world.runner.policy() == "DROP"
+    assert world.restores() == 1
+    assert status(first)["out"] == "changed"
+    second = status(world.converge())
+    assert {second[s] for s in ("out", "lo", "allow", "drop-udp")} == {"ok"}
+    assert world.restores() == 1  # a no-op writes nothing
+
+
+def test_check_mode_writes_nothing_and_reports_in_the_same_order(world: World) -> None:
+    checked = world.converge(check=True)
+    assert world.restores() == 0 and world.runner.rules() == []
+    applied = world.converge()
+    assert [o.state.id for o in checked] == [o.state.id for o in applied]
+    assert [o.status for o in checked] == [o.status for o in applied]
+
+
+def test_a_foreign_rule_is_removed_and_a_moved_one_put_back(world: World) -> None:
+    world.converge()
+    rules = world.runner.table("ipv4", "filter")["OUTPUT"].rules
+    rules.insert(0, "-A OUTPUT -d 10.9.9.9/32 -j ACCEPT")
+    rules.append(rules.pop(1))  # lo to the bottom
+    outcomes = world.converge()
+    assert world.runner.rules() == EXPECTED
+    out = next(o for o in outcomes if o.state.id == "out")
+    assert out.status == "changed"
+    assert "- -A OUTPUT -d 10.9.9.9/32 -j ACCEPT" in out.plan.diff.splitlines()
+    assert status(outcomes)["lo"] == "ok"  # its own lines are right: the chain orders
+
+
+def test_a_failed_name_keeps_its_address_and_the_others_change(world: World) -> None:
+    world.converge()
+    world.answers = {"a.example": resolve.Failure("a.example", "NXDOMAIN"),
+                     "b.example": ("192.0.2.9",)}
+    outcomes = {o.state.id: o for o in world.converge()}
+    assert world.runner.rules() == [EXPECTED[0], EXPECTED[1],
+                                    EXPECTED[2].replace("192.0.2.2", "192.0.2.9"), EXPECTED[3]]
+    assert outcomes["allow"].status == "failed"
+    assert "'a.example': NXDOMAIN" in str(outcomes["allow"].error)
+    assert outcomes["out"].status == "changed"
+
+
+def test_at_first_boot_a_dead_name_still_gets_the_lockdown(world: World) -> None:
+    world.answers["a.example"] = resolve.Failure("a.example", "timed out")
+    world.converge()
+    assert world.runner.policy() == "DROP"
+    assert world.runner.rules() == [EXPECTED[0], EXPECTED[2], EXPECTED[3]]
+
+
+def test_each_name_is_asked_once_per_converge_verify_included(world: World) -> None:
+    world.converge()
+    assert sorted(world.asked) == ["a.example", "b.example"]
+
+
+def test_a_failed_restore_changes_nothing_and_fails_the_table(world: World) -> None:
+    world.runner.fail_restore = "iptables-restore: line 3 failed"
+    outcomes = status(world.converge())
+    assert world.runner.rules() == [] and world.runner.policy() == "ACCEPT"
+    assert outcomes["out"] == outcomes["lo"] == "failed"
+
+
+def test_blocked_by_is_data(world: World) -> None:
+    outcomes = {o.state.id: o for o in world.converge()}
+    assert outcomes["broken"].status == "failed"
+    assert (outcomes["marker"].status, outcomes["marker"].blocked_by) == ("skipped", "broken")
+    assert outcomes["after-marker"].blocked_by == "marker"  # a skip propagates
+    assert outcomes["lo"].blocked_by is None and outcomes["lo"].status == "changed"
