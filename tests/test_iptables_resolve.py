@@ -23,7 +23,8 @@ states:
     resolve_timeout: 1
     jump: ACCEPT
 """
-TAIL = '-p tcp -m tcp --dport 443 -m comment --comment "statekit:gw" -j ACCEPT'
+TAIL = ('-p tcp -m tcp --dport 443 -m comment --comment "statekit:gw gw.example.test" '
+        '-j ACCEPT')
 
 
 def converge(netns: str, tmp: Path, hosts: str) -> subprocess.CompletedProcess[str]:
@@ -67,7 +68,7 @@ def test_failed_resolution_keeps_rules_and_fails_state(netns: str, tmp_path: Pat
     state = json.loads(run.stdout)["states"][0]
     assert state["status"] == "failed"
     assert "cannot resolve 'gw.example.test'" in state["error"]
-    assert "left as they are" in state["error"]
+    assert "last-known addresses are kept" in state["error"]
     assert saved(netns) == before
 
 

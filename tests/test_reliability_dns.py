@@ -4,9 +4,11 @@ The end-to-end sandbox (tests/e2e/harness.py): an "internet" namespace with the 
 DNS and the OTLP receiver, a "container" namespace where the entrypoint's sequence runs
 for real with the shipped states (network.yaml + telemetry.yaml): the network phase, the
 container's CoreDNS started on the Corefile statekit wrote, the auth phase, then refresh
-converges that resolve through that CoreDNS. When the container's DNS goes away, the
-refresh fails clearly (exit 1, "left as they are"), the filter table is exactly what it
-was and the gateway stays reachable; once DNS is back, the refresh is a no-op again.
+converges. The firewall's names are asked of the upstream resolvers directly, so the
+container's CoreDNS going away changes nothing. When the upstream stops answering, the
+refresh fails clearly (exit 1, each name named, its last-known addresses kept), the filter
+table is exactly what it was and the gateway stays reachable; once DNS is back, the
+refresh is a no-op again.
 """
 
 from __future__ import annotations
@@ -72,18 +74,24 @@ def test_dns_failure_during_refresh_keeps_rules_in_the_boot_harness(
     assert box.tcp_probe(GATEWAY_ADDR, OTLP_PORT) == "connected"
     assert box.tcp_probe(GATEWAY_ADDR, OTHER_PORT, timeout=1) == "timeout"  # DROP in force
 
-    box.stop_container_coredns()  # the container's DNS is gone
+    box.stop_container_coredns()  # the container's DNS is gone: the firewall needs it not
+    alone = converge(box, root, "local", "--phase", "network", "--detailed-exitcode")
+    assert alone.returncode == 0, alone.stdout + alone.stderr
+    assert table(box) == before
+
+    drop_dns = ["iptables", "-I", "INPUT", "-p", "udp", "--dport", "53", "-j", "DROP"]
+    box.run_in_internet(drop_dns)  # the upstream stops answering (its own namespace)
     failed = converge(box, root, "local", "--phase", "network")
     assert failed.returncode == 1, failed.stdout + failed.stderr
     for state, name in (("otlp-firewall", GATEWAY), ("fw-allowlist", OTHER)):
         line = next(ln for ln in failed.stdout.splitlines() if f"/{state} [" in ln)
         assert line.startswith("failed") and f"cannot resolve '{name}'" in line
-        assert "its rules are left as they are" in line
+        assert "its last-known addresses are kept" in line
     assert "Traceback" not in failed.stdout + failed.stderr
     assert table(box) == before
     assert box.tcp_probe(GATEWAY_ADDR, OTLP_PORT) == "connected"
 
-    box.start_container_coredns(root / "etc/coredns/Corefile", root / "run/coredns.pid")
+    box.run_in_internet(["iptables", "-D", *drop_dns[2:]])
     back = converge(box, root, "local", "--phase", "network", "--detailed-exitcode")
     assert back.returncode == 0, back.stdout + back.stderr
     assert "changed=0" in back.stdout

@@ -31,7 +31,7 @@ TOKEN = "glc_drift_token_6f5e4d3c2b1a"
 register_token(TOKEN)
 HOSTS = "192.0.2.10 otlp.example.test\n192.0.2.20 a.example.test\n192.0.2.21 b.example.test\n"
 VARS = ["domains=[a.example.test, b.example.test]", "upstream_resolvers=[192.0.2.53]",
-        "resolve_timeout=2"]
+        "resolve_timeout=2", "name_resolvers=[]"]  # names from the hosts file
 ENV = {"GRAFANA_INSTANCE_ID": "123456", "GRAFANA_API_TOKEN": TOKEN,
        "GRAFANA_OTLP_ENDPOINT": "https://otlp.example.test/otlp"}
 ENV_FILE = "tmp/otel/otel-env"
@@ -107,7 +107,8 @@ DRIFTS: list[tuple[str, Drift, str]] = [
     ("policy-flipped", lambda b: in_netns(b.netns, ["iptables", "-P", "OUTPUT", "ACCEPT"]),
      ":OUTPUT ACCEPT -> DROP"),
     ("allowlist-rule-deleted", lambda b: delete_rule(b, "fw-allowlist"),
-     '+ -A OUTPUT -d 192.0.2.20/32 -m comment --comment "statekit:fw-allowlist" -j ACCEPT'),
+     '+ -A OUTPUT -d 192.0.2.20/32 -m comment --comment "statekit:fw-allowlist a.example.test"'
+     ' -j ACCEPT'),
     ("otlp-rule-deleted", lambda b: delete_rule(b, "otlp-firewall"),
      "+ -A OUTPUT -d 192.0.2.10/32 -p tcp -m tcp --dport 443"),
     ("log-rule-moved", move_log_rule_to_top,

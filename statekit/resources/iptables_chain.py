@@ -47,6 +47,7 @@ class ChainSpec(Record):
     ignore: tuple[str, ...] = ()
     members: tuple[RuleSpec, ...] = ()  # purge: the declared rules, in chain order
     phase: str = ""
+    after: tuple[str, ...] = ()  # purge: the chain's rule states of its phase, absent too
 
 
 class ChainState(Record):
@@ -89,13 +90,15 @@ class IptablesChain(transaction.TableResource[ChainSpec, dict[str, ChainState]])
              program: Mapping[str, Sequence[Any]] = EMPTY) -> list[ChainSpec]:
         """A purged chain learns its members: the present rules declared for it."""
         rules = list(program.get("iptables_rule", ()))
-        return [spec._replace(members=_members(spec, rules)) if spec.purge else spec
+        return [spec._replace(members=_members(spec, rules), after=tuple(
+                    r.id for r in rules if (r.table, r.chain, r.phase) ==
+                    (spec.table, spec.chain, spec.phase))) if spec.purge else spec
                 for spec in specs]
 
     def ordering(self, spec: ChainSpec) -> Iterable[str]:
-        """A purged chain runs after its members of the same phase (their plans and
-        answers come first); it does not wait for their success."""
-        return [m.id for m in spec.members if m.phase == spec.phase]
+        """A purged chain runs after its phase's rule states (their plans and answers,
+        and the removals they report, come first); it does not wait for their success."""
+        return spec.after
 
     def read(self, spec: ChainSpec, host: Host) -> dict[str, ChainState]:
         out = {}
@@ -175,13 +178,19 @@ def _desired(spec: ChainSpec, family: str, chain: Chain, host: Host) -> list[str
 
 
 def _chain_diff(live: Sequence[str], desired: Sequence[str]) -> list[tuple[str, str]]:
-    """``-`` for rules that go, ``+`` for rules that come, ``~`` when only order moved."""
+    """``-`` for rules that go, ``+`` for rules that come, ``~`` for rules that stay but
+    move (outside the longest run of rules already in order). Only when it changed."""
+    from difflib import SequenceMatcher
+
     want, have = set(desired), set(live)
     out = [("-", line) for line in live if line not in want]
     out += [("+", line) for line in desired if line not in have]
-    if not out:
-        out = [("~", line) for i, line in enumerate(desired)
-               if i >= len(live) or live[i] != line]
+    kept_live = [line for line in live if line in want]
+    kept = [line for line in desired if line in have]
+    in_order: set[int] = set()
+    for block in SequenceMatcher(None, kept_live, kept, autojunk=False).get_matching_blocks():
+        in_order.update(range(block.b, block.b + block.size))
+    out += [("~", line) for i, line in enumerate(kept) if i not in in_order]
     return out
 
 
