@@ -26,13 +26,12 @@ the owned region; :func:`remove` is the exact inverse of :func:`insert`.
 
 from __future__ import annotations
 
-import re
-from dataclasses import dataclass
-
 from statekit.text import digits
+from statekit.typeshim import Record
 
 MARKER = "# statekit:"
-_MARKER_RE = re.compile(r"# statekit:([a-z0-9][a-z0-9_-]*)[ \t]*")
+_ID_START = "abcdefghijklmnopqrstuvwxyz0123456789"
+_ID_CHARS = _ID_START + "_-"
 _GO_SPACE = frozenset(" \t\n\v\f\r\x85\xa0")
 _DEFAULT_PORTS = {"dns": 53, "tls": 853, "quic": 853, "grpc": 443, "https": 443, "h3": 443}
 
@@ -46,8 +45,7 @@ class CorefileError(ValueError):
         self.message = message
 
 
-@dataclass(frozen=True)
-class Token:
+class Token(Record):
     """One token: its value (quotes and escapes resolved) and where it was."""
 
     text: str
@@ -66,16 +64,14 @@ class Token:
         return self.text == "}"
 
 
-@dataclass(frozen=True)
-class Comment:
+class Comment(Record):
     text: str
     start: int
     line: int
     first_on_line: bool
 
 
-@dataclass(frozen=True)
-class Key:
+class Key(Record):
     """A server block key, ``[scheme://]zone[:port]``; ``zone`` is None when unknowable."""
 
     raw: str
@@ -84,8 +80,7 @@ class Key:
     port: int | None
 
 
-@dataclass(frozen=True)
-class Block:
+class Block(Record):
     """A top-level server block or snippet."""
 
     keys: tuple[str, ...]
@@ -103,14 +98,12 @@ class Block:
         return tuple(parse_key(k) for k in self.keys)
 
 
-@dataclass(frozen=True)
-class Import:
+class Import(Record):
     args: tuple[str, ...]
     line: int
 
 
-@dataclass(frozen=True)
-class Corefile:
+class Corefile(Record):
     data: bytes
     blocks: tuple[Block, ...]
     imports: tuple[Import, ...] = ()
@@ -327,10 +320,20 @@ class _Parser:
         comment = self.markers.get(first.line - 1)
         if comment is None or first.start != self.text.rfind("\n", 0, first.start) + 1:
             return None, None
-        found = _MARKER_RE.fullmatch(comment.text.rstrip("\r"))
-        if found is None:
+        owner = marker_owner(comment.text.rstrip("\r"))
+        if owner is None:
             return None, None
-        return found.group(1), self.text.rfind("\n", 0, comment.start) + 1
+        return owner, self.text.rfind("\n", 0, comment.start) + 1
+
+
+def marker_owner(text: str) -> str | None:
+    """The id in a whole-line ``# statekit:<id>`` comment (trailing blanks allowed)."""
+    if not text.startswith(MARKER):
+        return None
+    ident = text[len(MARKER):].rstrip(" \t")
+    if ident and ident[0] in _ID_START and not ident.strip(_ID_CHARS):
+        return ident
+    return None
 
 
 def parse(data: bytes) -> Corefile:

@@ -1,16 +1,21 @@
 """A minimal DNS stub client: A/AAAA questions over UDP to given resolvers (RFC 1035).
 
-Only what :mod:`statekit.netfilter.resolve` needs: one question per datagram, a random
-id, a connected socket per resolver (so only that address and port can answer), the
-answer section read for the asked name and the CNAME chain behind it. All resolvers are
-asked at once; the first good answer wins. NXDOMAIN is an answer (:class:`DnsError`).
+Only what :mod:`statekit.netfilter.resolve` needs. Every question (each name, each
+family) goes to every resolver at once, from one connected UDP socket per resolver (only
+that address and port can answer it), each with its own random id; one ``select`` loop
+waits for all of them, asks again every second, and stops at the deadline. No thread, and
+only C modules (``_socket``, ``select``): this runs on every 5-minute refresh. A reply is
+taken only if its id and question match; the answer section is read for the asked name
+and the CNAME chain behind it. The first good answer for a question wins; NXDOMAIN is an
+answer (the name does not exist), SERVFAIL or REFUSED from one resolver waits for the
+others.
 """
 
 from __future__ import annotations
 
+import _socket
 import os
 import select
-import socket
 import struct
 import time
 
@@ -22,12 +27,11 @@ _TYPES = {"ipv4": 1, "ipv6": 28}  # A, AAAA
 _CNAME = 5
 _RCODES = {1: "FORMERR", 2: "SERVFAIL", 3: "NXDOMAIN", 4: "NOTIMP", 5: "REFUSED"}
 MAX_REPLY = 4096
+RESEND = 1.0  # seconds between asking again
 
 
 class DnsError(LookupError):
-    """The resolvers answered, but not with an address (NXDOMAIN, SERVFAIL, ...).
-
-    ``final``: the name does not exist (NXDOMAIN); asking again will not help."""
+    """A reply that is not an address: NXDOMAIN (``final``), SERVFAIL, a malformed one."""
 
     def __init__(self, message: str) -> None:
         super().__init__(message)
@@ -77,6 +81,13 @@ def _read_name(data: bytes, at: int, depth: int = 0) -> tuple[str, int]:
     return ".".join(labels), (end if end is not None else at)
 
 
+def reply_id(data: bytes) -> int:
+    if len(data) < 12:
+        raise Mismatch("malformed reply")
+    ident: int = struct.unpack("!H", data[:2])[0]
+    return ident
+
+
 def parse_reply(data: bytes, ident: int, name: str, qtype: int) -> list[str]:
     """The addresses of ``name`` (of ``qtype``) in a reply; DnsError for a bad rcode."""
     if len(data) < 12:
@@ -84,15 +95,15 @@ def parse_reply(data: bytes, ident: int, name: str, qtype: int) -> list[str]:
     rid, flags, qd, an = struct.unpack("!HHHH", data[:8])
     if rid != ident or not flags & 0x8000:
         raise Mismatch("reply does not match the query")
-    rcode = flags & 0x0F
-    if rcode:
-        raise DnsError(_RCODES.get(rcode, f"rcode {rcode}"))
     at = 12
     for _ in range(qd):
         qname, at = _read_name(data, at)
         if qname != name.rstrip(".").lower():
             raise Mismatch("reply does not match the query")
         at += 4
+    rcode = flags & 0x0F
+    if rcode:
+        raise DnsError(_RCODES.get(rcode, f"rcode {rcode}"))
     names = {name.rstrip(".").lower()}
     found: list[str] = []
     records = []
@@ -110,56 +121,110 @@ def parse_reply(data: bytes, ident: int, name: str, qtype: int) -> list[str]:
                 names.add(_read_name(data, start)[0])
     for owner, rtype, start, length in records:
         if owner in names and rtype == qtype and length in (4, 16):
-            family = socket.AF_INET if length == 4 else socket.AF_INET6
-            found.append(socket.inet_ntop(family, data[start:start + length]))
+            family = _socket.AF_INET if length == 4 else _socket.AF_INET6
+            found.append(_socket.inet_ntop(family, data[start:start + length]))
     return found
 
 
-def addresses(name: str, families: Sequence[str], resolvers: Sequence[str],
-              timeout: float) -> list[str]:
-    """``name``'s addresses of ``families``, asked of every resolver at once."""
-    found: list[str] = []
-    for family in families:
-        found += _ask_all(name, _TYPES[family], resolvers, timeout)
-    return found
+class _Question:
+    __slots__ = ("addresses", "done", "error", "failed", "name", "qtype")
+
+    def __init__(self, name: str, qtype: int) -> None:
+        self.name = name
+        self.qtype = qtype
+        self.done = False
+        self.addresses: list[str] = []
+        self.error = "timed out"  # why, while not done (or done with NXDOMAIN)
+        self.failed: set[int] = set()  # resolvers (socket fds) that answered an error
 
 
-def _ask_all(name: str, qtype: int, resolvers: Sequence[str], timeout: float) -> list[str]:
+def resolve_all(names: Sequence[str], families: Sequence[str], resolvers: Sequence[str],
+                timeout: float) -> dict[str, list[str] | str]:
+    """Each name's addresses of ``families``, or why it has none (``NXDOMAIN``,
+    ``timed out``, ...), all asked at once of every resolver, within ``timeout``."""
     deadline = time.monotonic() + timeout
-    pending: dict[socket.socket, int] = {}
-    last: Exception = DnsError("no answer")
+    questions = [_Question(n, _TYPES[f]) for n in names for f in families]
+    socks: list[_socket.socket] = []
     try:
         for server in resolvers:
-            ident = struct.unpack("!H", os.urandom(2))[0]
-            family = socket.AF_INET6 if ":" in server else socket.AF_INET
-            sock = socket.socket(family, socket.SOCK_DGRAM)
-            pending[sock] = ident
-            try:
+            family = _socket.AF_INET6 if ":" in server else _socket.AF_INET
+            sock = _socket.socket(family, _socket.SOCK_DGRAM)
+            socks.append(sock)
+            try:  # noqa: SIM105 -- contextlib stays off the refresh path
                 sock.connect((server, 53))
-                sock.send(query(name, qtype, ident))
-            except OSError as exc:
-                last = exc
-                sock.close()
-                del pending[sock]
-        while pending:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                raise DnsError("timed out")
-            ready, _, _ = select.select(list(pending), [], [], remaining)
-            for sock in ready:
-                try:
-                    return parse_reply(sock.recv(MAX_REPLY), pending[sock], name, qtype)
-                except Mismatch:
-                    continue  # not the answer to this query: keep waiting for it
-                except DnsError as exc:
-                    if exc.final:
-                        raise
-                    last = exc
-                except OSError as exc:  # ICMP unreachable, say: the others may answer
-                    last = exc
-                sock.close()
-                del pending[sock]
-        raise last
+            except OSError:
+                pass  # no route: sending fails too, and the others may answer
+        _ask_until(questions, socks, deadline)
     finally:
-        for sock in pending:
+        for sock in socks:
             sock.close()
+    out: dict[str, list[str] | str] = {}
+    for name in names:
+        mine = [q for q in questions if q.name == name]
+        failed = [q.error for q in mine if not q.done or q.error == "NXDOMAIN"]
+        out[name] = failed[0] if failed else [a for q in mine for a in q.addresses]
+    return out
+
+
+def _ask_until(questions: list[_Question], socks: list[_socket.socket],
+               deadline: float) -> None:
+    ids: dict[tuple[int, int], _Question] = {}
+    for sock in socks:
+        for q in questions:
+            ident = struct.unpack("!H", os.urandom(2))[0]
+            while (sock.fileno(), ident) in ids:
+                ident = (ident + 1) & 0xFFFF
+            ids[(sock.fileno(), ident)] = q
+    by_fd = {sock.fileno(): sock for sock in socks}
+    resend = 0.0
+    while not all(q.done for q in questions):
+        now = time.monotonic()
+        if now >= deadline:
+            return
+        if now >= resend:
+            _send(ids, by_fd)
+            resend = now + RESEND
+        ready, _, _ = select.select(socks, [], [], max(0.0, min(deadline, resend) - now))
+        for sock in ready:
+            _receive(sock, ids, len(socks))
+
+
+def _send(ids: dict[tuple[int, int], _Question], by_fd: dict[int, _socket.socket]) -> None:
+    for (fd, ident), q in ids.items():
+        if not q.done and fd not in q.failed:
+            try:
+                by_fd[fd].send(query(q.name, q.qtype, ident))
+            except OSError as exc:
+                q.error = exc.strerror or str(exc)
+
+
+def _receive(sock: _socket.socket, ids: dict[tuple[int, int], _Question],
+             resolvers: int) -> None:
+    fd = sock.fileno()
+    try:
+        data = sock.recv(MAX_REPLY)
+    except OSError as exc:  # ICMP unreachable from that resolver, say
+        for (qfd, _), waiting in ids.items():
+            if qfd == fd and not waiting.done:
+                waiting.error = exc.strerror or str(exc)
+        return
+    try:
+        ident = reply_id(data)
+    except DnsError:
+        return
+    q = ids.get((fd, ident))
+    if q is None or q.done:
+        return
+    try:
+        q.addresses = parse_reply(data, ident, q.name, q.qtype)
+        q.done = True
+    except Mismatch:
+        return
+    except DnsError as exc:
+        q.error = str(exc)
+        if exc.final:  # the name does not exist: no need to ask anyone again
+            q.done = True
+            return
+        q.failed.add(fd)
+        if len(q.failed) >= resolvers:
+            q.failed.clear()  # every resolver failed: ask them all again next round

@@ -9,26 +9,25 @@ Two ways to ask, chosen by the state's ``resolvers`` field:
   answer is the same before and after the DROP policy is in force.
 - no ``resolvers``: the system resolver (``getaddrinfo``), as any program would.
 
-Every name gets its own worker thread and the same deadline; a failed lookup is retried
-until then (a DNS server reloading answers a moment later). A name that fails is reported
-as data (:class:`Failure`), never as an exception: the caller keeps its last-known
-addresses and lets every other name's new addresses in.
+Every name is asked at once and bounded by the same deadline (the stub client's one
+``select`` loop; for ``getaddrinfo``, a worker thread per name, retried until the
+deadline since a DNS server reloading answers a moment later). A name that fails is
+reported as data (:class:`Failure`), never as an exception: the caller keeps its
+last-known addresses and lets every other name's new addresses in.
 """
 
 from __future__ import annotations
 
-import ipaddress
-import socket
-import threading
+import _socket
 import time
 
 from statekit import dnsname
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from collections.abc import Callable, Iterable, Sequence
+    from collections.abc import Iterable, Sequence
 
-_FAMILIES = {"ipv4": socket.AF_INET, "ipv6": socket.AF_INET6}
+_FAMILIES = {"ipv4": _socket.AF_INET, "ipv6": _socket.AF_INET6}
 RETRY_PAUSE = 0.25
 
 
@@ -63,68 +62,77 @@ def check_name(name: str) -> str:
 def resolve_each(names: Iterable[str], families: Sequence[str], timeout: float,
                  resolvers: Sequence[str] = ()) -> dict[str, tuple[str, ...] | Failure]:
     """Every name's answer, all asked at once, none waiting past ``timeout`` seconds."""
+    names = list(names)
+    if resolvers:
+        from statekit.netfilter import dnsquery
+
+        answers = dnsquery.resolve_all(names, tuple(families), resolvers, timeout)
+        return {name: _answer(name, answers[name], families) for name in names}
+    return _system_each(names, tuple(families), timeout)
+
+
+def _answer(name: str, answer: list[str] | str, families: Sequence[str],
+            ) -> tuple[str, ...] | Failure:
+    if isinstance(answer, str):
+        return Failure(name, answer)
+    if not answer:
+        return Failure(name, "no address of family " + " or ".join(families))
+    return _sorted(answer)
+
+
+def _sorted(addresses: Iterable[str]) -> tuple[str, ...]:
+    """Unique, canonical (inet_ntop's text), IPv4 first, then by address. No ipaddress
+    module: this runs on every refresh."""
+    packed = set()
+    for text in addresses:
+        family = _socket.AF_INET6 if ":" in text else _socket.AF_INET
+        packed.add((family == _socket.AF_INET6, _socket.inet_pton(family, text)))
+    return tuple(_socket.inet_ntop(_socket.AF_INET6 if v6 else _socket.AF_INET, raw)
+                 for v6, raw in sorted(packed))
+
+
+# --- the system resolver: getaddrinfo has no timeout, so each name gets a thread ------
+
+
+def _system_each(names: list[str], families: tuple[str, ...],
+                 timeout: float) -> dict[str, tuple[str, ...] | Failure]:
+    import threading
+
     deadline = time.monotonic() + timeout
-    wanted = tuple(families)
     results: dict[str, tuple[str, ...] | Failure] = {}
-    lookup = _via(resolvers)
     workers = []
     for name in names:
         def work(name: str = name) -> None:
-            results[name] = _resolve_one(name, wanted, deadline, lookup)
+            results[name] = _system_one(name, families, deadline)
 
         thread = threading.Thread(target=work, daemon=True, name=f"resolve {name}")
         thread.start()
         workers.append((name, thread))
-    for name, thread in workers:
+    for _name, thread in workers:
         thread.join(max(deadline - time.monotonic(), 0) + 0.5)
-        if name not in results:
-            results[name] = Failure(name, "timed out")
-    return {name: results[name] for name, _ in workers}
+    return {name: results.get(name) or Failure(name, "timed out") for name in names}
 
 
-def _via(resolvers: Sequence[str]) -> Callable[[str, tuple[str, ...], float], list[str]]:
-    if not resolvers:
-        return _system
-    from statekit.netfilter import dnsquery
-
-    def ask(name: str, families: tuple[str, ...], timeout: float) -> list[str]:
-        return dnsquery.addresses(name, families, resolvers, timeout)
-
-    return ask
-
-
-def _resolve_one(name: str, families: tuple[str, ...], deadline: float,
-                 lookup: Callable[[str, tuple[str, ...], float], list[str]],
-                 ) -> tuple[str, ...] | Failure:
-    last = "no answer"
-    while True:
-        remaining = deadline - time.monotonic()
-        if remaining <= 0:
-            return Failure(name, last if last != "no answer" else "timed out")
+def _system_one(name: str, families: tuple[str, ...],
+                deadline: float) -> tuple[str, ...] | Failure:
+    """Retried until the deadline (a DNS server reloading answers a moment later)."""
+    last = "timed out"
+    while time.monotonic() < deadline:
         try:
-            found = _sorted(lookup(name, families, remaining))
+            found = _sorted(_getaddrinfo(name, families))
             if found:
                 return found
             last = "no address of family " + " or ".join(families)
         except OSError as exc:
             last = exc.strerror or str(exc)
-        except LookupError as exc:  # dnsquery: NXDOMAIN (final), SERVFAIL, ...
-            last = str(exc)
-            if getattr(exc, "final", False):
-                return Failure(name, last)
         if time.monotonic() + RETRY_PAUSE >= deadline:
-            return Failure(name, last)
+            break
         time.sleep(RETRY_PAUSE)
+    return Failure(name, last)
 
 
-def _sorted(addresses: Iterable[str]) -> tuple[str, ...]:
-    addrs = {ipaddress.ip_address(a) for a in addresses}
-    return tuple(str(a) for a in sorted(addrs, key=lambda a: (a.version, int(a))))
-
-
-def _system(name: str, families: tuple[str, ...], timeout: float) -> list[str]:
-    """``getaddrinfo`` (it has no timeout of its own: the worker thread is the bound)."""
-    family = _FAMILIES[families[0]] if len(families) == 1 else socket.AF_UNSPEC
-    infos = socket.getaddrinfo(name, None, family, socket.SOCK_STREAM)
+def _getaddrinfo(name: str, families: tuple[str, ...]) -> list[str]:
+    family = _FAMILIES[families[0]] if len(families) == 1 else _socket.AF_UNSPEC
+    infos = _socket.getaddrinfo(name, None, family, _socket.SOCK_STREAM)
     wanted = {_FAMILIES[f] for f in families}
     return [str(i[4][0]).split("%")[0] for i in infos if i[0] in wanted]

@@ -141,9 +141,9 @@ def expand(spec: RuleSpec, family: str, resolved: Mapping[str, Iterable[str]],
         out += base.lines((s, d) for s in _or_any(srcs) for d in _or_any(dsts))
     for name in spec.hosts:
         named = base._replace(tag=f"{base.tag} {name}")
-        if name in resolved:
-            nets = f.networks(list(resolved[name]), "destination", spec.families)
-            addrs = [str(n) for n in nets if f"ipv{n.version}" == want]
+        if name in resolved:  # canonical text from the resolver, sorted, IPv4 first
+            addrs = [f"{a}/128" if ":" in a else f"{a}/32" for a in resolved[name]
+                     if (":" in a) == (want == "ipv6")]
         else:
             addrs = last_known(live, named)
         out += named.lines((s, d) for s in _or_any(srcs) for d in addrs)
