@@ -9,8 +9,15 @@ Python that runs it: the data is :mod:`marshal`'s), so it is cached under a hash
 variables the templates read count (the loader records them), so an unrelated variable
 does not turn a hit into a miss.
 
-A program that holds any secret value is never cached: secrets stay in memory only.
-Check mode reads the cache but never writes it.
+Secrets never reach the cache, in any form. A state whose spec holds a secret (a value
+of a variable the files declare ``secrets``, one of its base64 forms, or a field the type
+marks sensitive, such as the env file's ``Authorization`` header) is written *sealed*: its
+spec left out. A converge whose phases run a sealed state loads the files again (in
+memory); the others, such as the 5-minute ``--phase network`` refresh with telemetry on,
+run from the cache. Of a secret variable, the key records only whether it is set, never
+its value or a hash of it; the secret values are read from the environment at run time.
+A load that finds invalid input removes the cache. Check mode reads the cache but never
+writes it.
 """
 
 from __future__ import annotations
@@ -40,7 +47,7 @@ except ImportError:  # pragma: no cover -- another Python implementation
 
 CACHE_PATH = "/run/statekit/program.cache"
 _VOLATILE = frozenset({"_", "PWD", "OLDPWD", "SHLVL"})
-_MAGIC = b"statekit-program-cache-3\n"
+_MAGIC = b"statekit-program-cache-4\n"
 
 
 def key(files: Sequence[str], overrides: Mapping[str, Any]) -> str:
@@ -55,12 +62,16 @@ def key(files: Sequence[str], overrides: Mapping[str, Any]) -> str:
     return digest.hexdigest()
 
 
-def env_key(environ: Mapping[str, str], names: Sequence[str] | None) -> str:
-    """The hash of the variables ``names`` (all but a few volatile ones when None)."""
+def env_key(environ: Mapping[str, str], names: Sequence[str] | None,
+            secret_names: Sequence[str] = ()) -> str:
+    """The hash of the variables ``names`` (all but a few volatile ones when None); of a
+    secret one, only whether it is set."""
     digest = blake2b()
     chosen = sorted(environ) if names is None else names
     for name in chosen:
-        if names is not None or name not in _VOLATILE:
+        if name in secret_names:
+            digest.update(f"{name}?{'set' if environ.get(name) else ''}\0".encode())
+        elif names is not None or name not in _VOLATILE:
             digest.update(f"{name}={environ.get(name, '')}\0".encode())
     return digest.hexdigest()
 
@@ -104,36 +115,44 @@ def load(fs: FileSystem, cache_key: str, environ: Mapping[str, str]) -> Program 
 
 
 def _names(text: str) -> list[str] | None:
-    """The header's variable names: ``*`` for all, else NUL-separated (``""``: none)."""
+    """A header's variable names: ``*`` for all, else NUL-separated (``""``: none)."""
     if text == "*":
         return None
     return text.split("\0") if text else []
 
 
 def _unpack(data: bytes, cache_key: str, environ: Mapping[str, str]) -> Program | None:
-    """The program, if ``data`` was written for this key and this environment."""
+    """The program, if ``data`` was written for this key and this environment; its
+    secret values are read from the environment (they are never in the cache)."""
     try:
-        magic, base, names, env_hash, body = data.split(b"\n", 4)
+        magic, base, names, secret, env_hash, body = data.split(b"\n", 5)
         if magic + b"\n" != _MAGIC or base.decode() != cache_key:
             return None
-        if env_key(environ, _names(names.decode())) != env_hash.decode():
+        secret_names = _names(secret.decode()) or []
+        if env_key(environ, _names(names.decode()), secret_names) != env_hash.decode():
             return None
         program = decode(marshal.loads(body))  # noqa: S302 -- root-only, ours; plain data
     except Exception:  # a damaged cache is a miss, never an error
         return None
-    return program if isinstance(program, Program) else None
+    if not isinstance(program, Program):
+        return None
+    program.secrets = {environ[n] for n in program.secret_names if environ.get(n)}
+    return program
 
 
 def save(fs: FileSystem, cache_key: str, environ: Mapping[str, str], program: Program) -> None:
-    if program.secrets or program.input_errors:
+    if program.input_errors:
+        remove(fs)  # what an earlier load cached no longer holds
         return
     used = program.env_used
-    if used is not None and any("\n" in n or "\0" in n for n in used):
+    odd = [*(used or ()), *program.secret_names]
+    if any("\n" in n or "\0" in n for n in odd):
         return  # an odd variable name would not survive the header: do not cache
     names = "*" if used is None else "\0".join(used)
-    head = [cache_key, names, env_key(environ, used)]
+    head = [cache_key, names, "\0".join(program.secret_names),
+            env_key(environ, used, program.secret_names)]
     try:
-        body = marshal.dumps(encode(program))
+        body = marshal.dumps(encode(sealed(program)))
     except (TypeError, ValueError):  # a value marshal cannot hold (a YAML date, say)
         return
     data = _MAGIC + "\n".join(head).encode() + b"\n" + body
@@ -142,6 +161,50 @@ def save(fs: FileSystem, cache_key: str, environ: Mapping[str, str], program: Pr
                  dir_mode=0o700)
     except Exception:
         return
+
+
+def remove(fs: FileSystem) -> None:
+    try:  # noqa: SIM105 -- contextlib stays off the no-op path
+        os.unlink(fs.host_path(CACHE_PATH))
+    except OSError:
+        pass
+
+
+def sealed(program: Program) -> Program:
+    """``program`` as it may be written: no secret values, and every state whose spec
+    holds a secret (or a sensitive field) sealed, its spec left out."""
+    from statekit import resources
+    from statekit.masking import base64_forms
+
+    needles = set(program.secrets)
+    for secret in program.secrets:
+        needles |= base64_forms(secret)
+    states = [_sealed_copy(s) if s.spec is not None and (
+                  any(v for v in resources.get(s.type).secret_values(s.spec))
+                  or _holds(encode(s.spec), needles)) else s
+              for s in program.states]
+    return Program(phases=program.phases, states=states, env_used=program.env_used,
+                   secret_names=program.secret_names)
+
+
+def _sealed_copy(state: State) -> State:
+    copy = State.__new__(State)
+    for slot in State.__slots__:
+        setattr(copy, slot, getattr(state, slot))
+    copy.spec, copy.sealed = None, True
+    return copy
+
+
+def _holds(data: Any, needles: set[str]) -> bool:
+    """Whether any string (or bytes) in the encoded ``data`` contains a needle."""
+    if isinstance(data, str | bytes):
+        text = data if isinstance(data, str) else data.decode("latin-1")
+        return any(n in text for n in needles)
+    if isinstance(data, dict):
+        return any(_holds(k, needles) or _holds(v, needles) for k, v in data.items())
+    if isinstance(data, list | tuple | set | frozenset):
+        return any(_holds(v, needles) for v in data)
+    return False
 
 
 # The program as marshal data. marshal is built in (pickle's C module alone imports

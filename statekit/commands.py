@@ -62,7 +62,8 @@ def _load(args: argparse.Namespace, masker: Masker) -> Program:
 
 
 def _load_cached(args: argparse.Namespace, masker: Masker) -> Program:
-    """The program from the cache when nothing it depends on changed, else loaded."""
+    """The program from the cache when nothing it depends on changed and no state it
+    would run is sealed (held a secret), else loaded (and cached, secrets left out)."""
     import os
 
     from statekit import cache
@@ -74,10 +75,14 @@ def _load_cached(args: argparse.Namespace, masker: Masker) -> Program:
     fs = FileSystem(args.root)
     key = cache.key(collect(args.paths or [DEFAULT_PATH]), _raw_vars(args.var))
     program = cache.load(fs, key, os.environ)
-    if program is None:
-        program = _load(args, masker)
-        if not args.check:
-            cache.save(fs, key, os.environ, program)
+    phases = set(args.phase or ())
+    if program is not None and not any(
+            s.sealed and (not phases or s.phase in phases) for s in program.states):
+        masker.add(program.secrets)
+        return program
+    program = _load(args, masker)
+    if not args.check:
+        cache.save(fs, key, os.environ, program)
     return program
 
 

@@ -91,7 +91,7 @@ def _build(sources: list[Source], phases: list[str], overrides: Mapping[str, Any
     check_graph(states, phases, by_name)
     used = None if env.used is None else sorted(env.used | secret_names)
     return Program(phases=phases, states=states, secrets=secrets, env_used=used,
-                   input_errors=list(degraded.values()))
+                   input_errors=list(degraded.values()), secret_names=sorted(secret_names))
 
 
 def _fault(source: Source, path: list[str | int], exc: Exception) -> Exception:

@@ -24,12 +24,12 @@ def tag(value: str) -> str:
 
 def base64_forms(secret: str) -> set[str]:
     """Substrings that appear in any base64 text that encodes ``secret`` somewhere."""
-    import base64
+    import binascii  # the C module: base64.py imports re
 
     raw = secret.encode()
     forms = set()
     for offset in range(3):
-        encoded = base64.b64encode(b"\0" * offset + raw).decode().rstrip("=")
+        encoded = binascii.b2a_base64(b"\0" * offset + raw, newline=False).decode().rstrip("=")
         lead = (offset * 8 + 5) // 6 if offset else 0  # chars that mix in the prefix
         end = len(encoded) - (1 if (offset + len(raw)) % 3 else 0)  # last mixes the suffix
         fragment = encoded[lead:end]
@@ -39,25 +39,48 @@ def base64_forms(secret: str) -> set[str]:
 
 
 class Masker:
+    """Masks the secrets it was given in any text. Lazy: the patterns are built on the
+    first text that holds a secret (a cheap substring test first), so that a run whose
+    output holds none (the no-op refresh) imports neither ``re`` nor ``hashlib``."""
+
     def __init__(self, secrets: Iterable[str] = ()) -> None:
-        self._values: dict[str, str] = {}
+        self._secrets: list[str] = []
+        self._values: dict[str, str] | None = {}
         self._pattern: re.Pattern[str] | None = None
         self.add(secrets)
 
     def add(self, secrets: Iterable[str]) -> None:
-        for secret in secrets:
-            if not secret or len(secret) < 4:
-                continue
-            self._values[secret] = tag(secret)
-            for form in base64_forms(secret):
-                self._values.setdefault(form, tag(secret))
-        if self._values:
-            import re  # only when there is something to mask: not on every start
+        new = [s for s in secrets if s and len(s) >= 4 and s not in self._secrets]
+        if new:
+            self._secrets += new
+            self._values = None  # rebuilt on demand
 
-            alternatives = sorted(self._values, key=len, reverse=True)
-            self._pattern = re.compile("|".join(re.escape(a) for a in alternatives))
+    def _build(self) -> dict[str, str]:
+        values: dict[str, str] = {}
+        for secret in self._secrets:
+            values[secret] = ""
+            for form in base64_forms(secret):
+                values.setdefault(form, "")
+        self._values = values
+        self._pattern = None
+        return values
 
     def __call__(self, text: str) -> str:
-        if self._pattern is None or not text:
+        if not self._secrets or not text:
             return text
-        return self._pattern.sub(lambda m: self._values[m.group(0)], text)
+        values = self._values if self._values is not None else self._build()
+        if not any(v in text for v in values):
+            return text
+        if self._pattern is None:
+            import re  # only when some text holds a secret
+
+            by_secret = {}
+            for secret in self._secrets:
+                by_secret[secret] = tag(secret)
+                for form in base64_forms(secret):
+                    by_secret.setdefault(form, tag(secret))
+            self._values = by_secret
+            alternatives = sorted(by_secret, key=len, reverse=True)
+            self._pattern = re.compile("|".join(re.escape(a) for a in alternatives))
+        tags = self._values
+        return self._pattern.sub(lambda m: tags[m.group(0)] if tags else "", text)

@@ -17,7 +17,7 @@ class State:
     """One state as declared, then rendered and parsed by the loader."""
 
     __slots__ = ("enabled", "ensure", "file", "id", "index", "line", "onchanges", "order",
-                 "phase", "raw", "requires", "spec", "type")
+                 "phase", "raw", "requires", "sealed", "spec", "type")
 
     def __init__(
         self, *, id: str, type: str, phase: str, file: str, line: int, index: int, order: int,
@@ -34,6 +34,9 @@ class State:
         self.ensure = "present"
         self.enabled = True  # the rendered ``when``
         self.spec: Any = None  # the resource's parsed spec
+        #: in a cached program: the spec held a secret, so it was not written; a converge
+        #: that runs this state loads the files again (statekit/cache.py)
+        self.sealed = False
 
     @property
     def where(self) -> str:
@@ -46,15 +49,18 @@ class State:
 class Program:
     """Everything a converge needs, validated and rendered before anything is touched."""
 
-    __slots__ = ("env_used", "input_errors", "phases", "secrets", "states")
+    __slots__ = ("env_used", "input_errors", "phases", "secret_names", "secrets", "states")
 
     def __init__(
         self, *, phases: list[str], states: list[State], secrets: set[str] | None = None,
         env_used: list[str] | None = None, input_errors: list[Any] | None = None,
+        secret_names: list[str] | None = None,
     ) -> None:
         self.phases = phases
         self.states = states
         self.secrets: set[str] = secrets or set()  # secret values, to mask in all output
+        #: the environment variables the files declare secret (their values: ``secrets``)
+        self.secret_names: list[str] = secret_names or []
         #: environment variables the program was rendered from (None: all of them)
         self.env_used = env_used
         #: refused input values of files with ``on_invalid_input: absent`` (StateErrors):

@@ -46,9 +46,91 @@ def test_cache_written_and_invalidated(tmp_path: Path, root: Path) -> None:
     assert (root / "etc/f").read_text() == "B=2\n"
 
 
-def test_no_cache_when_a_secret_is_set(tmp_path: Path, root: Path) -> None:
-    path = write(tmp_path / "s.yaml", STATES)
-    statekit(["converge", "--root", str(root), str(path)], env={"TOKEN": "s3cr3t-token"})
+SECRET_STATES = """\
+phases: [a, b]
+secrets: [TOKEN]
+states:
+  - id: with-secret
+    type: env_file
+    phase: a
+    path: /etc/f
+    entries:
+      RAW: "{{ env.TOKEN }}"
+      HEADER: "Basic {{ ('123456:' ~ env.TOKEN) | b64encode }}"
+    sensitive: [HEADER]
+  - id: derived-only
+    type: env_file
+    phase: a
+    path: /etc/g
+    entries: {B64: "{{ ('123456:' ~ env.TOKEN) | b64encode }}"}
+    sensitive: [B64]
+  - id: plain
+    type: env_file
+    phase: b
+    path: /etc/h
+    entries: {ENABLED: "{{ 'yes' if env.TOKEN else 'no' }}"}
+"""
+SECRET = "s3cr3t-token-value"
+
+
+def secret_forms(secret: str) -> list[bytes]:
+    import base64
+    import hashlib
+
+    from statekit.masking import base64_forms
+
+    forms = [secret, base64.b64encode(secret.encode()).decode(),
+             base64.b64encode(f"123456:{secret}".encode()).decode(),
+             hashlib.sha256(secret.encode()).hexdigest(), *base64_forms(secret)]
+    return [f.encode() for f in forms]
+
+
+def test_secrets_never_reach_the_cache_and_their_states_are_sealed(
+        tmp_path: Path, root: Path) -> None:
+    path = write(tmp_path / "s.yaml", SECRET_STATES)
+    args = ["converge", "--root", str(root), str(path)]
+    assert statekit(args, env={"TOKEN": SECRET}).returncode == 0
+    data = cache_file(root).read_bytes()
+    for form in secret_forms(SECRET):
+        assert form not in data, form
+    program = cache.load(_fs(root), cache.key([str(path)], {}),  # type: ignore[arg-type]
+                         {"TOKEN": SECRET})
+    assert program is not None
+    assert {s.id: s.sealed for s in program.states} == {
+        "with-secret": True, "derived-only": True, "plain": False}
+    assert program.secrets == {SECRET}  # read from the environment, in memory
+    # phase b runs from the cache; phase a loads the files again, and still works
+    assert "ok=1" in statekit([*args, "--phase", "b"], env={"TOKEN": SECRET}).stdout
+    assert "ok=2" in statekit([*args, "--phase", "a"], env={"TOKEN": SECRET}).stdout
+    rotated = statekit([*args, "--phase", "a"], env={"TOKEN": SECRET + "-2"})
+    assert "changed=2" in rotated.stdout  # a new value: sealed states see it
+    assert SECRET not in rotated.stdout + rotated.stderr
+
+
+def _fs(root: Path) -> object:
+    from statekit.files import FileSystem
+
+    return FileSystem(str(root))
+
+
+def test_the_cache_keys_a_secret_on_its_presence_only(tmp_path: Path, root: Path) -> None:
+    a = cache.env_key({"TOKEN": "one", "V": "1"}, ["TOKEN", "V"], ["TOKEN"])
+    assert a == cache.env_key({"TOKEN": "two", "V": "1"}, ["TOKEN", "V"], ["TOKEN"])
+    assert a != cache.env_key({"TOKEN": "", "V": "1"}, ["TOKEN", "V"], ["TOKEN"])
+    assert a != cache.env_key({"TOKEN": "one", "V": "2"}, ["TOKEN", "V"], ["TOKEN"])
+
+
+def test_invalid_input_removes_the_cache(tmp_path: Path, root: Path) -> None:
+    good = {"GRAFANA_INSTANCE_ID": "123456", "GRAFANA_API_TOKEN": SECRET,
+            "GRAFANA_OTLP_ENDPOINT": "https://otlp.example.test/otlp"}
+    args = ["converge", "--phase", "auth", "--root", str(root),
+            str(REPO / "states" / "telemetry.yaml")]
+    assert statekit(args, env=good).returncode == 0
+    data = cache_file(root).read_bytes()
+    for form in secret_forms(SECRET):
+        assert form not in data, form
+    bad = statekit(args, env={**good, "GRAFANA_OTLP_ENDPOINT": "http://x.example/otlp"})
+    assert bad.returncode == 3
     assert not cache_file(root).exists()
 
 
