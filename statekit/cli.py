@@ -15,6 +15,7 @@ from __future__ import annotations
 import os
 import sys
 
+from statekit.contract import EXIT_FAILED, EXIT_INVALID
 from statekit.errors import StateError, StatekitError
 from statekit.masking import Masker
 
@@ -24,8 +25,6 @@ if TYPE_CHECKING:
     from collections.abc import Sequence
     from typing import Any
 
-EXIT_OK, EXIT_FAILED, EXIT_CHANGED, EXIT_INVALID = 0, 1, 2, 3
-DEFAULT_PATH = "states"
 
 # The kinds of argument: a switch (store_true), an option taking one value (the last one
 # given wins), a repeatable option (append), and the positional list (nargs="*").
@@ -210,21 +209,6 @@ def parse_args(argv: Sequence[str] | None = None) -> Namespace:
     argv = sys.argv[1:] if argv is None else list(argv)
     args = fast_parse(argv)
     return build_parser().parse_args(argv) if args is None else args
-
-
-def parse_vars(items: Sequence[str]) -> dict[str, Any]:
-    import yaml
-
-    out: dict[str, Any] = {}
-    for item in items:
-        key, sep, value = item.partition("=")
-        if not sep or not key.isidentifier():
-            raise StateError(f"--var {key!r}: expected KEY=VALUE")
-        try:
-            out[key] = yaml.safe_load(value) if value else ""
-        except yaml.YAMLError:
-            raise StateError(f"--var {key}: VALUE is not valid YAML") from None
-    return out
 
 
 def main(argv: Sequence[str] | None = None) -> int:

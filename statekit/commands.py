@@ -4,14 +4,7 @@ from __future__ import annotations
 
 import sys
 
-from statekit.cli import (
-    DEFAULT_PATH,
-    EXIT_CHANGED,
-    EXIT_FAILED,
-    EXIT_INVALID,
-    EXIT_OK,
-    parse_vars,
-)
+from statekit.contract import DEFAULT_PATH, EXIT_CHANGED, EXIT_FAILED, EXIT_INVALID, EXIT_OK
 from statekit.masking import Masker
 from statekit.model import Program
 
@@ -55,7 +48,7 @@ def _check_root(root: str) -> None:
 def _load(args: argparse.Namespace, masker: Masker) -> Program:
     from statekit import loader
 
-    overrides = parse_vars(args.var)
+    overrides = loader.parse_vars(args.var)
     program = loader.load(args.paths or [DEFAULT_PATH], overrides, on_secrets=masker.add)
     masker.add(program.secrets)
     return program

@@ -2,23 +2,36 @@
 
 Resources reach the machine only through a :class:`Host`: ``run`` (processes),
 ``fs`` (files under ``--root``), ``cache`` (facts read once and shared between states of
-a phase, dropped between phases) and ``transaction`` (batches committed by the engine).
+a phase, dropped between phases) and ``transaction`` (batches committed by the engine,
+each a :class:`Transaction`).
 """
 
 from __future__ import annotations
 
 import os
+from abc import ABC, abstractmethod
 
 from statekit import testhook
 from statekit.errors import ApplyError
 from statekit.files import FileSystem
-from statekit.resources.base import Transaction
 from statekit.runner import Result, Runner
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Callable, Hashable, Mapping, Sequence
     from typing import Any
+
+
+class Transaction(ABC):
+    """A batch of changes committed at once (``host.commit()`` calls ``commit``)."""
+
+    @abstractmethod
+    def commit(self, host: Host) -> None:
+        """Carry out every staged change, all or nothing; raise ApplyError."""
+
+    @abstractmethod
+    def discard(self, host: Host) -> None:
+        """Forget staged changes (check mode, or after a failure); drop cached models."""
 
 
 class Host:

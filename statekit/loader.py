@@ -103,6 +103,22 @@ def _fault(source: Source, path: list[str | int], exc: Exception) -> Exception:
     return error
 
 
+def parse_vars(items: Sequence[str]) -> dict[str, Any]:
+    """``--var KEY=VALUE`` items as a mapping, each VALUE read as YAML."""
+    import yaml
+
+    out: dict[str, Any] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key.isidentifier():
+            raise StateError(f"--var {key!r}: expected KEY=VALUE")
+        try:
+            out[key] = yaml.safe_load(value) if value else ""
+        except yaml.YAMLError:
+            raise StateError(f"--var {key}: VALUE is not valid YAML") from None
+    return out
+
+
 def _link(states: list[State]) -> None:
     """Let each type see all its specs, and every other type's, at once (Resource.link)."""
     by_type: dict[str, list[Any]] = {}

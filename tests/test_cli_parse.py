@@ -18,7 +18,7 @@ import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from statekit import cli
+from statekit import cli, contract
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -242,7 +242,7 @@ def _statekit(*args: str) -> subprocess.CompletedProcess[str]:
 
 def test_a_usage_error_exits_3_with_the_usage() -> None:
     proc = _statekit("converge", "--hlep")
-    assert proc.returncode == cli.EXIT_INVALID
+    assert proc.returncode == contract.EXIT_INVALID
     assert proc.stderr.startswith("usage: statekit")
     assert "unrecognized arguments: --hlep" in proc.stderr
 

@@ -3,31 +3,18 @@
 Every state of a phase stages its lines here; the engine commits them at once, so the
 kernel takes all deletes and inserts of a table together or none of them. Committing or
 discarding drops the cached model, so verify reads the table back with one fresh save.
-``TableResource`` is the part of the contract both iptables types share.
 """
 
 from __future__ import annotations
 
 from statekit.errors import ApplyError
-from statekit.host import Host
+from statekit.host import Host, Transaction
 from statekit.netfilter import save
 from statekit.netfilter.model import Op
-from statekit.resources.base import Plan, Transaction, Transactional
-from statekit.typeshim import TypeVar
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from collections.abc import Hashable, Iterable
-    from typing import Protocol
-
-    class TableSpec(Protocol):
-        """What a netfilter spec has: its table and families."""
-
-        @property
-        def table(self) -> str: ...
-
-        @property
-        def families(self) -> tuple[str, ...]: ...
+    from collections.abc import Iterable
 
 RESTORE = {"ipv4": "iptables-restore", "ipv6": "ip6tables-restore"}
 RESTORE_TIMEOUT = 60.0  # bounds --wait for the xtables lock too
@@ -64,23 +51,6 @@ def stage(host: Host, table: str, family: str, ops: Iterable[Op]) -> None:
     for op in ops:
         model.apply(op)
         txn.lines.append(op.restore)
-
-
-SpecT = TypeVar("SpecT", bound="TableSpec")
-CurrentT = TypeVar("CurrentT")
-
-
-class TableResource(Transactional[SpecT, CurrentT]):
-    """What iptables_rule and iptables_chain share: their plans' payloads are
-    ``[(family, [Op, ...]), ...]``, staged into one transaction per (table, family)."""
-
-    def transaction_keys(self, spec: SpecT) -> frozenset[Hashable]:
-        return frozenset((spec.table, family) for family in spec.families)
-
-    def stage(self, spec: SpecT, plan: Plan, host: Host) -> None:
-        payload: list[tuple[str, list[Op]]] = plan.payload
-        for family, ops in payload:
-            stage(host, spec.table, family, ops)
 
 
 def where(family: str, table: str) -> str:

@@ -158,15 +158,3 @@ class Transactional(Resource[SpecT, CurrentT]):
     @abstractmethod
     def stage(self, spec: SpecT, plan: Plan, host: Host) -> None:
         """Add ``plan`` to ``host.transaction(key)`` and to the cached model it reads."""
-
-
-class Transaction(ABC):
-    """A batch of changes committed at once (``host.commit()`` calls ``commit``)."""
-
-    @abstractmethod
-    def commit(self, host: Host) -> None:
-        """Carry out every staged change, all or nothing; raise ApplyError."""
-
-    @abstractmethod
-    def discard(self, host: Host) -> None:
-        """Forget staged changes (check mode, or after a failure); drop cached models."""

@@ -25,6 +25,7 @@ from statekit.netfilter import save, transaction
 from statekit.netfilter.model import BUILTIN, Chain, Op
 from statekit.resources import iptables_rule
 from statekit.resources.base import EMPTY, Change, Meta, Plan
+from statekit.resources.iptables_table import TableResource
 from statekit.typeshim import Record
 
 TYPE_CHECKING = False
@@ -60,7 +61,7 @@ class ChainState(Record):
     live: tuple[str, ...] = ()  # purge: the whole chain as it is
 
 
-class IptablesChain(transaction.TableResource[ChainSpec, dict[str, ChainState]]):
+class IptablesChain(TableResource[ChainSpec, dict[str, ChainState]]):
     type_name = "iptables_chain"
     identity_fields = frozenset({"table", "chain", "family"})
 

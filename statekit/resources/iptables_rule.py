@@ -26,6 +26,7 @@ from statekit.netfilter.block import BlockPlan, Position, plan_block
 from statekit.netfilter.model import TAG_PREFIX, Chain
 from statekit.netfilter.rule import Rule, Target, save_string
 from statekit.resources.base import EMPTY, Change, Meta, Plan
+from statekit.resources.iptables_table import TableResource
 from statekit.typeshim import Record
 
 TYPE_CHECKING = False
@@ -168,7 +169,7 @@ def _or_any(values: list[str]) -> list[str | None]:
     return [*values] if values else [None]
 
 
-class IptablesRule(transaction.TableResource[RuleSpec, RuleCurrent]):
+class IptablesRule(TableResource[RuleSpec, RuleCurrent]):
     type_name = "iptables_rule"
     identity_fields = frozenset({"table", "chain", "family"})
 
