@@ -17,7 +17,7 @@ import sys
 
 from statekit.contract import EXIT_FAILED, EXIT_INVALID
 from statekit.errors import StateError, StatekitError
-from statekit.masking import Masker
+from statekit.out.masking import Masker
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -91,7 +91,7 @@ COMMANDS: dict[str, tuple[str, tuple[Arg, ...]]] = {
         Arg("--root", VALUE, default="/", metavar="DIR", help="take every file path under DIR"),
         Arg("--detailed-exitcode", FLAG, help="exit 2 when something changed (or would)"),
         Arg("--lock-file", VALUE, metavar="PATH",
-            help="lock file (default /run/statekit.lock under --root)"),
+            help="lock file (default /run/statekit.run.lock under --root)"),
         Arg("--lock-timeout", VALUE, type=float, default=30.0, metavar="SECONDS"),
     )),
     "validate": ("check files, schema and templates; touch nothing", (_PATHS, _VAR)),
@@ -215,7 +215,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     masker = Masker()
     try:
-        from statekit import commands
+        from statekit import subcommands as commands
 
         return int(commands.run(args, masker))
     except StateError as exc:

@@ -26,7 +26,7 @@ the owned region; :func:`remove` is the exact inverse of :func:`insert`.
 
 from __future__ import annotations
 
-from statekit.text import digits
+from statekit.digits import digits
 from statekit.typeshim import Record
 
 MARKER = "# statekit:"

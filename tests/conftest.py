@@ -286,7 +286,7 @@ def record_output(*texts: str) -> None:
 def _token_forms(token: str) -> set[str]:
     import base64
 
-    from statekit.masking import base64_forms
+    from statekit.out.masking import base64_forms
 
     return {token, base64.b64encode(token.encode()).decode().rstrip("="),
             *base64_forms(token)}

@@ -10,8 +10,9 @@ from types import MappingProxyType
 
 import pytest
 
-from statekit import cache, loader
-from statekit.model import Program, State
+from statekit.load import loader
+from statekit.program import Program, State
+from statekit.run import cache
 from tests.conftest import REPO, statekit, write
 
 STATES = """\
@@ -77,7 +78,7 @@ def secret_forms(secret: str) -> list[bytes]:
     import base64
     import hashlib
 
-    from statekit.masking import base64_forms
+    from statekit.out.masking import base64_forms
 
     forms = [secret, base64.b64encode(secret.encode()).decode(),
              base64.b64encode(f"123456:{secret}".encode()).decode(),
@@ -108,7 +109,7 @@ def test_secrets_never_reach_the_cache_and_their_states_are_sealed(
 
 
 def _fs(root: Path) -> object:
-    from statekit.files import FileSystem
+    from statekit.run.files import FileSystem
 
     return FileSystem(str(root))
 
@@ -198,7 +199,7 @@ def test_codec_round_trips_the_shipped_programs(env: dict[str, str],
 
 
 def test_decoding_names_only_statekit_records() -> None:
-    for name in ("os:system", "builtins:eval", "statekit.model:State.__init__",
+    for name in ("os:system", "builtins:eval", "statekit.program:State.__init__",
                  "statekit.cli:Arg"):
         with pytest.raises(TypeError):
             cache.decode((..., name, ()))

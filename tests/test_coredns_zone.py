@@ -10,9 +10,9 @@ from typing import Any
 import pytest
 
 from statekit.errors import ApplyError, FieldError
-from statekit.files import ReadResult
 from statekit.resources.base import Meta
 from statekit.resources.coredns_zone import CorednsZone, desired
+from statekit.run.files import ReadResult
 from tests.conftest import Run, dns_query, statekit, write
 
 SPEC_BLOCK = """\
@@ -138,7 +138,7 @@ def test_a_hand_edited_owned_block_is_restored_in_place() -> None:
 
 
 def test_unparseable_corefile_fails_without_writing() -> None:
-    from statekit.files import FileState
+    from statekit.run.files import FileState
 
     broken = FileState(b"a.test {\n", 0o644, 0, 0, 1, 1)
     with pytest.raises(ApplyError, match="Corefile:1: cannot parse"):

@@ -8,10 +8,10 @@ from typing import Any
 
 import pytest
 
-from statekit import loader
-from statekit.engine import Engine, Outcome
-from statekit.host import Host
+from statekit.load import loader
 from statekit.netfilter import resolve
+from statekit.run.engine import Engine, Outcome
+from statekit.run.host import Host
 from tests.fakehost import FakeRunner
 
 STATES = """\

@@ -14,9 +14,9 @@ from typing import Any
 
 import pytest
 
-from statekit import loader
+from statekit.load import loader
 from statekit.netfilter import dnsquery
-from statekit.netfilter.model import Chain, Table
+from statekit.netfilter.table import Chain, Table
 from statekit.resources.base import Meta
 from statekit.resources.coredns_zone import CorednsZone, desired
 from statekit.resources.iptables_chain import ChainState, IptablesChain

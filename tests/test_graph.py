@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from statekit.graph import find_cycle, order
-from statekit.model import State
+from statekit.program import State
+from statekit.run.graph import find_cycle, order
 
 
 def st(sid: str, order_: int, requires: list[str] | None = None,

@@ -84,7 +84,7 @@ def test_no_op_converge_imports_nothing_heavy(netns: str, root: Path, tmp_path: 
     first = loaded_by_converge(netns, root, state_file)
     assert "yaml" in first  # the first run loads the files (and fills the cache)
     again = loaded_by_converge(netns, root, state_file)
-    assert "statekit.engine" in again  # it did converge
+    assert "statekit.run.engine" in again  # it did converge
     assert sorted(set(HEAVY) & again) == []
 
 
@@ -122,5 +122,5 @@ def test_the_lockdown_refresh_with_telemetry_on_imports_nothing_heavy(
     for extra in ([], ["--check"]):
         again = loaded_by_converge(netns, root, REPO / "states", *args, *extra,
                                    env=LOCKDOWN_ENV)
-        assert "statekit.engine" in again
+        assert "statekit.run.engine" in again
         assert sorted(set(HEAVY) & again) == []

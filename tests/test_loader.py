@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from statekit import loader
 from statekit.errors import StateError
+from statekit.load import loader
 from tests.conftest import statekit, write
 
 GOOD = """\

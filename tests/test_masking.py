@@ -7,7 +7,7 @@ import base64
 from hypothesis import given
 from hypothesis import strategies as st
 
-from statekit.masking import Masker, tag
+from statekit.out.masking import Masker, tag
 
 TOKEN = "glc_eyJvIjoiMTIzNDU2Nzg5MCIsIm4iOiJzdGF0ZWtpdC10ZXN0In0="
 

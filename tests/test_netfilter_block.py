@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from statekit.netfilter.block import Position, placed, plan_block
-from statekit.netfilter.model import Chain
+from statekit.netfilter.table import Chain
 
 
 def line(owner: str | None, n: int = 0) -> str:

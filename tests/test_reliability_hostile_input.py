@@ -11,7 +11,7 @@
    NUL cannot be in a process environment; it is fed through ``loader.load(environ=)``.
 2. Zone names, bind and forward addresses and ports (coredns_zone), addresses, ports and
    host names (iptables_rule), through small generated state files loaded in-process
-   (``statekit.loader.load``, the same validation a converge does first): either a
+   (``statekit.load.loader.load``, the same validation a converge does first): either a
    ``StateError`` (exit 3) or specs whose rendered Corefile parses back to exactly the
    wanted blocks, and whose rule lines are single rules. The rule lines accepted are then
    loaded for real with ``iptables-restore`` in a private namespace: the kernel takes
@@ -37,12 +37,13 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from statekit import cli, loader
+from statekit import cli
 from statekit.corefile import parse as parse_corefile
 from statekit.errors import StateError
-from statekit.files import ReadResult
+from statekit.load import loader
 from statekit.resources.coredns_zone import CorednsZone, ZoneSpec
 from statekit.resources.iptables_rule import RuleSpec, expand
+from statekit.run.files import ReadResult
 from tests.conftest import REPO, in_netns, record_output, register_token, saved
 
 TOKEN = "glc_hypothesis_token_0a1b2c3d4e"

@@ -7,8 +7,8 @@ from typing import Any
 import pytest
 from jinja2 import UndefinedError
 
-from statekit import templating
-from statekit.templating import EnvView, FilterInputError, Renderer
+from statekit.load import templating
+from statekit.load.templating import EnvView, FilterInputError, Renderer
 
 
 @pytest.mark.parametrize(("url", "host", "port", "scheme"), [

@@ -13,7 +13,7 @@ restore's sequential semantics match.
 
 from __future__ import annotations
 
-from statekit.netfilter.model import Chain, Op
+from statekit.netfilter.table import Chain, Op
 from statekit.typeshim import Record
 
 

@@ -6,9 +6,9 @@ normalised port range), so that nothing invalid ever reaches iptables-restore.
 
 from __future__ import annotations
 
+from statekit.digits import digits
 from statekit.errors import FieldError
-from statekit.netfilter.model import BUILTIN
-from statekit.text import digits
+from statekit.netfilter.table import BUILTIN
 from statekit.typeshim import Record
 
 TYPE_CHECKING = False

@@ -1,5 +1,5 @@
 """Reading: one ``iptables-save -t TABLE`` (or ``ip6tables-save``) per (table, family) per
-phase, parsed into a :class:`~statekit.netfilter.model.Table` and kept in ``host.cache``.
+phase, parsed into a :class:`~statekit.netfilter.table.Table` and kept in ``host.cache``.
 
 Staged changes update the cached model (so later states plan against the predicted
 table); committing or discarding a transaction drops it, so the next read saves afresh.
@@ -8,8 +8,8 @@ table); committing or discarding a transaction drops it, so the next read saves 
 from __future__ import annotations
 
 from statekit.errors import ApplyError
-from statekit.host import Host
-from statekit.netfilter.model import Chain, Table, empty_table, owner
+from statekit.netfilter.table import Chain, Table, empty_table, owner
+from statekit.run.host import Host
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:

@@ -37,7 +37,7 @@ if TYPE_CHECKING:
     from collections.abc import Hashable, Iterable, Mapping, Sequence
     from typing import Any, ClassVar
 
-    from statekit.host import Host
+    from statekit.run.host import Host
 
 #: An empty, read-only mapping: the default of mapping fields (never shared mutably).
 EMPTY: Mapping[str, Any] = MappingProxyType({})

@@ -8,8 +8,8 @@ changed or failed; its output goes into the report, secrets masked.
 from __future__ import annotations
 
 from statekit.errors import ApplyError, FieldError
-from statekit.host import Host
 from statekit.resources.base import Change, Meta, Plan, Resource
+from statekit.run.host import Host
 from statekit.typeshim import Record
 
 TYPE_CHECKING = False

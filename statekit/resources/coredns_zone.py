@@ -32,9 +32,8 @@ start, so the state fails naming both places and nothing is written.
 from __future__ import annotations
 
 from statekit import dnsname
+from statekit.digits import digits
 from statekit.errors import ApplyError, FieldError
-from statekit.files import ReadResult
-from statekit.host import Host
 from statekit.resources.base import Meta, Plan, Resource
 from statekit.resources.managed_file import (
     FileSpec,
@@ -43,7 +42,8 @@ from statekit.resources.managed_file import (
     parse_owner,
     plan_file,
 )
-from statekit.text import digits
+from statekit.run.files import ReadResult
+from statekit.run.host import Host
 from statekit.typeshim import Record
 
 TYPE_CHECKING = False

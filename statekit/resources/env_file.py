@@ -7,9 +7,7 @@ split at the first ``=``. Values of ``sensitive`` keys are masked in every outpu
 from __future__ import annotations
 
 from statekit.errors import FieldError
-from statekit.files import ReadResult
-from statekit.host import Host
-from statekit.masking import tag
+from statekit.out.masking import tag
 from statekit.resources.base import Meta, Plan, Resource
 from statekit.resources.managed_file import (
     FileSpec,
@@ -19,6 +17,8 @@ from statekit.resources.managed_file import (
     plan_absent,
     plan_file,
 )
+from statekit.run.files import ReadResult
+from statekit.run.host import Host
 from statekit.typeshim import Record
 
 TYPE_CHECKING = False

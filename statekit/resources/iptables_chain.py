@@ -19,13 +19,13 @@ failed requirement is still written as declared.
 from __future__ import annotations
 
 from statekit.errors import ApplyError, FieldError
-from statekit.host import Host
 from statekit.netfilter import fields as f
 from statekit.netfilter import save, transaction
-from statekit.netfilter.model import BUILTIN, Chain, Op
+from statekit.netfilter.table import BUILTIN, Chain, Op
 from statekit.resources import iptables_rule
 from statekit.resources.base import EMPTY, Change, Meta, Plan
 from statekit.resources.iptables_table import TableResource
+from statekit.run.host import Host
 from statekit.typeshim import Record
 
 TYPE_CHECKING = False

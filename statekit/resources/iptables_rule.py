@@ -19,14 +19,14 @@ go in. The state is then ``failed``, naming the name, with everything else appli
 from __future__ import annotations
 
 from statekit.errors import ApplyError, FieldError
-from statekit.host import Host
 from statekit.netfilter import fields as f
 from statekit.netfilter import save, transaction
 from statekit.netfilter.block import BlockPlan, Position, plan_block
-from statekit.netfilter.model import TAG_PREFIX, Chain
 from statekit.netfilter.rule import Rule, Target, save_string
+from statekit.netfilter.table import TAG_PREFIX, Chain
 from statekit.resources.base import EMPTY, Change, Meta, Plan
 from statekit.resources.iptables_table import TableResource
+from statekit.run.host import Host
 from statekit.typeshim import Record
 
 TYPE_CHECKING = False

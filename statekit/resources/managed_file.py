@@ -7,11 +7,11 @@ text, which the resource gives with its sensitive values already masked.
 
 from __future__ import annotations
 
+from statekit.digits import digits
 from statekit.errors import FieldError
-from statekit.files import ReadResult
-from statekit.host import Host
 from statekit.resources.base import Change, Plan
-from statekit.text import digits
+from statekit.run.files import ReadResult
+from statekit.run.host import Host
 from statekit.typeshim import Record
 
 TYPE_CHECKING = False

@@ -7,10 +7,10 @@ at boot, the network phase runs before CoreDNS has started.
 
 from __future__ import annotations
 
+from statekit.digits import digits
 from statekit.errors import ApplyError, FieldError
-from statekit.host import Host
 from statekit.resources.base import Change, Meta, Plan, Resource
-from statekit.text import digits
+from statekit.run.host import Host
 from statekit.typeshim import Record
 
 TYPE_CHECKING = False

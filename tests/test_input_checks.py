@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from statekit import inputs
-from statekit.inputs import InputError
+from statekit.load import input_checks as inputs
+from statekit.load.input_checks import InputError
 
 URL = "GRAFANA_OTLP_ENDPOINT"
 

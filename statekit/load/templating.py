@@ -135,7 +135,7 @@ class Renderer:
         self.jinja = ImmutableSandboxedEnvironment(
             undefined=StrictUndefined, autoescape=False, keep_trailing_newline=True,
         )
-        from statekit import inputs
+        from statekit.load import input_checks as inputs
 
         self.jinja.filters.update(FILTERS)
         self.jinja.filters.update(inputs.FILTERS)
@@ -171,7 +171,7 @@ class Renderer:
 
 def describe(exc: Exception) -> str:
     """A one-line account of a template error."""
-    from statekit.inputs import InputError
+    from statekit.load.input_checks import InputError
 
     if isinstance(exc, InputError):
         return f"invalid input: {exc}"

@@ -12,11 +12,12 @@ then, in check mode too, so both modes print the same lines in the same order.
 
 from __future__ import annotations
 
-from statekit import graph, resources
+from statekit import resources
 from statekit.errors import ApplyError
-from statekit.host import Host
-from statekit.model import Program, State
+from statekit.program import Program, State
 from statekit.resources.base import Plan, Resource, Transactional
+from statekit.run import graph
+from statekit.run.host import Host
 from statekit.typeshim import Record
 
 TYPE_CHECKING = False

@@ -5,8 +5,8 @@ from __future__ import annotations
 import sys
 
 from statekit.contract import DEFAULT_PATH, EXIT_CHANGED, EXIT_FAILED, EXIT_INVALID, EXIT_OK
-from statekit.masking import Masker
-from statekit.model import Program
+from statekit.out.masking import Masker
+from statekit.program import Program
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -29,7 +29,7 @@ def run(args: argparse.Namespace, masker: Masker) -> int:
     if args.command == "show":
         import json
 
-        from statekit.report import masked_tree
+        from statekit.out.report import masked_tree
 
         sys.stdout.write(json.dumps(masked_tree(_shown(program), masker), indent=2) + "\n")
         return EXIT_OK
@@ -46,7 +46,7 @@ def _check_root(root: str) -> None:
 
 
 def _load(args: argparse.Namespace, masker: Masker) -> Program:
-    from statekit import loader
+    from statekit.load import loader
 
     overrides = loader.parse_vars(args.var)
     program = loader.load(args.paths or [DEFAULT_PATH], overrides, on_secrets=masker.add)
@@ -59,9 +59,9 @@ def _load_cached(args: argparse.Namespace, masker: Masker) -> Program:
     would run is sealed (held a secret), else loaded (and cached, secrets left out)."""
     import os
 
-    from statekit import cache
-    from statekit.discover import collect
-    from statekit.files import FileSystem
+    from statekit.load.discover import collect
+    from statekit.run import cache
+    from statekit.run.files import FileSystem
 
     if os.environ.get("STATEKIT_NO_CACHE"):
         return _load(args, masker)
@@ -99,9 +99,10 @@ def _input_errors(program: Program, masker: Masker) -> None:
 
 
 def _converge(args: argparse.Namespace, program: Program, masker: Masker) -> int:
-    from statekit import lock, report
-    from statekit.engine import Engine
-    from statekit.host import Host
+    from statekit.out import report
+    from statekit.run import lock
+    from statekit.run.engine import Engine
+    from statekit.run.host import Host
 
     unknown = [p for p in args.phase if p not in program.phases]
     if unknown:

@@ -9,13 +9,13 @@ from __future__ import annotations
 import heapq
 
 from statekit import resources
-from statekit.model import State
+from statekit.program import State
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Mapping
 
-    from statekit.yamlsource import Source
+    from statekit.load.yamlsource import Source
 
 
 def edges(state: State) -> list[tuple[str, str]]:

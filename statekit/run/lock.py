@@ -1,6 +1,6 @@
 """The converge lock: one converge at a time per root (boot and refresh loop).
 
-``flock`` on a lock file (default ``/run/statekit.lock`` under ``--root``), polled until
+``flock`` on a lock file (default ``/run/statekit.run.lock`` under ``--root``), polled until
 the timeout. Check mode takes a shared lock and creates nothing: it may run beside
 another check, never beside a converge. The lock file is opened like every file under
 the root: never through a symlink (at the file or at its directory), never outside it.
@@ -14,9 +14,9 @@ import os
 import time
 
 from statekit.errors import ApplyError, LockTimeout
-from statekit.files import FileSystem
+from statekit.run.files import FileSystem
 
-DEFAULT_LOCK = "/run/statekit.lock"
+DEFAULT_LOCK = "/run/statekit.run.lock"
 
 
 class hold:

@@ -35,7 +35,7 @@ class State:
         self.enabled = True  # the rendered ``when``
         self.spec: Any = None  # the resource's parsed spec
         #: in a cached program: the spec held a secret, so it was not written; a converge
-        #: that runs this state loads the files again (statekit/cache.py)
+        #: that runs this state loads the files again (statekit/run/cache.py)
         self.sealed = False
 
     @property

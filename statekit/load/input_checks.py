@@ -14,7 +14,7 @@ from collections.abc import Callable
 from urllib.parse import urlsplit
 
 from statekit import dnsname
-from statekit.text import digits
+from statekit.digits import digits
 
 _ATTR_KEY = re.compile(r"^[A-Za-z0-9_.\-/]+$")
 

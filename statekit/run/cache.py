@@ -1,7 +1,7 @@
 """The compiled-program cache: a converge that changes nothing stays cheap.
 
 Loading means YAML, JSON Schema and Jinja2: most of a no-op converge's time. The loaded
-:class:`~statekit.model.Program` is a pure function of the state files, the ``--var``
+:class:`~statekit.program.Program` is a pure function of the state files, the ``--var``
 overrides, the environment, the user and group databases and statekit itself (and the
 Python that runs it: the data is :mod:`marshal`'s), so it is cached under a hash
 (BLAKE2b) of all of them in ``/run/statekit/program.cache`` under ``--root`` (directory
@@ -29,14 +29,14 @@ import sys
 from types import MappingProxyType
 
 from statekit import __version__
-from statekit.model import Program, State
+from statekit.program import Program, State
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Callable, Mapping, Sequence
     from typing import Any
 
-    from statekit.files import FileSystem
+    from statekit.run.files import FileSystem
 
 # hashlib's BLAKE2b from its C module (the very function hashlib exports), without the
 # OpenSSL that importing hashlib loads on every start.
@@ -86,9 +86,9 @@ def _stamp(path: str) -> str:
 
 def _code_stamp() -> str:
     """Changes whenever any of statekit's modules or schemas changes (editable installs)."""
-    here = os.path.dirname(__file__)
+    here = os.path.dirname(os.path.dirname(__file__))  # the package, above run/
     parts = []
-    for sub in (".", "resources", "schema", "netfilter"):
+    for sub in (".", "load", "run", "out", "resources", "schema", "netfilter"):
         try:
             entries = list(os.scandir(os.path.join(here, sub)))
         except OSError:
@@ -174,7 +174,7 @@ def sealed(program: Program) -> Program:
     """``program`` as it may be written: no secret values, and every state whose spec
     holds a secret (or a sensitive field) sealed, its spec left out."""
     from statekit import resources
-    from statekit.masking import base64_forms
+    from statekit.out.masking import base64_forms
 
     needles = set(program.secrets)
     for secret in program.secrets:

@@ -11,14 +11,15 @@ import os
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
-from statekit import resources, schema_check, templating
-from statekit.discover import collect
+from statekit import resources
 from statekit.errors import FieldError, StateError
-from statekit.graph import check_graph
-from statekit.inputs import InputError
-from statekit.model import Program, State
+from statekit.load import schema_check, templating
+from statekit.load.discover import collect
+from statekit.load.input_checks import InputError
+from statekit.load.yamlsource import Source, parse
+from statekit.program import Program, State
 from statekit.resources.base import Meta
-from statekit.yamlsource import Source, parse
+from statekit.run.graph import check_graph
 
 _GRAPH_KEYS = frozenset({"id", "type", "phase", "requires", "onchanges"})
 ENSURE_VALUES = ("present", "absent")

@@ -7,11 +7,11 @@ from collections.abc import Callable
 
 import pytest
 
+from statekit.digits import digits
 from statekit.errors import FieldError
 from statekit.netfilter import fields
 from statekit.resources.managed_file import parse_owner
 from statekit.resources.signal import parse_signal
-from statekit.text import digits
 
 
 @pytest.mark.parametrize(("text", "expected"), [

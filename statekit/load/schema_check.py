@@ -13,8 +13,8 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
-from statekit.text import digits
-from statekit.yamlsource import Source
+from statekit.digits import digits
+from statekit.load.yamlsource import Source
 
 SCHEMA_DIR = Path(__file__).parent / "schema"
 _TRUE = {"true", "yes", "on", "1"}

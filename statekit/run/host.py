@@ -13,8 +13,8 @@ from abc import ABC, abstractmethod
 
 from statekit import testhook
 from statekit.errors import ApplyError
-from statekit.files import FileSystem
-from statekit.runner import Result, Runner
+from statekit.run.files import FileSystem
+from statekit.run.runner import Result, Runner
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:

@@ -1,0 +1,1 @@
+"""Loading state files: YAML, schema, templates, input checks."""

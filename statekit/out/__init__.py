@@ -1,0 +1,1 @@
+"""What statekit prints: the report and the masking of secrets."""

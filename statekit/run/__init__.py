@@ -1,0 +1,1 @@
+"""Running a program on the machine: engine, host, processes, files."""

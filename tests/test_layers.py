@@ -1,0 +1,117 @@
+"""The house rule, checked: imports point down and never make a cycle.
+
+The layers, top to bottom (ARCHITECTURE.md)::
+
+    cli -> subcommands -> out.report -> load/ and run/engine, run/cache -> resources/
+        -> netfilter/, run/host, corefile -> run/runner, run/files, run/lock, out.masking,
+           program -> errors, digits, dnsname, typeshim, testhook, contract
+
+Every ``import`` of a statekit module in statekit/ (at module level, inside a function,
+or under ``TYPE_CHECKING``: a type-only import is a dependency too) is read with
+:mod:`ast`. An import from a lower layer to a higher one fails the test, and so does any
+cycle between modules, whatever their layers.
+"""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+PACKAGE = Path(__file__).resolve().parents[1] / "statekit"
+
+LAYERS: list[tuple[str, ...]] = [
+    ("statekit.cli", "statekit.__main__"),
+    ("statekit.subcommands",),
+    ("statekit.out.report",),
+    ("statekit.load.", "statekit.run.engine", "statekit.run.cache", "statekit.run.graph"),
+    ("statekit.resources.",),
+    ("statekit.netfilter.", "statekit.run.host", "statekit.corefile"),
+    ("statekit.run.runner", "statekit.run.files", "statekit.run.lock", "statekit.out.masking",
+     "statekit.program"),
+    ("statekit.errors", "statekit.digits", "statekit.dnsname", "statekit.typeshim",
+     "statekit.testhook", "statekit.contract", "statekit"),
+]
+
+
+def module_name(path: Path) -> str:
+    rel = path.relative_to(PACKAGE.parent).with_suffix("")
+    parts = list(rel.parts)
+    if parts[-1] == "__init__":
+        parts.pop()
+    return ".".join(parts)
+
+
+def layer(module: str) -> int:
+    for index, names in enumerate(LAYERS):
+        for name in names:
+            if module == name or (name.endswith(".") and (
+                    module.startswith(name) or module == name[:-1])):
+                return index
+    if module in ("statekit.load", "statekit.run", "statekit.out"):
+        return len(LAYERS) - 1  # a folder's __init__: only a docstring
+    raise AssertionError(f"{module}: in no layer; add it to LAYERS (and ARCHITECTURE.md)")
+
+
+def imports(path: Path, modules: set[str]) -> set[str]:
+    """The statekit modules ``path`` imports (``from statekit.x import y`` names module
+    ``statekit.x.y`` when that is a module, else ``statekit.x``)."""
+    found: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            found |= {a.name for a in node.names if a.name.startswith("statekit")}
+        elif isinstance(node, ast.ImportFrom) and (node.module or "").startswith("statekit"):
+            base = node.module or ""
+            for alias in node.names:
+                sub = f"{base}.{alias.name}"
+                found.add(sub if sub in modules else base)
+        elif isinstance(node, ast.Call) and getattr(node.func, "id", "") == "__import__":
+            arg = node.args[0] if node.args else None
+            if isinstance(arg, ast.Constant) and str(arg.value).startswith("statekit"):
+                found.add(str(arg.value))
+    return found
+
+
+def graph() -> dict[str, set[str]]:
+    files = {module_name(p): p for p in PACKAGE.rglob("*.py")}
+    modules = set(files)
+    return {name: imports(path, modules) - {name} for name, path in files.items()}
+
+
+def test_every_import_points_down() -> None:
+    deps = graph()
+    upward = [f"{src} (layer {layer(src)}) imports {dst} (layer {layer(dst)})"
+              for src, targets in deps.items() for dst in targets
+              if dst in deps and layer(dst) < layer(src)]
+    assert upward == []
+
+
+def test_no_import_cycle() -> None:
+    deps = graph()
+    seen: dict[str, int] = {}
+    stack: list[str] = []
+
+    def visit(node: str) -> list[str] | None:
+        seen[node] = 1
+        stack.append(node)
+        for nxt in sorted(deps.get(node, ())):
+            if seen.get(nxt) == 1:
+                return [*stack[stack.index(nxt):], nxt]
+            if nxt not in seen and (cycle := visit(nxt)):
+                return cycle
+        stack.pop()
+        seen[node] = 2
+        return None
+
+    for start in sorted(deps):
+        if start not in seen and (cycle := visit(start)):
+            pytest.fail("import cycle: " + " -> ".join(cycle))
+
+
+def test_the_check_sees_a_cycle_and_an_upward_import(tmp_path: Path) -> None:
+    """The walk itself: a planted upward import is found."""
+    planted = tmp_path / "x.py"
+    planted.write_text("from statekit.cli import main\nfrom statekit import digits\n")
+    assert imports(planted, {"statekit.digits"}) == {"statekit.cli", "statekit.digits"}
+    assert layer("statekit.cli") < layer("statekit.run.runner")
