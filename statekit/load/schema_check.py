@@ -16,7 +16,7 @@ from typing import Any
 from statekit.digits import digits
 from statekit.load.yamlsource import Source
 
-SCHEMA_DIR = Path(__file__).parent / "schema"
+SCHEMA_DIR = Path(__file__).parent.parent / "schema"  # statekit/schema/
 _TRUE = {"true", "yes", "on", "1"}
 _FALSE = {"false", "no", "off", "0"}
 
