@@ -538,6 +538,25 @@ class Sandbox:
                                      env=full, resolver=resolver, timeout=timeout,
                                      base_env=False)
 
+    def run_via_launcher(self, env_file: Path, consumer: str,
+                         inherited: Mapping[str, str] | None = None, *,
+                         resolver: Resolver = "local",
+                         timeout: float = 90.0) -> subprocess.CompletedProcess[str]:
+        """Run a consumer (``"python"``: otel_client.py, ``"js"``: js/otel-client.js) in the
+        container the way the agent starts: ``examples/launch-agent.sh`` reads ``env_file``
+        and execs it. Its environment is only what the launcher passes on from
+        ``inherited`` (what the entrypoint had exported) plus the test CA (trust, not
+        configuration) and PATH."""
+        trust = {"python": {"OTEL_EXPORTER_OTLP_CERTIFICATE": self.info.ca_pem},
+                 "js": {"NODE_EXTRA_CA_CERTS": self.info.ca_pem}}[consumer]
+        argv = {"python": [sys.executable, str(E2E / "otel_client.py")],
+                "js": [which("node"), str(E2E / "js" / "otel-client.js")]}[consumer]
+        env = {**(inherited or {}), **trust, "PATH": MINIMAL_PATH,
+               "OTEL_ENV_FILE": str(env_file)}
+        return self.run_in_container(["/bin/sh", str(REPO / "examples" / "launch-agent.sh"),
+                                      *argv], env=env, resolver=resolver, timeout=timeout,
+                                     base_env=False)
+
     # --- the container's CoreDNS ----------------------------------------------------------
 
     def start_container_coredns(self, corefile: Path, pidfile: Path, *,
