@@ -6,7 +6,7 @@ COREDNS_VERSION := v1.15.0
 COREDNS := .tools/bin/coredns
 export PATH := $(CURDIR)/.tools/bin:$(PATH)
 
-.PHONY: venv deps coredns node-deps lint typecheck test demo bench clean
+.PHONY: venv deps coredns node-deps claude-code lint typecheck test demo bench clean
 
 venv: $(VENV)/.installed
 
@@ -47,13 +47,21 @@ $(JS)/legacy/node_modules/.installed: $(JS)/legacy/package.json $(JS)/legacy/pac
 	cd $(JS)/legacy && npm ci --no-audit --no-fund --ignore-scripts --loglevel=error
 	touch $@
 
+# The real agent, Claude Code (pinned; its native binary for this platform, ~400 MB), run
+# by the end-to-end test against a local stub of the Messages API.
+claude-code: tests/e2e/claude/node_modules/.installed
+
+tests/e2e/claude/node_modules/.installed: tests/e2e/claude/package.json tests/e2e/claude/package-lock.json
+	cd tests/e2e/claude && npm ci --no-audit --no-fund --ignore-scripts --loglevel=error
+	touch $@
+
 lint: venv
 	$(BIN)/ruff check statekit tests bench
 	$(BIN)/mypy
 
 typecheck: lint
 
-test: venv deps coredns node-deps lint
+test: venv deps coredns node-deps claude-code lint
 	$(BIN)/pytest -q
 
 demo: venv deps coredns
@@ -67,4 +75,4 @@ bench: venv deps
 
 clean:
 	rm -rf $(VENV) .tools .mypy_cache .ruff_cache .pytest_cache $(JS)/node_modules \
-	  $(JS)/legacy/node_modules
+	  $(JS)/legacy/node_modules tests/e2e/claude/node_modules

@@ -17,6 +17,7 @@ is bound. SIGTERM or SIGINT stops it.
 from __future__ import annotations
 
 import argparse
+import base64
 import gzip
 import json
 import signal
@@ -185,6 +186,7 @@ class Handler(BaseHTTPRequestHandler):
         if kind is not None:
             try:
                 body = decompress(raw, self.headers.get("Content-Encoding", ""))
+                record["body_b64"] = base64.b64encode(body).decode()  # for marker searches
                 record.update(decode(kind, body, self.headers.get("Content-Type", "")))
             except (OSError, zlib.error) as exc:
                 record["decode_error"] = str(exc)
