@@ -92,6 +92,9 @@ def _check_host(host: str, name: str) -> None:
     if number is None:
         if not is_dns_name(host):
             raise InputError(f"{name}: the host is neither a DNS name nor an IP address")
+        if host == "localhost" or host.endswith(".localhost"):
+            raise InputError(f"{name}: the host is a localhost name (loopback); give the "
+                             "gateway's public DNS name")
         return
     address = ipaddress.IPv4Address(number)
     for net, kind in _REFUSED_NETS:

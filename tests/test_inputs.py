@@ -67,6 +67,9 @@ def test_https_url_accepted(value: str) -> None:
     ("https://256.0.0.1/otlp", "looks numeric but is no valid IPv4 address"),
     ("https://example.09/otlp", "looks numeric but is no valid IPv4 address"),
     ("https://%31%32%37.0.0.1/otlp", "must not be percent-encoded"),
+    ("https://localhost/otlp", "a localhost name (loopback)"),
+    ("https://LocalHost:4318/otlp", "a localhost name (loopback)"),
+    ("https://otlp.localhost/otlp", "a localhost name (loopback)"),
     ("https://ex%61mple.com/otlp", "must not be percent-encoded"),
 ])
 def test_https_url_refused(value: str, message: str) -> None:
