@@ -4,13 +4,19 @@ decode to what was meant, or as exit 3 naming the variable, with nothing written
 
 from __future__ import annotations
 
+import base64
 from pathlib import Path
 
 import pytest
 
 from tests.conftest import REPO, statekit
 from tests.e2e.harness import read_env_file
-from tests.otel_parsers import js_sdk_attributes, python_sdk_attributes
+from tests.otel_parsers import (
+    js_sdk_attributes,
+    js_sdk_headers,
+    python_sdk_attributes,
+    python_sdk_headers,
+)
 
 STATES = str(REPO / "states" / "telemetry.yaml")
 ON = {"GRAFANA_INSTANCE_ID": "123456", "GRAFANA_API_TOKEN": "glc_table_token_0123456789",
@@ -135,3 +141,21 @@ def test_endpoints(root: Path, value: str, fragment: str | None) -> None:
         assert written["OTEL_EXPORTER_OTLP_ENDPOINT"] == value
         return
     assert_refused(code, stderr, "GRAFANA_OTLP_ENDPOINT", fragment)
+
+
+@pytest.mark.parametrize(("instance", "token"), [
+    ("123456", "glc_table_token_0123456789"),  # base64 without padding
+    ("1", "glc_ab"),  # "1:glc_ab": one '='
+    ("12", "glc_a"),  # two '='
+    ("987654", "glc_eyJvIjoiOTk5In0=+/%20,;x"),  # '=', '+', '/', '%', ',' in the token
+])
+def test_authorization_header_reaches_both_sdks_exactly(root: Path, instance: str,
+                                                         token: str) -> None:
+    code, stderr, written = converge(root, {"GRAFANA_INSTANCE_ID": instance,
+                                            "GRAFANA_API_TOKEN": token})
+    assert code == 0, stderr
+    want = "Basic " + base64.b64encode(f"{instance}:{token}".encode()).decode()
+    value = written["OTEL_EXPORTER_OTLP_HEADERS"]
+    assert value == f"Authorization={want}"  # a literal space, the padding kept
+    assert python_sdk_headers(value) == {"authorization": want}
+    assert js_sdk_headers([value]) == [{"Authorization": want}]
