@@ -49,9 +49,11 @@ def run_claude(boot: Boot, env: dict[str, str], workdir: Path) -> dict[str, Any]
     messages_log = boot.box.start_messages_stub()
     notes = workdir / "notes.txt"
     notes.write_text(f"{FILE_MARKER}\n")
-    home = workdir / "home"  # never the real ~/.claude
+    home, tmp = workdir / "home", workdir / "tmp"  # never the real ~/.claude, nor /tmp
     home.mkdir()
-    inherited = {**env, "HOME": str(home), "ANTHROPIC_API_KEY": "sk-ant-statekit-stub",
+    tmp.mkdir()
+    inherited = {**env, "HOME": str(home), "TMPDIR": str(tmp), "CLAUDE_CODE_TMPDIR": str(tmp),
+                 "ANTHROPIC_API_KEY": "sk-ant-statekit-stub",
                  "ANTHROPIC_BASE_URL": f"http://127.0.0.1:{MESSAGES_STUB_PORT}",
                  "DISABLE_AUTOUPDATER": "1", "CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC": "1"}
     proc = boot.box.run_via_launcher(
