@@ -6,7 +6,7 @@ COREDNS_VERSION := v1.15.0
 COREDNS := .tools/bin/coredns
 export PATH := $(CURDIR)/.tools/bin:$(PATH)
 
-.PHONY: venv deps coredns lint typecheck test demo bench clean
+.PHONY: venv deps coredns node-deps claude-code lint typecheck test demo bench clean
 
 venv: $(VENV)/.installed
 
@@ -34,13 +34,34 @@ $(COREDNS).$(COREDNS_VERSION):
 	$(COREDNS) -version | grep -q "$(patsubst v%,%,$(COREDNS_VERSION))"
 	rm -f $(COREDNS).v* && touch $@
 
+# The OpenTelemetry JS SDK the end-to-end tests run as the env file's consumer (the agent,
+# Claude Code, is a Node.js program), exactly as pinned in the lockfiles; no install scripts.
+JS := tests/e2e/js
+node-deps: $(JS)/node_modules/.installed $(JS)/legacy/node_modules/.installed
+
+$(JS)/node_modules/.installed: $(JS)/package.json $(JS)/package-lock.json
+	cd $(JS) && npm ci --no-audit --no-fund --ignore-scripts --loglevel=error
+	touch $@
+
+$(JS)/legacy/node_modules/.installed: $(JS)/legacy/package.json $(JS)/legacy/package-lock.json
+	cd $(JS)/legacy && npm ci --no-audit --no-fund --ignore-scripts --loglevel=error
+	touch $@
+
+# The real agent, Claude Code (pinned; its native binary for this platform, ~400 MB), run
+# by the end-to-end test against a local stub of the Messages API.
+claude-code: tests/e2e/claude/node_modules/.installed
+
+tests/e2e/claude/node_modules/.installed: tests/e2e/claude/package.json tests/e2e/claude/package-lock.json
+	cd tests/e2e/claude && npm ci --no-audit --no-fund --ignore-scripts --loglevel=error
+	touch $@
+
 lint: venv
 	$(BIN)/ruff check statekit tests bench
 	$(BIN)/mypy
 
 typecheck: lint
 
-test: venv deps coredns lint
+test: venv deps coredns node-deps claude-code lint
 	$(BIN)/pytest -q
 
 demo: venv deps coredns
@@ -53,4 +74,5 @@ bench: venv deps
 	$(BIN)/python bench/run.py
 
 clean:
-	rm -rf $(VENV) .tools .mypy_cache .ruff_cache .pytest_cache
+	rm -rf $(VENV) .tools .mypy_cache .ruff_cache .pytest_cache $(JS)/node_modules \
+	  $(JS)/legacy/node_modules tests/e2e/claude/node_modules

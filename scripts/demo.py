@@ -62,7 +62,7 @@ def masked_env_file(path: Path) -> str:
     for line in path.read_text().splitlines():
         key, _, value = line.partition("=")
         if key == "OTEL_EXPORTER_OTLP_HEADERS":
-            value = "Authorization=Basic%20<masked>"
+            value = "Authorization=Basic <masked>"
         lines.append(f"    {key}={value}")
     return "\n".join(lines)
 

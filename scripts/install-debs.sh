@@ -6,6 +6,8 @@ command -v iptables-restore >/dev/null 2>&1 || missing="$missing iptables"
 command -v ip >/dev/null 2>&1 || missing="$missing iproute2"
 command -v unshare >/dev/null 2>&1 || missing="$missing util-linux"
 command -v go >/dev/null 2>&1 || missing="$missing golang-go"
+command -v node >/dev/null 2>&1 || missing="$missing nodejs"   # the JS SDK consumer (e2e)
+command -v npm >/dev/null 2>&1 || missing="$missing npm"
 command -v strace >/dev/null 2>&1 || missing="$missing strace"   # make bench counts processes
 [ -z "$missing" ] && exit 0
 if [ "$(id -u)" != 0 ]; then

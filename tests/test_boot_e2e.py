@@ -151,31 +151,70 @@ def test_2_credentials_open_exactly_the_gateway(boot: Boot) -> None:
         "CLAUDE_CODE_ENHANCED_TELEMETRY_BETA": "1",
         "OTEL_EXPORTER_OTLP_PROTOCOL": "http/protobuf",
         "OTEL_EXPORTER_OTLP_ENDPOINT": ENDPOINT,
-        "OTEL_EXPORTER_OTLP_HEADERS": f"Authorization=Basic%20{B64}",
+        "OTEL_EXPORTER_OTLP_HEADERS": f"Authorization=Basic {B64}",
         "OTEL_LOG_USER_PROMPTS": "1", "OTEL_LOG_TOOL_DETAILS": "1",
-        "OTEL_LOG_TOOL_CONTENT": "1",
+        "OTEL_LOG_TOOL_CONTENT": "0",
     }
 
 
-def test_3_real_sdk_client_reaches_the_receiver(boot: Boot) -> None:
-    env = {**ON, "FLY_APP_NAME": "agent-app", "FLY_MACHINE_ID": "148e4d55",
-           "OTEL_RESOURCE_ATTRIBUTES": "fly.app_name=operator-app,team=ai"}
+# Odd but carried values: the operator's are percent-encoded already, FLY_* are raw.
+ATTRS_ENV = {"FLY_APP_NAME": "agent-app", "FLY_MACHINE_ID": "148e%4d,55",
+             "OTEL_RESOURCE_ATTRIBUTES": "fly.app_name=operator-app, team=my%20team,"
+                                         "city=Z%C3%BCrich,expr=a%3Db%2Cc%25,pad=eA%3D%3D"}
+ATTRS_MEANT = {"fly.app_name": "operator-app", "fly.machine_id": "148e%4d,55",
+               "team": "my team", "city": "Zürich", "expr": "a=b,c%", "pad": "eA=="}
+
+
+def exported(box: Sandbox) -> dict[str, Any]:
+    """The receiver's requests by path (the first one that carried data), each request
+    checked: accepted, exact Authorization, one resource whose every key appears once.
+    (An SDK may also send an empty export, e.g. the JS metric reader at shutdown.)"""
+    got: dict[str, Any] = {}
+    for request in box.requests():
+        assert request["status"] == 200, request
+        assert request["headers"]["authorization"] == f"Basic {B64}"  # a literal space
+        if not request["resource_keys"]:
+            continue
+        [keys] = request["resource_keys"]  # one resource per request
+        assert len(keys) == len(set(keys)), keys  # each key once
+        got.setdefault(request["path"], request)
+    assert set(got) == {"/otlp/v1/traces", "/otlp/v1/metrics", "/otlp/v1/logs"}, \
+        [(r["path"], r["status"], r.get("resource_keys")) for r in box.requests()]
+    return got
+
+
+@pytest.mark.parametrize("consumer", ["python", "js"])
+def test_3_real_sdk_consumer_through_the_launcher(boot: Boot, consumer: str) -> None:
+    env = {**ON, **ATTRS_ENV}
     boot.boot(env)
     boot.box.set_expected_auth(basic_auth(INSTANCE, TOKEN))
-    client = boot.box.run_otel_client(read_env_file(boot.env_file))
-    assert client.returncode == 0, client.stderr
-    got = {r["path"]: r for r in boot.box.requests()}
-    assert set(got) == {"/otlp/v1/traces", "/otlp/v1/metrics", "/otlp/v1/logs"}
+    client = boot.box.run_via_launcher(boot.env_file, consumer, inherited=env)
+    assert client.returncode == 0, client.stdout + client.stderr
+    assert json.loads(client.stdout.splitlines()[-1])["grafana"] == []
+    got = exported(boot.box)
     for request in got.values():
-        assert request["status"] == 200
-        assert request["headers"]["authorization"] == f"Basic {B64}"
-        [attributes] = request["resource_attributes"]  # one resource per request
-        assert attributes["fly.app_name"] == "operator-app"  # the operator's value wins
-        assert attributes["fly.machine_id"] == "148e4d55"
-        assert attributes["team"] == "ai"
+        [attributes] = request["resource_attributes"]
+        assert {k: attributes.get(k) for k in ATTRS_MEANT} == ATTRS_MEANT  # byte-exact
     assert got["/otlp/v1/traces"]["span_names"]
     assert got["/otlp/v1/metrics"]["metric_names"]
     assert got["/otlp/v1/logs"]["log_bodies"]
+
+
+def test_3b_both_consumers_agree(boot: Boot) -> None:
+    env = {**ON, **ATTRS_ENV}
+    boot.boot(env)
+    boot.box.set_expected_auth(basic_auth(INSTANCE, TOKEN))
+    seen = {}
+    for consumer in ("python", "js"):
+        boot.box.clear_requests()
+        client = boot.box.run_via_launcher(boot.env_file, consumer, inherited=env)
+        assert client.returncode == 0, client.stdout + client.stderr
+        got = exported(boot.box)
+        seen[consumer] = {path: {k: v for k, v in r["resource_attributes"][0].items()
+                                 if k in ATTRS_MEANT or k.startswith("fly.")}
+                          for path, r in got.items()}
+    assert seen["python"] == seen["js"]
+    assert seen["js"]["/otlp/v1/logs"] == ATTRS_MEANT
 
 
 def test_4_second_converge_changes_nothing(boot: Boot) -> None:

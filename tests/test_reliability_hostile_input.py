@@ -32,6 +32,7 @@ import tempfile
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
+from urllib.parse import unquote
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -45,6 +46,7 @@ from statekit.resources.coredns_zone import CorednsZone, ZoneSpec
 from statekit.resources.iptables_rule import RuleSpec, expand
 from statekit.run.files import ReadResult
 from tests.conftest import REPO, in_netns, record_output, register_token, saved
+from tests.otel_parsers import python_sdk_attributes
 
 TOKEN = "glc_hypothesis_token_0a1b2c3d4e"
 register_token(TOKEN)
@@ -62,8 +64,9 @@ VALID: dict[str, str] = {
 ENV_VARIANTS = {
     "GRAFANA_OTLP_ENDPOINT": ("https://192.0.2.10:4318/otlp", "https://h.example.test",
                               "https://[2001:db8::1]/otlp", "https://h.example.test/a=b,c"),
-    "OTEL_RESOURCE_ATTRIBUTES": ("fly.app_name=override", "a=b=c", "k/x=1,k.y=2", "a=,b="),
-    "OTEL_LOG_USER_PROMPTS": ("1",), "OTEL_LOG_TOOL_DETAILS": ("0",),
+    "OTEL_RESOURCE_ATTRIBUTES": ("fly.app_name=override", "a=b=c", "k/x=1,k.y=2", "a=,b=",
+                                 "a=1, b = 2,", "team=my%20team", "x=%C3%A9%2C%3D%25"),
+    "OTEL_LOG_USER_PROMPTS": ("1", "true", "No"), "OTEL_LOG_TOOL_DETAILS": ("0", " on"),
 }
 SPEC_KEYS = {
     "CLAUDE_CODE_ENABLE_TELEMETRY", "OTEL_METRICS_EXPORTER", "OTEL_LOGS_EXPORTER",
@@ -124,12 +127,13 @@ def read_env_file(path: Path) -> dict[str, str]:
 
 
 def expected_attributes(env: Mapping[str, str]) -> dict[str, str]:
+    """What was meant: FLY_* raw, the operator's values percent-decoded (trimmed)."""
     attrs = {k: env[v] for k, v in (("fly.app_name", "FLY_APP_NAME"),
                                     ("fly.machine_id", "FLY_MACHINE_ID")) if env[v]}
-    for item in env["OTEL_RESOURCE_ATTRIBUTES"].split(",") if env[
-            "OTEL_RESOURCE_ATTRIBUTES"] else []:
+    for item in env["OTEL_RESOURCE_ATTRIBUTES"].split(","):
         key, _, value = item.partition("=")
-        attrs[key] = value
+        if item.strip(" "):
+            attrs[key.strip(" ")] = unquote(value.strip(" "), errors="strict")
     return attrs
 
 
@@ -146,15 +150,16 @@ def check_converged(root: Path, env: Mapping[str, str]) -> None:
     assert got["OTEL_EXPORTER_OTLP_ENDPOINT"] == env["GRAFANA_OTLP_ENDPOINT"]
     auth = base64.b64encode(
         f"{env['GRAFANA_INSTANCE_ID']}:{env['GRAFANA_API_TOKEN']}".encode()).decode()
-    assert got["OTEL_EXPORTER_OTLP_HEADERS"] == f"Authorization=Basic%20{auth}"
+    assert got["OTEL_EXPORTER_OTLP_HEADERS"] == f"Authorization=Basic {auth}"
     assert got["OTEL_LOG_USER_PROMPTS"] in ("0", "1")
-    assert got["OTEL_LOG_TOOL_CONTENT"] == got["OTEL_LOG_TOOL_DETAILS"] in ("0", "1")
+    assert got["OTEL_LOG_TOOL_DETAILS"] in ("0", "1")
+    assert got["OTEL_LOG_TOOL_CONTENT"] == "0"
     if attrs:
         pairs = [p.partition("=") for p in got["OTEL_RESOURCE_ATTRIBUTES"].split(",")]
-        assert {k: v for k, _, v in pairs} == attrs
+        assert python_sdk_attributes(got["OTEL_RESOURCE_ATTRIBUTES"]) == attrs
         assert len(pairs) == len(attrs)  # each key once
         assert all(re.fullmatch(r"[A-Za-z0-9_.\-/]+", k) for k, _, _ in pairs)
-        assert not re.search(r"\s", got["OTEL_RESOURCE_ATTRIBUTES"])
+        assert all(re.fullmatch(r"[A-Za-z0-9_.\-/~:@%]{1,255}", v) for _, _, v in pairs)
 
 
 @settings(max_examples=400, deadline=None,

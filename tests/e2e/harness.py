@@ -40,6 +40,9 @@ import trustme
 REPO = Path(__file__).resolve().parents[2]
 E2E = Path(__file__).resolve().parent
 COREDNS = REPO / ".tools" / "bin" / "coredns"
+# The real agent, as `make claude-code` installs it (npm ci; its wrapper runs the native
+# binary of this platform).
+CLAUDE_CODE = E2E / "claude" / "node_modules" / "@anthropic-ai" / "claude-code" / "cli-wrapper.cjs"
 
 GATEWAY = "otlp-gateway-prod-us-west-2.grafana.net"
 OTHER = "other.example.net"
@@ -56,6 +59,7 @@ ALLOWED_ADDR = "198.18.0.30"
 HOSTS: dict[str, str] = {GATEWAY: GATEWAY_ADDR, OTHER: OTHER_ADDR, ALLOWED: ALLOWED_ADDR}
 LISTENERS: tuple[tuple[str, int], ...] = (
     (GATEWAY_ADDR, OTLP_PORT), (GATEWAY_ADDR, OTHER_PORT), (OTHER_ADDR, OTLP_PORT))
+MESSAGES_STUB_PORT = 8089
 MINIMAL_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 STATE_FILE = "sandbox.json"
 
@@ -449,6 +453,28 @@ class Sandbox:
 
         wait_until(ready, timeout, "the OTLP receiver", lambda: self.log("receiver"))
 
+    def start_messages_stub(self, port: int = MESSAGES_STUB_PORT, timeout: float = 15.0) -> Path:
+        """The Messages API stub on the container's loopback (the firewall lets ``lo``
+        through); its request log. For the real agent: ``ANTHROPIC_BASE_URL`` =
+        ``http://127.0.0.1:<port>``."""
+        ready_file, log = self.workdir / "messages-stub.ready", self.workdir / "messages.jsonl"
+        old = self.procs.pop("messages-stub", None)  # one stub at a time (a reused sandbox)
+        if old is not None and old.poll() is None:
+            old.terminate()
+            old.wait(timeout=5)
+        ready_file.unlink(missing_ok=True)
+        log.write_text("")
+        self.spawn("messages-stub", self.container,
+                   [sys.executable, str(E2E / "messages_stub.py"), "--listen",
+                    f"127.0.0.1:{port}", "--log", str(log), "--ready-file", str(ready_file)])
+
+        def ready() -> bool:
+            self.alive_or_raise("messages-stub")
+            return ready_file.exists()
+
+        wait_until(ready, timeout, "the Messages API stub", lambda: self.log("messages-stub"))
+        return log
+
     # --- running things in the container ------------------------------------------------
 
     def container_argv(self, argv: Sequence[str], resolver: Resolver) -> list[str]:
@@ -537,6 +563,27 @@ class Sandbox:
         return self.run_in_container([sys.executable, str(E2E / "otel_client.py")],
                                      env=full, resolver=resolver, timeout=timeout,
                                      base_env=False)
+
+    def run_via_launcher(self, env_file: Path, consumer: str,
+                         inherited: Mapping[str, str] | None = None, *args: str,
+                         resolver: Resolver = "local", cwd: Path | None = None,
+                         timeout: float = 90.0) -> subprocess.CompletedProcess[str]:
+        """Run a consumer (``"python"``: otel_client.py, ``"js"``: js/otel-client.js,
+        ``"claude"``: the real Claude Code with ``args``) in the container the way the
+        agent starts: ``examples/launch-agent.sh`` reads ``env_file`` and execs it. Its
+        environment is only what the launcher passes on from ``inherited`` (what the
+        entrypoint had exported) plus the test CA (trust, not configuration) and PATH."""
+        trust = {"python": {"OTEL_EXPORTER_OTLP_CERTIFICATE": self.info.ca_pem},
+                 "js": {"NODE_EXTRA_CA_CERTS": self.info.ca_pem},
+                 "claude": {"NODE_EXTRA_CA_CERTS": self.info.ca_pem}}[consumer]
+        argv = {"python": [sys.executable, str(E2E / "otel_client.py")],
+                "js": [which("node"), str(E2E / "js" / "otel-client.js")],
+                "claude": [which("node"), str(CLAUDE_CODE), *args]}[consumer]
+        env = {**(inherited or {}), **trust, "PATH": MINIMAL_PATH,
+               "OTEL_ENV_FILE": str(env_file)}
+        return self.run_in_container(["/bin/sh", str(REPO / "examples" / "launch-agent.sh"),
+                                      *argv], env=env, resolver=resolver, timeout=timeout,
+                                     base_env=False, cwd=cwd)
 
     # --- the container's CoreDNS ----------------------------------------------------------
 

@@ -122,7 +122,8 @@ def main() -> int:
     send_metric(resource)
     send_log(resource)
     ok = all(results and all(results) for results in RESULTS.values())
-    print(json.dumps({"ok": ok, "results": RESULTS,
+    grafana = sorted(k for k in os.environ if k.startswith("GRAFANA_"))
+    print(json.dumps({"ok": ok, "results": RESULTS, "grafana": grafana,
                       "resource": dict(resource.attributes)}, sort_keys=True, default=str))
     return 0 if ok else 1
 

@@ -17,6 +17,7 @@ is bound. SIGTERM or SIGINT stops it.
 from __future__ import annotations
 
 import argparse
+import base64
 import gzip
 import json
 import signal
@@ -76,9 +77,15 @@ def attributes(kvs: Any) -> dict[str, Any]:
     return {kv.key: any_value(kv.value) for kv in kvs}
 
 
+def resource_keys(resources: Any) -> list[list[str]]:
+    """Each resource's attribute keys in wire order (a key sent twice shows twice)."""
+    return [[kv.key for kv in r.resource.attributes] for r in resources]
+
+
 def summarize_traces(req: Any) -> dict[str, Any]:
     """Resource attributes and span names of an ExportTraceServiceRequest."""
     return {
+        "resource_keys": resource_keys(req.resource_spans),
         "resource_attributes": [attributes(rs.resource.attributes) for rs in req.resource_spans],
         "span_names": [s.name for rs in req.resource_spans for ss in rs.scope_spans
                        for s in ss.spans],
@@ -88,6 +95,7 @@ def summarize_traces(req: Any) -> dict[str, Any]:
 def summarize_metrics(req: Any) -> dict[str, Any]:
     """Resource attributes and metric names of an ExportMetricsServiceRequest."""
     return {
+        "resource_keys": resource_keys(req.resource_metrics),
         "resource_attributes": [attributes(rm.resource.attributes)
                                 for rm in req.resource_metrics],
         "metric_names": [m.name for rm in req.resource_metrics for sm in rm.scope_metrics
@@ -98,6 +106,7 @@ def summarize_metrics(req: Any) -> dict[str, Any]:
 def summarize_logs(req: Any) -> dict[str, Any]:
     """Resource attributes and log bodies of an ExportLogsServiceRequest."""
     return {
+        "resource_keys": resource_keys(req.resource_logs),
         "resource_attributes": [attributes(rl.resource.attributes) for rl in req.resource_logs],
         "log_bodies": [any_value(r.body) for rl in req.resource_logs for sl in rl.scope_logs
                        for r in sl.log_records],
@@ -166,8 +175,7 @@ class Handler(BaseHTTPRequestHandler):
 
     def do_POST(self) -> None:
         """Handle an export request."""
-        length = min(int(self.headers.get("Content-Length") or 0), MAX_BODY)
-        raw = self.rfile.read(length)
+        raw = self.read_body()
         kind = signal_of(self.path)
         status = self.status_for(kind)
         record: dict[str, Any] = {
@@ -178,11 +186,27 @@ class Handler(BaseHTTPRequestHandler):
         if kind is not None:
             try:
                 body = decompress(raw, self.headers.get("Content-Encoding", ""))
+                record["body_b64"] = base64.b64encode(body).decode()  # for marker searches
                 record.update(decode(kind, body, self.headers.get("Content-Type", "")))
             except (OSError, zlib.error) as exc:
                 record["decode_error"] = str(exc)
         self.server.recorder.write(record)
         self.reply(status, kind)
+
+    def read_body(self) -> bytes:
+        """The request body: Content-Length bytes, or the chunks of a chunked body (the
+        Node.js SDK streams its exports that way); at most MAX_BODY bytes either way."""
+        if "chunked" not in self.headers.get("Transfer-Encoding", "").lower():
+            return self.rfile.read(min(int(self.headers.get("Content-Length") or 0), MAX_BODY))
+        body = bytearray()
+        while True:
+            size = int(self.rfile.readline(100).split(b";")[0].strip() or b"0", 16)
+            if size == 0 or len(body) + size > MAX_BODY:
+                while self.rfile.readline(1000).strip():  # trailers, up to the blank line
+                    pass
+                return bytes(body)
+            body += self.rfile.read(size)
+            self.rfile.readline(10)  # the CRLF after each chunk
 
     def do_GET(self) -> None:
         """Record and answer a GET (404: the gateway only takes POSTs)."""
