@@ -139,9 +139,10 @@ def check_flag(value: Any, name: str, default: str = "1") -> str:
 
 def parse_attributes(value: str, name: str) -> list[tuple[str, str]]:
     """The operator's ``k=v,k2=v2`` (values percent-encoded, see
-    :mod:`statekit.load.resource_attributes`) -> ``(key, decoded value)`` pairs. Spaces around ``,`` and ``=`` are trimmed and empty
-    items skipped; a space inside a value must be written ``%20``. Messages name the key
-    or the item's position, never a value (it could be a secret)."""
+    :mod:`statekit.load.resource_attributes`) -> ``(key, decoded value)`` pairs. Spaces
+    around ``,`` and ``=`` are trimmed and empty items skipped; a space inside a value
+    must be written ``%20``. Messages name the key or the item's position, never a value
+    (it could be a secret)."""
     pairs: list[tuple[str, str]] = []
     for index, item in enumerate(value.split(","), 1):
         if not item.strip(" "):
