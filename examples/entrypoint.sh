@@ -9,7 +9,7 @@
 #   AUTH_SETUP     git, gh, npm credentials
 #   REFRESH        seconds between refreshes    (default: 300; 0: no refresh loop)
 set -eu
-STATEKIT=${STATEKIT:-statekit}
+STATEKIT=${STATEKIT:-statekit}  # the installed command runs its Python isolated (-I)
 STATES=${STATES:-/opt/statekit/states}
 ROOT=${STATEKIT_ROOT:-/}
 here=$(dirname "$0")
