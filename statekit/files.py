@@ -8,6 +8,12 @@ A write is a temporary file created in the target's directory with
 ``O_CREAT|O_EXCL|O_NOFOLLOW`` and the final mode from the first instant, written,
 fsynced, renamed over the target; then the directory is fsynced. Leftover temporaries of
 an interrupted write are reported by :meth:`FileSystem.read` and removed by the next write.
+
+Every read is bounded (whatever is on disk, even a sparse file of gigabytes): the caller
+gives a size cap (:data:`MAX_READ` by default). A bigger file is never read: it is an
+error (:class:`TooLarge`, an ApplyError naming the path), or, when the caller can
+replace the whole file (``oversize_ok``), a :class:`FileState` with empty ``content``
+and ``oversize`` set to its size, which plans as drift.
 """
 
 from __future__ import annotations
@@ -22,6 +28,47 @@ from statekit.typeshim import Record
 
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 TEMP_MARK = ".statekit-tmp-"
+#: The default cap on one file read (a managed file, an input, a pidfile).
+MAX_READ = 1 << 20
+#: The cap on one state file (thousands of rules fit many times over).
+STATE_FILE_LIMIT = 16 << 20
+
+
+class TooLarge(ApplyError):
+    """A file bigger than the cap its reader set: it was not read."""
+
+
+def read_capped(fd: int, limit: int, path: str) -> bytes:
+    """At most ``limit`` bytes from ``fd`` (a regular file), or :class:`TooLarge`: the
+    size is checked first, and the read stops one byte past the cap (the file may grow)."""
+    size = os.fstat(fd).st_size
+    if size > limit:
+        raise TooLarge(f"{path}: {size} bytes, over the {limit}-byte limit for this file; "
+                       "not read")
+    chunks: list[bytes] = []
+    total = 0
+    while total <= limit:
+        chunk = os.read(fd, min(limit + 1 - total, 1 << 20))
+        if not chunk:
+            break
+        chunks.append(chunk)
+        total += len(chunk)
+    if total > limit:
+        raise TooLarge(f"{path}: grew past the {limit}-byte limit for this file while "
+                       "being read; not read")
+    return b"".join(chunks)
+
+
+def read_path(path: str, limit: int) -> bytes:
+    """The whole regular file at ``path`` (an input: a state file), bounded by ``limit``;
+    OSError or :class:`TooLarge`. A FIFO or device is refused, never waited on."""
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK)
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise TooLarge(f"{path}: not a regular file")
+        return read_capped(fd, limit, path)
+    finally:
+        os.close(fd)
 
 
 class FileState(Record):
@@ -33,6 +80,7 @@ class FileState(Record):
     gid: int
     inode: int
     mtime_ns: int
+    oversize: int = 0  # the size on disk when over the reader's cap (content is empty)
 
 
 class DirState(Record):
@@ -158,8 +206,11 @@ class FileSystem:
         """Whether anything (file, directory, even a symlink) is at ``path``."""
         return os.path.lexists(self.host_path(path))
 
-    def read(self, path: str) -> ReadResult:
-        """Read ``path``: content, mode, owner; refuses a symlink or a non-regular file."""
+    def read(self, path: str, limit: int = MAX_READ, *, oversize_ok: bool = False
+             ) -> ReadResult:
+        """Read ``path``: content, mode, owner; refuses a symlink or a non-regular file.
+        A file over ``limit`` bytes is :class:`TooLarge`, or unread (``oversize`` set)
+        when ``oversize_ok``."""
         name = self._parts(path)[-1]
         with self._dir(path, None) as dfd:
             if dfd is None:
@@ -167,9 +218,11 @@ class FileSystem:
             dst = os.fstat(dfd)
             parent = DirState(stat.S_IMODE(dst.st_mode), dst.st_uid, dst.st_gid)
             stale = tuple(sorted(n for n in os.listdir(dfd) if n.startswith(temp_prefix(name))))
-            return ReadResult(self._read_file(dfd, name, path), parent, stale)
+            return ReadResult(self._read_file(dfd, name, path, limit, oversize_ok), parent,
+                              stale)
 
-    def _read_file(self, dfd: int, name: str, path: str) -> FileState | None:
+    def _read_file(self, dfd: int, name: str, path: str, limit: int, oversize_ok: bool
+                   ) -> FileState | None:
         try:
             fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK,
                          dir_fd=dfd)
@@ -179,14 +232,19 @@ class FileSystem:
             if exc.errno == errno.ELOOP:
                 raise ApplyError(f"{path}: refusing a symlink at the file's path") from exc
             raise ApplyError(f"{path}: {exc.strerror}") from exc
-        st = os.fstat(fd)
-        if not stat.S_ISREG(st.st_mode):  # checked before fdopen, which refuses a directory
+        try:
+            st = os.fstat(fd)
+            if not stat.S_ISREG(st.st_mode):
+                raise ApplyError(f"{path}: not a regular file")
+            data, oversize = read_capped(fd, limit, path), 0
+        except TooLarge:
+            if not oversize_ok:
+                raise
+            data, oversize = b"", max(os.fstat(fd).st_size, limit + 1)
+        finally:
             os.close(fd)
-            raise ApplyError(f"{path}: not a regular file")
-        with os.fdopen(fd, "rb") as f:
-            data = f.read()
         return FileState(data, stat.S_IMODE(st.st_mode), st.st_uid, st.st_gid, st.st_ino,
-                         st.st_mtime_ns)
+                         st.st_mtime_ns, oversize)
 
     def write(
         self, path: str, data: bytes, *, mode: int, uid: int, gid: int, dir_mode: int,

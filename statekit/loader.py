@@ -13,7 +13,8 @@ from typing import Any
 
 from statekit import resources, schema_check, templating
 from statekit.discover import collect
-from statekit.errors import FieldError, StateError
+from statekit.errors import ApplyError, FieldError, StateError
+from statekit.files import STATE_FILE_LIMIT, read_path
 from statekit.graph import check_graph
 from statekit.model import Program, State
 from statekit.resources.base import Meta
@@ -27,10 +28,15 @@ def read_sources(paths: Sequence[str]) -> list[Source]:
     sources = []
     for name in collect(paths):
         try:
-            with open(name, encoding="utf-8") as f:
-                text = f.read()
-        except (OSError, UnicodeDecodeError) as exc:
-            raise StateError(f"cannot read: {exc}", file=name) from None
+            text = read_path(name, STATE_FILE_LIMIT).decode("utf-8")
+        except ApplyError as exc:  # too large, or not a regular file
+            raise StateError(f"cannot read: {exc.message.removeprefix(name + ': ')}",
+                             file=name) from None
+        except OSError as exc:
+            raise StateError(f"cannot read: {exc.strerror or exc}", file=name) from None
+        except UnicodeDecodeError as exc:
+            raise StateError(f"cannot read: not UTF-8 text (byte {exc.start})",
+                             file=name) from None
         source = parse(name, text)
         if source.data is None:
             source.data = {}

@@ -30,11 +30,12 @@ class Attacker:
     uid: int
     gid: int
 
-    def run(self, argv: Sequence[str], **kwargs: object) -> subprocess.CompletedProcess[str]:
+    def run(self, argv: Sequence[str], cwd: Path | None = None
+            ) -> subprocess.CompletedProcess[str]:
         """``argv`` as the attacker (no capabilities, no supplementary groups)."""
         return subprocess.run(["setpriv", f"--reuid={self.uid}", f"--regid={self.gid}",
                                "--clear-groups", "--", *argv], capture_output=True,
-                              text=True, check=False, timeout=60, **kwargs)  # type: ignore[call-overload]
+                              text=True, check=False, timeout=60, cwd=cwd)
 
     def popen(self, argv: Sequence[str]) -> subprocess.Popen[str]:
         return subprocess.Popen(["setpriv", f"--reuid={self.uid}", f"--regid={self.gid}",

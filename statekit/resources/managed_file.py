@@ -60,8 +60,12 @@ def plan_file(spec: FileSpec, current: ReadResult, display: Display) -> Plan:
     if old is None:
         changes.append(Change("create", spec.path, "file is missing"))
         lines.append(f"mode: {spec.mode:04o}, owner: {spec.uid}:{spec.gid}")
-    else:
-        if old.content != spec.content:
+    elif old.oversize:
+        changes.append(Change("update", spec.path, f"{old.oversize} bytes, over the read "
+                              "limit: not read, replaced"))
+        lines.append(f"previous content not read: {old.oversize} bytes, over the read limit")
+    if old is not None:
+        if old.content != spec.content and not old.oversize:
             changes.append(Change("update", spec.path, "content differs"))
         if old.mode != spec.mode:
             changes.append(Change("chmod", spec.path, f"mode {old.mode:04o} -> {spec.mode:04o}"))
