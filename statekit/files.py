@@ -28,6 +28,7 @@ from statekit.typeshim import Record
 
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 TEMP_MARK = ".statekit-tmp-"
+_ADOPT_TRIES = 20
 #: The default cap on one file read (a managed file, an input, a pidfile).
 MAX_READ = 1 << 20
 #: The cap on one state file (thousands of rules fit many times over).
@@ -140,15 +141,19 @@ class FileSystem:
             raise ApplyError(f"{path}: not a file path")
         return parts
 
-    def _dir(self, path: str, create_mode: int | None) -> _OpenDir:
+    def _dir(self, path: str, create_mode: int | None,
+             owners: tuple[int, ...] | None = None) -> _OpenDir:
         """The parent directory of ``path``: ``with`` gives its fd (None if missing and not
-        created) and closes it."""
+        created) and closes it. With ``owners``, a parent directory owned by anyone else
+        (pre-created by another user in /tmp, say) is moved aside and created afresh."""
         parts = self._parts(path)[:-1]
         fd = os.open(self.root, _DIR_FLAGS)
         try:
             for i, name in enumerate(parts):
                 is_parent = i == len(parts) - 1
                 nfd = self._step(fd, name, parts[: i + 1], is_parent, create_mode, path)
+                if is_parent and owners is not None and nfd >= 0:
+                    nfd = self._adopt(fd, nfd, name, owners, create_mode or 0o700, path)
                 os.close(fd)
                 fd = nfd
                 if fd < 0:
@@ -183,6 +188,56 @@ class FileSystem:
                 raise ApplyError(f"{path}: refusing a symlink at its directory "
                                  f"/{'/'.join(so_far)}") from exc
             return self._follow_inside_root(so_far, path)
+
+    def _adopt(self, fd: int, nfd: int, name: str, owners: tuple[int, ...], mode: int,
+               path: str) -> int:
+        """``nfd`` if its owner is one of ``owners``; else the directory is renamed aside
+        (``.NAME.statekit-aside-HEX``, left for the operator to inspect) and replaced by a
+        fresh one, made first under a temporary name (root's, 0700) and renamed into
+        place: nothing is ever written into a directory another user owns or has owned.
+        A directory re-created meanwhile is moved aside again (a few times)."""
+        uid = os.fstat(nfd).st_uid
+        if uid in owners:
+            return nfd
+        os.close(nfd)
+        fresh = f".{name}.statekit-new-{os.urandom(6).hex()}"
+        os.mkdir(fresh, 0o700, dir_fd=fd)
+        try:
+            self._swap_in(fd, fresh, name)
+            nfd = os.open(name, _DIR_FLAGS, dir_fd=fd)
+        except OSError as exc:
+            self._rmdir_quietly(fd, fresh)
+            raise ApplyError(f"{path}: its directory was owned by uid {uid}; moving it aside "
+                             f"and creating it afresh failed: {exc.strerror}") from exc
+        if os.fstat(nfd).st_uid not in owners:
+            os.close(nfd)
+            raise ApplyError(f"{path}: its directory was swapped while being replaced")
+        os.fchmod(nfd, mode)
+        return nfd
+
+    @staticmethod
+    def _swap_in(fd: int, fresh: str, name: str) -> None:
+        for _ in range(_ADOPT_TRIES):
+            testhook.point("aside", name)
+            try:  # noqa: SIM105 -- contextlib stays off the no-op path
+                os.rename(name, f".{name}.statekit-aside-{os.urandom(6).hex()}",
+                          src_dir_fd=fd, dst_dir_fd=fd)
+            except FileNotFoundError:
+                pass
+            try:
+                os.rename(fresh, name, src_dir_fd=fd, dst_dir_fd=fd)
+                return
+            except OSError as exc:  # re-created (and not empty) in between: again
+                if exc.errno not in (errno.ENOTEMPTY, errno.EEXIST):
+                    raise
+        raise OSError(errno.EEXIST, f"another user re-created it {_ADOPT_TRIES} times")
+
+    @staticmethod
+    def _rmdir_quietly(fd: int, name: str) -> None:
+        try:  # noqa: SIM105 -- contextlib stays off the no-op path
+            os.rmdir(name, dir_fd=fd)
+        except OSError:
+            pass
 
     def _follow_inside_root(self, so_far: list[str], path: str) -> int:
         real = os.path.realpath(os.path.join(self.root, *so_far))
@@ -252,13 +307,16 @@ class FileSystem:
     ) -> None:
         """Atomically replace ``path`` with ``data`` (mode and owner set from the start)."""
         name = self._parts(path)[-1]
-        with self._dir(path, dir_mode) as dfd:
+        owners = (0, os.geteuid(), uid, *(dir_owner or ())[:1])
+        with self._dir(path, dir_mode, owners) as dfd:
             if dfd is None:  # _dir creates missing directories when given a mode
                 raise ApplyError(f"{path}: its directory could not be created")
-            if enforce_dir_mode:
-                os.fchmod(dfd, dir_mode)
+            if enforce_dir_mode:  # owner first: then nobody else can change the mode
                 if dir_owner is not None:
                     os.fchown(dfd, *dir_owner)
+                os.fchmod(dfd, dir_mode)
+            else:
+                self._check_dir_mode(dfd, path)
             self._remove_stale(dfd, name, path)
             self._reject_symlink(dfd, name, path)
             tmp = temp_prefix(name) + os.urandom(6).hex()
@@ -270,6 +328,15 @@ class FileSystem:
                 self._unlink_quietly(dfd, tmp)
                 raise ApplyError(f"{path}: {exc.strerror or exc}") from exc
             os.fsync(dfd)
+
+    @staticmethod
+    def _check_dir_mode(dfd: int, path: str) -> None:
+        """Refuse a directory others may write to (unless sticky, like /tmp): they could
+        swap the file once written."""
+        mode = stat.S_IMODE(os.fstat(dfd).st_mode)
+        if mode & 0o022 and not mode & stat.S_ISVTX:
+            raise ApplyError(f"{path}: refusing to write into a group/world-writable directory "
+                             f"(mode {mode:04o}): set the state's dir_mode, or fix the mode")
 
     def _write_temp(self, dfd: int, tmp: str, data: bytes, mode: int, uid: int, gid: int) -> None:
         testhook.point("create", tmp)
