@@ -67,7 +67,7 @@ def env_key(environ: Mapping[str, str], names: Sequence[str] | None) -> str:
     chosen = sorted(environ) if names is None else names
     for name in chosen:
         if names is not None or name not in _VOLATILE:
-            digest.update(f"{name}={environ.get(name, '')}\0".encode())
+            digest.update(f"{name}={environ.get(name, '')}\0".encode(errors="surrogateescape"))
     return digest.hexdigest()
 
 

@@ -60,6 +60,13 @@ def read_capped(fd: int, limit: int, path: str) -> bytes:
     return b"".join(chunks)
 
 
+def os_error(path: str, operation: str, exc: OSError) -> ApplyError:
+    """A failed system call as a one-line error: the state's path, the operation, why,
+    and the name the call was given (relative to the path's directory)."""
+    on = f" ({exc.filename})" if exc.filename else ""
+    return ApplyError(f"{path}: cannot {operation}: {exc.strerror or exc}{on}")
+
+
 def read_path(path: str, limit: int) -> bytes:
     """The whole regular file at ``path`` (an input: a state file), bounded by ``limit``;
     OSError or :class:`TooLarge`. A FIFO or device is refused, never waited on."""
@@ -265,7 +272,13 @@ class FileSystem:
              ) -> ReadResult:
         """Read ``path``: content, mode, owner; refuses a symlink or a non-regular file.
         A file over ``limit`` bytes is :class:`TooLarge`, or unread (``oversize`` set)
-        when ``oversize_ok``."""
+        when ``oversize_ok``. Any OSError is an ApplyError naming the path."""
+        try:
+            return self._read(path, limit, oversize_ok)
+        except OSError as exc:
+            raise os_error(path, "read", exc) from exc
+
+    def _read(self, path: str, limit: int, oversize_ok: bool) -> ReadResult:
         name = self._parts(path)[-1]
         with self._dir(path, None) as dfd:
             if dfd is None:
@@ -305,7 +318,16 @@ class FileSystem:
         self, path: str, data: bytes, *, mode: int, uid: int, gid: int, dir_mode: int,
         dir_owner: tuple[int, int] | None = None, enforce_dir_mode: bool = False,
     ) -> None:
-        """Atomically replace ``path`` with ``data`` (mode and owner set from the start)."""
+        """Atomically replace ``path`` with ``data`` (mode and owner set from the start).
+        Any OSError (a read-only file system, a directory swapped meanwhile) is an
+        ApplyError naming the path."""
+        try:
+            self._write(path, data, mode, uid, gid, dir_mode, dir_owner, enforce_dir_mode)
+        except OSError as exc:
+            raise os_error(path, "write", exc) from exc
+
+    def _write(self, path: str, data: bytes, mode: int, uid: int, gid: int, dir_mode: int,
+               dir_owner: tuple[int, int] | None, enforce_dir_mode: bool) -> None:
         name = self._parts(path)[-1]
         owners = (0, os.geteuid(), uid, *(dir_owner or ())[:1])
         with self._dir(path, dir_mode, owners) as dfd:
@@ -381,6 +403,12 @@ class FileSystem:
 
     def remove(self, path: str) -> None:
         """Remove ``path`` (and stale temporaries beside it); a missing file is fine."""
+        try:
+            self._remove(path)
+        except OSError as exc:
+            raise os_error(path, "remove", exc) from exc
+
+    def _remove(self, path: str) -> None:
         name = self._parts(path)[-1]
         with self._dir(path, None) as dfd:
             if dfd is None:

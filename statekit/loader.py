@@ -58,7 +58,7 @@ def load(
     environ = os.environ if environ is None else environ
     sources = read_sources(paths)
     secret_names = {n for s in sources for n in s.data.get("secrets", [])}
-    secrets = {environ[n] for n in secret_names if environ.get(n)}
+    secrets = {_utf8(n, environ[n]) for n in sorted(secret_names) if environ.get(n)}
     if on_secrets:
         on_secrets(secrets)
     phases = _merge_phases(sources)
@@ -73,6 +73,13 @@ def load(
     check_graph(states, phases, by_name)
     used = None if env.used is None else sorted(env.used | secret_names)
     return Program(phases=phases, states=states, secrets=secrets, env_used=used)
+
+
+def _utf8(name: str, value: str) -> str:
+    try:
+        return templating.utf8(name, value)
+    except ValueError as exc:
+        raise StateError(f"invalid input: {exc}") from None
 
 
 def _link(states: list[State]) -> None:
@@ -160,9 +167,20 @@ def _render_vars(sources: list[Source], overrides: dict[str, Any],
                 context[name] = renderer.render(value, context)
             except Exception as exc:
                 raise source.error(["vars", name], templating.describe(exc)) from None
-    for name, value in overrides.items():
-        context.setdefault(name, value)
+    unknown = sorted(set(overrides) - set(defined))
+    if unknown:
+        raise StateError(_unknown_var(unknown[0], sorted(defined)))
     return context
+
+
+def _unknown_var(name: str, declared: list[str]) -> str:
+    """A typo in ``--var NAME`` is an error, with the closest declared var."""
+    import difflib
+
+    close = difflib.get_close_matches(name, declared, n=1, cutoff=0.6)
+    hint = f"; did you mean {close[0]!r}?" if close else ""
+    listed = ", ".join(declared) if declared else "none"
+    return f"--var {name}: no such var in the state files{hint} (declared: {listed})"
 
 
 def _render_state(state: State, source: Source, context: dict[str, Any],

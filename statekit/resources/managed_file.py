@@ -32,7 +32,9 @@ class FileSpec(Record):
 
 
 def parse_mode(value: object, field: str) -> int:
-    text = str(value)
+    if not isinstance(value, str):  # YAML read mode: 0640 as 416: never write 0416
+        raise FieldError(field, f"a mode is a quoted octal string (\"0640\"), not {value!r}")
+    text = value
     if not (3 <= len(text.lstrip("0") or "0") <= 4 and digits(text)
             and set(text) <= set("01234567") and len(text) <= 5):
         raise FieldError(field, f"{text!r} is not a valid mode (an octal string like '0600')")
