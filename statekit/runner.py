@@ -135,10 +135,11 @@ class Runner:
                 raise ApplyError(f"{args[0]}: cannot execute: {exc.strerror}", argv=argv,
                                  returncode=126) from exc
             returncode = _wait(pid, timeout)
-            if returncode is None:
-                raise ApplyError(f"timed out after {timeout:g} s", argv=argv, returncode=-1)
             stdout = _decode(_read_all(out))
             stderr = _decode(_read_all(err))
+            if returncode is None:  # killed: what it printed until then is kept
+                raise ApplyError(f"timed out after {timeout:g} s", argv=argv,
+                                 returncode=-1, stderr=stderr, stdout=stdout)
         finally:
             for fd in (stdin, out, err):
                 if fd >= 0:
