@@ -103,7 +103,7 @@ COMMANDS: dict[str, tuple[str, tuple[Arg, ...]]] = {
         Arg("--root", VALUE, default="/", metavar="DIR", help="take every file path under DIR"),
         Arg("--detailed-exitcode", FLAG, help="exit 2 when something changed (or would)"),
         Arg("--lock-file", VALUE, metavar="PATH",
-            help="lock file (default /run/statekit.lock under --root)"),
+            help="lock file (default /run/statekit/lock under --root)"),
         Arg("--lock-timeout", VALUE, type=seconds, default=30.0, metavar="SECONDS"),
     )),
     "validate": ("check files, schema and templates; touch nothing", (_PATHS, _VAR)),

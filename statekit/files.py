@@ -253,13 +253,15 @@ class FileSystem:
         return os.open(real, _DIR_FLAGS)
 
     def open(self, path: str, flags: int, mode: int = 0o600, *,
-             dir_mode: int | None = None) -> int | None:
+             dir_mode: int | None = None, owners: tuple[int, ...] | None = None
+             ) -> int | None:
         """An fd on ``path`` opened with ``O_NOFOLLOW``, its directories walked as for a
-        write (missing ones created with ``dir_mode`` when given); None if its directory
-        is missing. For the lock file: never opened through a symlink or outside the root.
+        write (missing ones created with ``dir_mode`` when given; with ``owners``, a
+        directory owned by anyone else is replaced); None if its directory is missing.
+        For the lock file: never opened through a symlink or outside the root.
         """
         name = self._parts(path)[-1]
-        with self._dir(path, dir_mode) as dfd:
+        with self._dir(path, dir_mode, owners if dir_mode is not None else None) as dfd:
             if dfd is None:
                 return None
             return os.open(name, flags | os.O_NOFOLLOW | os.O_CLOEXEC, mode, dir_fd=dfd)

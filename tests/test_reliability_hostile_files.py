@@ -100,11 +100,11 @@ def test_symlink_at_a_managed_path_is_refused(states: Path, root: Path, outside:
 @pytest.mark.parametrize("to_victim", [True, False])
 def test_symlink_at_the_lock_file_is_refused(states: Path, root: Path, outside: Path,
                                              to_victim: bool) -> None:
-    plant(root, "run/statekit.lock", outside / ("victim" if to_victim else "new-lock"))
+    plant(root, "run/statekit/lock", outside / ("victim" if to_victim else "new-lock"))
     for extra in ([], ["--check"]):
         run = converge(states, root, *extra)
         assert run.returncode == 1, run.output
-        assert run.stderr == ("statekit: /run/statekit.lock: refusing a symlink at the "
+        assert run.stderr == ("statekit: /run/statekit/lock: refusing a symlink at the "
                               "lock file\n")
         assert untouched(outside)
     assert not (root / "tmp").exists() and not (root / "etc").exists()
