@@ -73,6 +73,7 @@ def test_a_huge_env_file_is_replaced_without_reading_it(root: Path, tmp_path: Pa
                          str(states)], {"STATEKIT_NO_CACHE": "1"})
     clean(run, 0, "previous content not read: 805306368 bytes, over the read limit")
     assert rss < RSS_LIMIT_KIB, f"peak RSS {rss} KiB"
+    print(f"peak RSS {rss} KiB")
     assert (root / "tmp/otel/otel-env").read_text() == "OTEL_LOG_TOOL_CONTENT=0\n"
     again, _ = measured(["converge", "--root", str(root), "--phase", "auth",
                          "--detailed-exitcode", str(states)], {"STATEKIT_NO_CACHE": "1"})
@@ -87,6 +88,7 @@ def test_a_huge_corefile_fails_its_state_and_is_left_alone(root: Path, tmp_path:
                         {"STATEKIT_NO_CACHE": "1"})
     clean(run, 1, "/etc/coredns/Corefile: 805306368 bytes, over the 4194304-byte limit")
     assert rss < RSS_LIMIT_KIB, f"peak RSS {rss} KiB"
+    print(f"peak RSS {rss} KiB")
     assert corefile.stat().st_size == BIG
     assert corefile.stat().st_blocks == 0  # never written
 
@@ -96,6 +98,7 @@ def test_a_huge_state_file_or_a_fifo_is_invalid_input(root: Path, tmp_path: Path
     run, rss = measured(["converge", "--root", str(root), str(huge)])
     clean(run, 3, f"{huge}: cannot read: 805306368 bytes, over the 16777216-byte limit")
     assert rss < RSS_LIMIT_KIB, f"peak RSS {rss} KiB"
+    print(f"peak RSS {rss} KiB")
     fifo = tmp_path / "fifo.yaml"
     os.mkfifo(fifo)
     run, _ = measured(["validate", str(fifo)])
@@ -110,4 +113,5 @@ def test_a_huge_program_cache_is_a_miss(root: Path, tmp_path: Path) -> None:
     run, rss = measured(["converge", "--root", str(root), "--phase", "auth", str(states)])
     clean(run, 0)
     assert rss < RSS_LIMIT_KIB, f"peak RSS {rss} KiB"
+    print(f"peak RSS {rss} KiB")
     assert cache.stat().st_size < BIG  # rewritten by the converge (the miss)
