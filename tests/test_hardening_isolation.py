@@ -52,10 +52,16 @@ def test_the_plant_works_on_a_plain_python(plant: Path, arena: Path) -> None:
     assert (arena / "marker").exists()
 
 
-def test_the_installed_command_ignores_the_plant(plant: Path, arena: Path,
-                                                 tmp_path: Path) -> None:
+@pytest.mark.parametrize("via_symlink", [False, True])
+def test_the_installed_command_ignores_the_plant(plant: Path, arena: Path, tmp_path: Path,
+                                                 via_symlink: bool) -> None:
     states = write(tmp_path / "s.yaml", "phases: [p]\nstates: []\n")
-    result = run([str(VENV_BIN / "statekit"), "validate", str(states)],
+    command = VENV_BIN / "statekit"
+    if via_symlink:  # /usr/local/bin/statekit -> /opt/venv/bin/statekit, say
+        (arena / "bin").mkdir()
+        (arena / "bin" / "statekit").symlink_to(command)
+        command = arena / "bin" / "statekit"
+    result = run([str(command), "validate", str(states)],
                  hostile_env(plant, "/usr/bin:/bin"), plant)
     clean(result, 0, "0 states in 1 phases: valid")
     assert not (arena / "marker").exists()
