@@ -1,5 +1,8 @@
 """Shared by the hardening tests: an unprivileged attacker and the checks every run passes.
 
+A test module imports ``attacker_fixture`` and ``arena_fixture`` to get the ``attacker``
+and ``arena`` fixtures (named so that the import does not shadow the argument).
+
 The attacker is a real system user (created once, ``useradd``) who acts through
 ``setpriv``; the arena is a root-owned 0755 directory under /tmp that the attacker can
 reach (pytest's own temporary directories are 0700), removed afterwards.
@@ -21,8 +24,6 @@ import pytest
 from tests.conftest import Run
 
 ATTACKER = "statekit-attacker"
-#: Import these into a test module to use the ``attacker`` and ``arena`` fixtures.
-FIXTURES = ("attacker_fixture", "arena_fixture")
 
 
 @dataclass(frozen=True)

@@ -36,7 +36,7 @@ def plant(arena: Path, attacker: Attacker) -> Path:
 
 def hostile_env(evil: Path, path: str) -> dict[str, str]:
     return {"PATH": path, "LANG": "C.UTF-8", "PYTHONPATH": str(evil),
-            "PYTHONSTARTUP": str(evil / "startup.py"), "PYTHONINSPECT": "",
+            "PYTHONSTARTUP": str(evil / "startup.py"),
             "PYTHONUSERBASE": str(evil), "HOME": str(evil)}
 
 
