@@ -60,6 +60,12 @@ def read_capped(fd: int, limit: int, path: str) -> bytes:
     return b"".join(chunks)
 
 
+def _shared(fd: int) -> bool:
+    """Whether the directory ``fd`` is sticky and world-writable (like /tmp)."""
+    mode = os.fstat(fd).st_mode
+    return bool(mode & stat.S_ISVTX and mode & stat.S_IWOTH)
+
+
 def os_error(path: str, operation: str, exc: OSError) -> ApplyError:
     """A failed system call as a one-line error: the state's path, the operation, why,
     and the name the call was given (relative to the path's directory)."""
@@ -198,15 +204,20 @@ class FileSystem:
 
     def _adopt(self, fd: int, nfd: int, name: str, owners: tuple[int, ...], mode: int,
                path: str) -> int:
-        """``nfd`` if its owner is one of ``owners``; else the directory is renamed aside
-        (``.NAME.statekit-aside-HEX``, left for the operator to inspect) and replaced by a
-        fresh one, made first under a temporary name (root's, 0700) and renamed into
-        place: nothing is ever written into a directory another user owns or has owned.
-        A directory re-created meanwhile is moved aside again (a few times)."""
+        """``nfd`` if its owner is one of ``owners``. Else, in a shared directory (sticky
+        and world-writable, like /tmp, where anyone may have pre-created it) the directory
+        is renamed aside (``.NAME.statekit-aside-HEX``, left for the operator to inspect)
+        and replaced by a fresh one, made first under a temporary name (root's, 0700) and
+        renamed into place; a directory re-created meanwhile is moved aside again (a few
+        times). Elsewhere it is refused. Nothing is ever written into a directory another
+        user owns or has owned."""
         uid = os.fstat(nfd).st_uid
         if uid in owners:
             return nfd
         os.close(nfd)
+        if not _shared(fd):  # a home directory, say: theirs by right, never moved
+            raise ApplyError(f"{path}: refusing to write into its directory, owned by uid "
+                             f"{uid} (who could swap the file); make it root's")
         fresh = f".{name}.statekit-new-{os.urandom(6).hex()}"
         os.mkdir(fresh, 0o700, dir_fd=fd)
         try:

@@ -140,3 +140,16 @@ def test_a_world_writable_dir_without_dir_mode_is_refused(root: Path, tmp_path: 
                   "directory (mode 0777)")
     assert list((root / "tmp/otel").iterdir()) == []
     subprocess.run(["true"], check=True)
+
+
+def test_a_directory_another_user_owns_outside_tmp_is_refused_not_moved(
+        root: Path, tmp_path: Path, attacker: Attacker) -> None:
+    home = root / "tmp" / "otel"  # root's tmp here is an ordinary 0755 directory
+    home.mkdir(parents=True)
+    attacker.own(home)
+    run = statekit(["converge", "--root", str(root), str(write(tmp_path / "s.yaml", STATES))],
+                   env={"TOKEN": TOKEN, "ROUND": "1"})
+    clean(run, 1, "/tmp/otel/otel-env: refusing to write into its directory, owned by uid "
+                  f"{attacker.uid} (who could swap the file)")
+    assert home.stat().st_uid == attacker.uid and list(home.iterdir()) == []
+    assert [p.name for p in (root / "tmp").iterdir()] == ["otel"]

@@ -78,7 +78,8 @@ def plan_file(spec: FileSpec, current: ReadResult, display: Display) -> Plan:
     parent = current.parent
     if parent is not None and parent.uid not in (0, spec.uid):
         changes.append(Change("replace", f"{spec.path} (directory)", f"directory owned by "
-                              f"uid {parent.uid}: moved aside and created afresh"))
+                              f"uid {parent.uid}: moved aside and created afresh (in a "
+                              "shared directory such as /tmp), else refused"))
         lines.append(f"directory owner: {parent.uid} -> {spec.uid}")
     elif (not spec.enforce_dir_mode and parent is not None and parent.mode & 0o022
           and not parent.mode & 0o1000):
