@@ -2,7 +2,11 @@
 
 Like Salt's ``cmd.run``: it runs whenever it is reached (use ``onchanges`` to run it only
 after a change), or not at all when the ``creates`` path exists. Its exit status decides
-changed or failed; its output goes into the report, secrets masked.
+changed or failed; its output goes into the report, secrets masked (on a failure, or
+when killed at ``timeout``, the tails of both stdout and stderr).
+
+A bare program name is looked up only in the trusted system directories (and
+``STATEKIT_TOOL_DIRS``), never in ``PATH``; see :mod:`statekit.runner`.
 """
 
 from __future__ import annotations
