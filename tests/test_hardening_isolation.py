@@ -9,6 +9,7 @@ fresh venv, and as examples/entrypoint.sh calls it by default must never import 
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -68,9 +69,14 @@ def test_the_installed_command_ignores_the_plant(plant: Path, arena: Path, tmp_p
 
 
 def test_a_wheel_install_ignores_the_plant(plant: Path, arena: Path, tmp_path: Path) -> None:
-    wheels, venv = tmp_path / "wheels", tmp_path / "venv"
+    wheels, venv, src = tmp_path / "wheels", tmp_path / "venv", tmp_path / "src"
+    src.mkdir()  # a copy of the project: the build writes build/ where it runs
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy(REPO / name, src / name)
+    for name in ("bin", "statekit"):
+        shutil.copytree(REPO / name, src / name, ignore=shutil.ignore_patterns("__pycache__"))
     subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "-w",
-                    str(wheels), str(REPO)], check=True, capture_output=True, timeout=300)
+                    str(wheels), str(src)], check=True, capture_output=True, timeout=300)
     subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)
     subprocess.run([sys.executable, "-m", "pip", "--python", str(venv / "bin/python"),
                     "install", "-q", "--no-deps", *map(str, wheels.glob("*.whl"))],
