@@ -12,7 +12,7 @@
 # input: 3) is logged and the boot goes on: statekit has still written the lockdown
 # (docs/failure-model.md), and the refresh loop retries.
 set -eu
-STATEKIT=${STATEKIT:-statekit}
+STATEKIT=${STATEKIT:-statekit}  # the installed command runs its Python isolated (-I)
 STATES=${STATES:-/opt/statekit/states}
 ROOT=${STATEKIT_ROOT:-/}
 here=$(dirname "$0")

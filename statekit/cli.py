@@ -22,7 +22,7 @@ from statekit.out.masking import Masker
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from argparse import ArgumentParser, Namespace
-    from collections.abc import Sequence
+    from collections.abc import Callable, Sequence
     from typing import Any
 
 
@@ -36,7 +36,7 @@ class Arg:
 
     __slots__ = ("choices", "default", "dest", "help", "kind", "metavar", "name", "type")
 
-    def __init__(self, name: str, kind: str, *, type: type[str] | type[float] = str,
+    def __init__(self, name: str, kind: str, *, type: Callable[[str], object] = str,
                  default: object = None, choices: tuple[str, ...] | None = None,
                  metavar: str | None = None, help: str | None = None) -> None:
         self.name, self.kind, self.type, self.default = name, kind, type, default
@@ -52,10 +52,10 @@ class Arg:
     def convert(self, text: str) -> object:
         """The value of ``text``, or None when argparse would refuse it."""
         value: object = text
-        if self.type is float:
+        if self.type is not str:
             try:
-                value = float(text)
-            except ValueError:
+                value = self.type(text)
+            except Exception:  # argparse's to refuse, with its usage message
                 return None
         return value if self.choices is None or value in self.choices else None
 
@@ -72,6 +72,17 @@ class Arg:
             if self.type is not str:
                 kwargs["type"] = self.type
         parser.add_argument(self.name, **{k: v for k, v in kwargs.items() if v is not None})
+
+
+def seconds(text: str) -> float:
+    """A duration: a finite number of seconds, 0 or more (not nan, inf or negative)."""
+    value = float(text)
+    if not 0 <= value < float("inf"):  # false for nan too
+        import argparse
+
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds "
+                                         "(finite, 0 or more)")
+    return value
 
 
 DESCRIPTION = "Idempotent state engine."
@@ -91,8 +102,8 @@ COMMANDS: dict[str, tuple[str, tuple[Arg, ...]]] = {
         Arg("--root", VALUE, default="/", metavar="DIR", help="take every file path under DIR"),
         Arg("--detailed-exitcode", FLAG, help="exit 2 when something changed (or would)"),
         Arg("--lock-file", VALUE, metavar="PATH",
-            help="lock file (default /run/statekit.run.lock under --root)"),
-        Arg("--lock-timeout", VALUE, type=float, default=30.0, metavar="SECONDS"),
+            help="lock file (default /run/statekit/lock under --root)"),
+        Arg("--lock-timeout", VALUE, type=seconds, default=30.0, metavar="SECONDS"),
     )),
     "validate": ("check files, schema and templates; touch nothing", (_PATHS, _VAR)),
     "show": ("print the rendered desired states, secrets masked", (_PATHS, _VAR)),

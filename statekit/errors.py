@@ -51,20 +51,27 @@ class ApplyError(StatekitError):
 
     def __init__(
         self, message: str, *, argv: Sequence[str] | None = None, returncode: int | None = None,
-        stderr: str = "",
+        stderr: str = "", stdout: str = "",
     ) -> None:
         super().__init__(message)
         self.message = message
         self.argv = list(argv) if argv is not None else None
         self.returncode = returncode
         self.stderr = stderr
+        self.stdout = stdout
 
     def __str__(self) -> str:
+        """The message, the command (quoted as a shell would read it), its stderr, and its
+        stdout when kept (a ``command`` state's output, tails only)."""
         text = self.message
         if self.argv is not None:
-            text += f" (command: {' '.join(self.argv)}; exit {self.returncode})"
+            from statekit.digits import shell_join
+
+            text += f" (command: {shell_join(self.argv)}; exit {self.returncode})"
         if self.stderr.strip():
             text += f": {self.stderr.strip()}"
+        if self.stdout.strip():
+            text += f"; stdout: {self.stdout.strip()}"
         return text
 
 

@@ -137,7 +137,9 @@ def saved(netns: str, table: str = "filter", family: str = "ipv4") -> list[str]:
 
 @dataclass
 class ToolLog:
-    """A PATH directory whose iptables save/restore shims log each call, then exec."""
+    """A tool directory whose iptables save/restore shims log each call, then exec.
+
+    statekit never searches PATH: ``env`` names the directory in ``STATEKIT_TOOL_DIRS``."""
 
     bin_dir: Path
     log: Path
@@ -145,6 +147,10 @@ class ToolLog:
     @property
     def path(self) -> str:
         return f"{self.bin_dir}:{os.environ['PATH']}"
+
+    @property
+    def env(self) -> dict[str, str]:
+        return {"PATH": self.path, "STATEKIT_TOOL_DIRS": str(self.bin_dir)}
 
     def calls(self) -> list[str]:
         return self.log.read_text().split() if self.log.exists() else []

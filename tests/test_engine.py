@@ -130,7 +130,7 @@ def test_text_output_lines_and_recap(tmp_path: Path, root: Path) -> None:
 
 def test_lock_serialises_and_times_out(tmp_path: Path, root: Path) -> None:
     path = flow(tmp_path, root)
-    lock = root / "run/statekit.run.lock"
+    lock = root / "run/statekit/lock"
     lock.parent.mkdir(parents=True)
     with open(lock, "w") as held:
         fcntl.flock(held, fcntl.LOCK_EX)
@@ -138,14 +138,14 @@ def test_lock_serialises_and_times_out(tmp_path: Path, root: Path) -> None:
         result = statekit(["converge", "--lock-timeout", "0.5", "--root", str(root), str(path)])
         waited = time.monotonic() - start
     assert result.returncode == 1
-    assert "another converge holds /run/statekit.run.lock" in result.stderr
+    assert "another converge holds /run/statekit/lock" in result.stderr
     assert waited >= 0.5
     assert not (root / "etc").exists()
 
 
 def test_lock_waits_for_the_holder(tmp_path: Path, root: Path) -> None:
     path = flow(tmp_path, root)
-    lock = root / "run/statekit.run.lock"
+    lock = root / "run/statekit/lock"
     lock.parent.mkdir(parents=True)
     holder = subprocess.Popen(["flock", str(lock), "sleep", "1"])
     time.sleep(0.2)

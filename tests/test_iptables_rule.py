@@ -75,7 +75,7 @@ class Ctx:
 
     def converge(self, *args: str) -> Run:
         self.tools.reset()
-        return statekit(self.argv(*args), netns=self.netns, env={"PATH": self.tools.path})
+        return statekit(self.argv(*args), netns=self.netns, env=self.tools.env)
 
     def rules(self, family: str = "ipv4", chain: str = "OUTPUT") -> list[str]:
         return [ln for ln in saved(self.netns, family=family) if ln.startswith(f"-A {chain} ")]
@@ -296,7 +296,7 @@ def test_waits_for_xtables_lock_held_by_another_process(ctx: Ctx) -> None:
     argv = ["ip", "netns", "exec", ctx.netns, "unshare", "--mount", "sh", "-c", script, "sh",
             sys.executable, "-m", "statekit", *ctx.argv()]
     proc = subprocess.run(argv, capture_output=True, text=True, timeout=60, cwd=REPO,
-                          env={"PATH": ctx.tools.path, "LANG": "C.UTF-8"}, check=False)
+                          env={**ctx.tools.env, "LANG": "C.UTF-8"}, check=False)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "LOCK-HELD" in proc.stdout
     assert ctx.rules() == EXPECTED_V4

@@ -29,7 +29,7 @@ def test_5000_rules_converge_then_noop_costs_one_save(
     root.mkdir()
     write(file, addresses(N))
     argv = ["converge", str(file), "--root", str(root)]
-    env = {"PATH": tool_log.path}
+    env = tool_log.env
     first = statekit(argv, netns=netns, env=env, timeout=300)
     assert first.returncode == 0, first.output
     owned = [ln for ln in saved(netns) if '"statekit:many"' in ln]

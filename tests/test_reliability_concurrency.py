@@ -142,7 +142,7 @@ def test_short_lock_timeout_times_out_clearly_and_changes_nothing(netns: str, st
     """While another program holds the lock, the 10 runs with a 0.3 s timeout give up
     with the message and change nothing; the 10 with the default timeout wait for it
     to be released, then succeed."""
-    lock = root / "run/statekit.run.lock"
+    lock = root / "run/statekit/lock"
     lock.parent.mkdir(parents=True)
     with open(lock, "w") as held:
         fcntl.flock(held, fcntl.LOCK_EX)
@@ -154,7 +154,7 @@ def test_short_lock_timeout_times_out_clearly_and_changes_nothing(netns: str, st
         assert [ln for ln in saved(netns) if ln.startswith("-A ")] == []
     for r in short:
         assert r.returncode == 1
-        assert r.stderr == ("statekit: another converge holds /run/statekit.run.lock; gave up "
+        assert r.stderr == ("statekit: another converge holds /run/statekit/lock; gave up "
                             "after 0.3 s (--lock-timeout)\n")
         assert r.stdout == ""
     waited = finish(patient)
@@ -166,7 +166,7 @@ def test_lock_held_by_another_program_is_waited_for_within_the_bound(states: Pat
                                                                       root: Path) -> None:
     """``flock(1)`` holds statekit's lock: a converge gives up after --lock-timeout (not
     before, and not long after), and one with a longer bound gets it once released."""
-    lock = root / "run/statekit.run.lock"
+    lock = root / "run/statekit/lock"
     lock.parent.mkdir(parents=True)
     holder = subprocess.Popen(["flock", str(lock), "sleep", "4"])
     try:

@@ -100,19 +100,19 @@ def test_symlink_at_a_managed_path_is_refused(states: Path, root: Path, outside:
 @pytest.mark.parametrize("to_victim", [True, False])
 def test_symlink_at_the_lock_file_is_refused(states: Path, root: Path, outside: Path,
                                              to_victim: bool) -> None:
-    plant(root, "run/statekit.run.lock", outside / ("victim" if to_victim else "new-lock"))
+    plant(root, "run/statekit/lock", outside / ("victim" if to_victim else "new-lock"))
     for extra in ([], ["--check"]):
         run = converge(states, root, *extra)
         assert run.returncode == 1, run.output
-        assert run.stderr == ("statekit: /run/statekit.run.lock: refusing a symlink at the "
+        assert run.stderr == ("statekit: /run/statekit/lock: refusing a symlink at the "
                               "lock file\n")
         assert untouched(outside)
     assert not (root / "tmp").exists() and not (root / "etc").exists()
 
 
 @pytest.mark.parametrize(("lock_file", "rel", "message"), [
-    ("/run/statekit.run.lock", "run", "refusing a symlink at its directory /run"),
-    ("/var/lock/sk/statekit.run.lock", "var/lock", "symlink /var/lock points outside the root"),
+    ("/run/statekit.lock", "run", "refusing a symlink at its directory /run"),
+    ("/var/lock/sk/statekit.lock", "var/lock", "symlink /var/lock points outside the root"),
 ])
 def test_lock_directory_symlinked_is_refused(states: Path, root: Path, outside: Path,
                                             lock_file: str, rel: str, message: str) -> None:

@@ -15,7 +15,11 @@ def collect(paths: Sequence[str]) -> list[str]:
     files: list[str] = []
     for path in paths:
         if os.path.isdir(path):
-            names = sorted(n for n in os.listdir(path) if n.endswith((".yaml", ".yml")))
+            try:
+                entries = os.listdir(path)
+            except OSError as exc:  # swapped for a file meanwhile, unreadable...
+                raise StateError(f"cannot list the directory: {exc.strerror}", file=path) from None
+            names = sorted(n for n in entries if n.endswith((".yaml", ".yml")))
             files.extend(os.path.join(path, n) for n in names)
         elif os.path.isfile(path):
             files.append(path)

@@ -12,13 +12,14 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 from statekit import resources
-from statekit.errors import FieldError, StateError
+from statekit.errors import ApplyError, FieldError, StateError
 from statekit.load import schema_check, templating
 from statekit.load.discover import collect
 from statekit.load.input_checks import InputError
 from statekit.load.yamlsource import Source, parse
 from statekit.program import Program, State
 from statekit.resources.base import Meta
+from statekit.run.files import STATE_FILE_LIMIT, read_path
 from statekit.run.graph import check_graph
 
 _GRAPH_KEYS = frozenset({"id", "type", "phase", "requires", "onchanges"})
@@ -29,10 +30,15 @@ def read_sources(paths: Sequence[str]) -> list[Source]:
     sources = []
     for name in collect(paths):
         try:
-            with open(name, encoding="utf-8") as f:
-                text = f.read()
-        except (OSError, UnicodeDecodeError) as exc:
-            raise StateError(f"cannot read: {exc}", file=name) from None
+            text = read_path(name, STATE_FILE_LIMIT).decode("utf-8")
+        except ApplyError as exc:  # too large, or not a regular file
+            raise StateError(f"cannot read: {exc.message.removeprefix(name + ': ')}",
+                             file=name) from None
+        except OSError as exc:
+            raise StateError(f"cannot read: {exc.strerror or exc}", file=name) from None
+        except UnicodeDecodeError as exc:
+            raise StateError(f"cannot read: not UTF-8 text (byte {exc.start})",
+                             file=name) from None
         source = parse(name, text)
         if source.data is None:
             source.data = {}
@@ -54,7 +60,7 @@ def load(
     environ = os.environ if environ is None else environ
     sources = read_sources(paths)
     secret_names = {n for s in sources for n in s.data.get("secrets", [])}
-    secrets = {environ[n] for n in secret_names if environ.get(n)}
+    secrets = {_utf8(n, environ[n]) for n in sorted(secret_names) if environ.get(n)}
     if on_secrets:
         on_secrets(secrets)
     phases = _merge_phases(sources)
@@ -105,19 +111,25 @@ def _fault(source: Source, path: list[str | int], exc: Exception) -> Exception:
 
 
 def parse_vars(items: Sequence[str]) -> dict[str, Any]:
-    """``--var KEY=VALUE`` items as a mapping, each VALUE read as YAML."""
-    import yaml
-
+    """The ``--var`` overrides, each VALUE read as YAML with the state files' limits
+    (no alias bomb, no ``!!python`` tag)."""
     out: dict[str, Any] = {}
     for item in items:
         key, sep, value = item.partition("=")
         if not sep or not key.isidentifier():
             raise StateError(f"--var {key!r}: expected KEY=VALUE")
         try:
-            out[key] = yaml.safe_load(value) if value else ""
-        except yaml.YAMLError:
-            raise StateError(f"--var {key}: VALUE is not valid YAML") from None
+            out[key] = parse(f"--var {key}", value).data if value else ""
+        except StateError as exc:
+            raise StateError(f"--var {key}: VALUE is not valid YAML: {exc.message}") from None
     return out
+
+
+def _utf8(name: str, value: str) -> str:
+    try:
+        return templating.utf8(name, value)
+    except ValueError as exc:
+        raise StateError(f"invalid input: {exc}") from None
 
 
 def _link(states: list[State]) -> None:
@@ -212,9 +224,20 @@ def _render_vars(sources: list[Source], overrides: dict[str, Any],
                 if source.name in degraded:
                     continue  # left undefined: only identity fields are rendered
                 raise _fault(source, ["vars", name], exc) from None
-    for name, value in overrides.items():
-        context.setdefault(name, value)
+    unknown = sorted(set(overrides) - set(defined))
+    if unknown:
+        raise StateError(_unknown_var(unknown[0], sorted(defined)))
     return context
+
+
+def _unknown_var(name: str, declared: list[str]) -> str:
+    """A typo in ``--var NAME`` is an error, with the closest declared var."""
+    import difflib
+
+    close = difflib.get_close_matches(name, declared, n=1, cutoff=0.6)
+    hint = f"; did you mean {close[0]!r}?" if close else ""
+    listed = ", ".join(declared) if declared else "none"
+    return f"--var {name}: no such var in the state files{hint} (declared: {listed})"
 
 
 def _render_state(state: State, source: Source, context: dict[str, Any],

@@ -19,6 +19,7 @@ from statekit.load.yamlsource import Source
 SCHEMA_DIR = Path(__file__).parent.parent / "schema"  # statekit/schema/
 _TRUE = {"true", "yes", "on", "1"}
 _FALSE = {"false", "no", "off", "0"}
+OCTAL_MODE = "octal-mode"  # the schemas' format of a file mode: a quoted octal string
 
 
 @cache
@@ -52,6 +53,10 @@ def validate(name: str, instance: Any, source: Source, base: Sequence[str | int]
     elif "propertyNames" in error.schema_path and isinstance(error.instance, str):
         path.append(error.instance)
         message = f"invalid key: {message}"
+    elif error.validator == "type" and _unquoted_mode(error.instance, error.schema):
+        message = (f"a mode is a quoted octal string: YAML read this unquoted number as "
+                   f"{error.instance} (write mode: \"0{error.instance:o}\" if you meant "
+                   f"0{error.instance:o})")
     elif error.validator == "required":
         message = message.replace("is a required property", "is required")
     raise source.error(path, message)
@@ -69,13 +74,19 @@ def coerce(value: Any, node: dict[str, Any]) -> Any:
     if isinstance(value, list):
         items = node.get("items", {})
         return [coerce(v, items) for v in value]
-    if not allowed or _matches(value, allowed):
+    if not allowed or _matches(value, allowed) or _unquoted_mode(value, node):
         return value
     for kind in allowed:
         converted = _convert(value, kind)
         if converted is not None:
             return converted
     return value
+
+
+def _unquoted_mode(value: Any, node: dict[str, Any]) -> bool:
+    """A mode given as a YAML number (``mode: 0640`` is the int 416 in YAML 1.1): never
+    converted, so that validation refuses it and says to quote it."""
+    return node.get("format") == OCTAL_MODE and type(value) is int
 
 
 def _matches(value: Any, allowed: list[str]) -> bool:

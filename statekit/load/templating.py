@@ -41,11 +41,12 @@ class EnvView(dict[str, str]):
 
     def __getitem__(self, key: str) -> str:
         self._note(key)
-        return super().get(key, "")
+        return utf8(key, super().get(key, ""))
 
     def get(self, key: str, default: Any = None) -> Any:
         self._note(key)
-        return super().get(key, default)
+        value = super().get(key, default)
+        return utf8(key, value) if isinstance(value, str) else value
 
     def __contains__(self, key: object) -> bool:
         self._note(str(key))
@@ -69,6 +70,19 @@ class EnvView(dict[str, str]):
     def values(self) -> Any:
         self._everything()
         return super().values()
+
+
+def utf8(name: str, value: str) -> str:
+    """``value`` of environment variable ``name``, refused (InputError, exit 3) when its
+    bytes are not UTF-8 (Python keeps them as lone surrogates, which no encoder takes)."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        from statekit.load.input_checks import InputError
+
+        raise InputError(f"environment variable {name} is not valid UTF-8 text "
+                         "(set it in UTF-8)") from None
+    return value
 
 
 def _split(url: str) -> Any:

@@ -121,6 +121,9 @@ def text(value: str | None, name: str, limit: int) -> str | None:
 def jump(value: str, table: str) -> str:
     if value in TARGETS:
         return value
+    if value.upper() in TARGETS:  # "accept" would read as a chain: check and apply disagree
+        raise FieldError("jump", f"{value!r}: targets are upper case, write "
+                         f"{value.upper()!r} (a chain may not be named like a target)")
     if value in BUILTIN.get(table, ()):
         raise FieldError("jump", f"cannot jump to the built-in chain {value}")
     if not _matches(_CHAIN, value):

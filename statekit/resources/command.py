@@ -2,7 +2,11 @@
 
 Like Salt's ``cmd.run``: it runs whenever it is reached (use ``onchanges`` to run it only
 after a change), or not at all when the ``creates`` path exists. Its exit status decides
-changed or failed; its output goes into the report, secrets masked.
+changed or failed; its output goes into the report, secrets masked (on a failure, or
+when killed at ``timeout``, the tails of both stdout and stderr).
+
+A bare program name is looked up only in the trusted system directories (and
+``STATEKIT_TOOL_DIRS``), never in ``PATH``; see :mod:`statekit.run.runner`.
 """
 
 from __future__ import annotations
@@ -18,6 +22,13 @@ if TYPE_CHECKING:
     from typing import Any
 
 _OUTPUT_LIMIT = 4000
+_ERROR_TAIL = 1000  # of each stream, in a failure's one-line message
+
+
+def _tail(text: str) -> str:
+    """The last lines of ``text`` (at most ``_ERROR_TAIL`` characters), on one line."""
+    tail = text[-_ERROR_TAIL:].strip()
+    return ("..." if len(text.strip()) > len(tail) else "") + " | ".join(tail.splitlines())
 
 
 class CommandSpec(Record):
@@ -48,14 +59,22 @@ class Command(Resource[CommandSpec, bool]):
             return Plan(notes=("ensure: absent, nothing to run",))
         if current:
             return Plan(notes=(f"{spec.creates} exists",))
+        from statekit.digits import shell_join
+
         return Plan((Change("run", spec.argv[0], "command runs when reached"),),
-                    diff="run: " + " ".join(spec.argv))
+                    diff="run: " + shell_join(spec.argv))
 
     def apply(self, spec: CommandSpec, plan: Plan, host: Host) -> Mapping[str, Any]:
-        result = host.run(spec.argv, timeout=spec.timeout, check=False)
+        """Run it; a failure (non-zero exit, or killed at ``timeout``) reports the tails
+        of both stdout and stderr (masked on the way out, like all output)."""
+        try:
+            result = host.run(spec.argv, timeout=spec.timeout, check=False)
+        except ApplyError as exc:  # timed out (or could not start)
+            raise ApplyError(exc.message, argv=spec.argv, returncode=exc.returncode,
+                             stderr=_tail(exc.stderr), stdout=_tail(exc.stdout)) from None
         output = {"returncode": result.returncode, "stdout": result.stdout[-_OUTPUT_LIMIT:],
                   "stderr": result.stderr[-_OUTPUT_LIMIT:]}
         if not result.ok:
             raise ApplyError("command failed", argv=spec.argv, returncode=result.returncode,
-                             stderr=result.stderr[-_OUTPUT_LIMIT:])
+                             stderr=_tail(result.stderr), stdout=_tail(result.stdout))
         return output

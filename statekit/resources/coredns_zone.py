@@ -53,6 +53,9 @@ if TYPE_CHECKING:
 
     from statekit.corefile import Block, Corefile
 
+#: A Corefile holds other blocks too, so one over this cap is an error, never replaced.
+COREFILE_LIMIT = 4 << 20
+
 #: Host name labels (RFC 1123): letters, digits, inner hyphens. No underscore: this
 #: allowlists hosts to connect to, and ``_service`` labels name records, not hosts.
 _INDENT = "    "
@@ -316,7 +319,7 @@ class CorednsZone(Resource[ZoneSpec, ReadResult]):
         )
 
     def read(self, spec: ZoneSpec, host: Host) -> ReadResult:
-        return host.fs.read(spec.path)
+        return host.fs.read(spec.path, COREFILE_LIMIT)
 
     def plan(self, spec: ZoneSpec, current: ReadResult) -> Plan:
         old = current.file

@@ -87,7 +87,7 @@ class EnvFile(Resource[EnvFileSpec, ReadResult]):
         return [v for k, v in spec.entries if k in spec.sensitive]
 
     def read(self, spec: EnvFileSpec, host: Host) -> ReadResult:
-        return host.fs.read(spec.path)
+        return host.fs.read(spec.path, oversize_ok=True)  # over the cap: replaced
 
     def plan(self, spec: EnvFileSpec, current: ReadResult) -> Plan:
         if spec.file is None:

@@ -32,7 +32,9 @@ class FileSpec(Record):
 
 
 def parse_mode(value: object, field: str) -> int:
-    text = str(value)
+    if not isinstance(value, str):  # YAML read mode: 0640 as 416: never write 0416
+        raise FieldError(field, f"a mode is a quoted octal string (\"0640\"), not {value!r}")
+    text = value
     if not (3 <= len(text.lstrip("0") or "0") <= 4 and digits(text)
             and set(text) <= set("01234567") and len(text) <= 5):
         raise FieldError(field, f"{text!r} is not a valid mode (an octal string like '0600')")
@@ -60,8 +62,12 @@ def plan_file(spec: FileSpec, current: ReadResult, display: Display) -> Plan:
     if old is None:
         changes.append(Change("create", spec.path, "file is missing"))
         lines.append(f"mode: {spec.mode:04o}, owner: {spec.uid}:{spec.gid}")
-    else:
-        if old.content != spec.content:
+    elif old.oversize:
+        changes.append(Change("update", spec.path, f"{old.oversize} bytes, over the read "
+                              "limit: not read, replaced"))
+        lines.append(f"previous content not read: {old.oversize} bytes, over the read limit")
+    if old is not None:
+        if old.content != spec.content and not old.oversize:
             changes.append(Change("update", spec.path, "content differs"))
         if old.mode != spec.mode:
             changes.append(Change("chmod", spec.path, f"mode {old.mode:04o} -> {spec.mode:04o}"))
@@ -70,6 +76,15 @@ def plan_file(spec: FileSpec, current: ReadResult, display: Display) -> Plan:
             changes.append(Change("chown", spec.path, "owner differs"))
             lines.append(f"owner: {old.uid}:{old.gid} -> {spec.uid}:{spec.gid}")
     parent = current.parent
+    if parent is not None and parent.uid not in (0, spec.uid):
+        changes.append(Change("replace", f"{spec.path} (directory)", f"directory owned by "
+                              f"uid {parent.uid}: moved aside and created afresh (in a "
+                              "shared directory such as /tmp), else refused"))
+        lines.append(f"directory owner: {parent.uid} -> {spec.uid}")
+    elif (not spec.enforce_dir_mode and parent is not None and parent.mode & 0o022
+          and not parent.mode & 0o1000):
+        changes.append(Change("refuse", f"{spec.path} (directory)",
+                              f"directory mode {parent.mode:04o}: writable by others"))
     if spec.enforce_dir_mode and parent is not None and parent.mode != spec.dir_mode:
         changes.append(Change("chmod", f"{spec.path} (directory)",
                               f"directory mode {parent.mode:04o} -> {spec.dir_mode:04o}"))

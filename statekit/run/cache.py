@@ -29,7 +29,9 @@ import sys
 from types import MappingProxyType
 
 from statekit import __version__
+from statekit.errors import ApplyError
 from statekit.program import Program, State
+from statekit.run.files import STATE_FILE_LIMIT, read_capped, read_path
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -46,6 +48,7 @@ except ImportError:  # pragma: no cover -- another Python implementation
     from hashlib import blake2b
 
 CACHE_PATH = "/run/statekit/program.cache"
+CACHE_LIMIT = 32 << 20  # a bigger cache file is a miss, never read
 _VOLATILE = frozenset({"_", "PWD", "OLDPWD", "SHLVL"})
 _MAGIC = b"statekit-program-cache-4\n"
 
@@ -54,8 +57,11 @@ def key(files: Sequence[str], overrides: Mapping[str, Any]) -> str:
     """The hash of what the program depends on, except the environment."""
     digest = blake2b(f"{__version__}\n{sys.version}\n{_code_stamp()}\n".encode())
     for name in files:
-        with open(name, "rb") as f:
-            digest.update(f"{name}\n".encode() + blake2b(f.read()).digest())
+        try:
+            data = read_path(name, STATE_FILE_LIMIT)
+        except (OSError, ApplyError):  # the loader says why; this key never matches
+            data = os.urandom(16)
+        digest.update(f"{name}\n".encode() + blake2b(data).digest())
     digest.update(repr(sorted(overrides.items())).encode())
     for db in ("/etc/passwd", "/etc/group"):
         digest.update(_stamp(db).encode())
@@ -72,7 +78,7 @@ def env_key(environ: Mapping[str, str], names: Sequence[str] | None,
         if name in secret_names:
             digest.update(f"{name}?{'set' if environ.get(name) else ''}\0".encode())
         elif names is not None or name not in _VOLATILE:
-            digest.update(f"{name}={environ.get(name, '')}\0".encode())
+            digest.update(f"{name}={environ.get(name, '')}\0".encode(errors="surrogateescape"))
     return digest.hexdigest()
 
 
@@ -106,11 +112,16 @@ def load(fs: FileSystem, cache_key: str, environ: Mapping[str, str]) -> Program 
         fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
     except OSError:
         return None
-    with os.fdopen(fd, "rb") as f:
-        st = os.fstat(f.fileno())
-        if st.st_uid != os.geteuid() or stat.S_IMODE(st.st_mode) & 0o077:
+    try:
+        st = os.fstat(fd)
+        if (st.st_uid != os.geteuid() or stat.S_IMODE(st.st_mode) & 0o077
+                or not stat.S_ISREG(st.st_mode)):
             return None  # not ours, or others could have written it: ignore
-        data = f.read()
+        data = read_capped(fd, CACHE_LIMIT, path)
+    except (OSError, ApplyError):  # too large: a miss, rewritten by this converge
+        return None
+    finally:
+        os.close(fd)
     return _unpack(data, cache_key, environ)
 
 

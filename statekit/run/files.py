@@ -8,6 +8,12 @@ A write is a temporary file created in the target's directory with
 ``O_CREAT|O_EXCL|O_NOFOLLOW`` and the final mode from the first instant, written,
 fsynced, renamed over the target; then the directory is fsynced. Leftover temporaries of
 an interrupted write are reported by :meth:`FileSystem.read` and removed by the next write.
+
+Every read is bounded (whatever is on disk, even a sparse file of gigabytes): the caller
+gives a size cap (:data:`MAX_READ` by default). A bigger file is never read: it is an
+error (:class:`TooLarge`, an ApplyError naming the path), or, when the caller can
+replace the whole file (``oversize_ok``), a :class:`FileState` with empty ``content``
+and ``oversize`` set to its size, which plans as drift.
 """
 
 from __future__ import annotations
@@ -22,6 +28,61 @@ from statekit.typeshim import Record
 
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 TEMP_MARK = ".statekit-tmp-"
+_ADOPT_TRIES = 20
+#: The default cap on one file read (a managed file, an input, a pidfile).
+MAX_READ = 1 << 20
+#: The cap on one state file (thousands of rules fit many times over).
+STATE_FILE_LIMIT = 16 << 20
+
+
+class TooLarge(ApplyError):
+    """A file bigger than the cap its reader set: it was not read."""
+
+
+def read_capped(fd: int, limit: int, path: str) -> bytes:
+    """At most ``limit`` bytes from ``fd`` (a regular file), or :class:`TooLarge`: the
+    size is checked first, and the read stops one byte past the cap (the file may grow)."""
+    size = os.fstat(fd).st_size
+    if size > limit:
+        raise TooLarge(f"{path}: {size} bytes, over the {limit}-byte limit for this file; "
+                       "not read")
+    chunks: list[bytes] = []
+    total = 0
+    while total <= limit:
+        chunk = os.read(fd, min(limit + 1 - total, 1 << 20))
+        if not chunk:
+            break
+        chunks.append(chunk)
+        total += len(chunk)
+    if total > limit:
+        raise TooLarge(f"{path}: grew past the {limit}-byte limit for this file while "
+                       "being read; not read")
+    return b"".join(chunks)
+
+
+def _shared(fd: int) -> bool:
+    """Whether the directory ``fd`` is sticky and world-writable (like /tmp)."""
+    mode = os.fstat(fd).st_mode
+    return bool(mode & stat.S_ISVTX and mode & stat.S_IWOTH)
+
+
+def os_error(path: str, operation: str, exc: OSError) -> ApplyError:
+    """A failed system call as a one-line error: the state's path, the operation, why,
+    and the name the call was given (relative to the path's directory)."""
+    on = f" ({exc.filename})" if exc.filename else ""
+    return ApplyError(f"{path}: cannot {operation}: {exc.strerror or exc}{on}")
+
+
+def read_path(path: str, limit: int) -> bytes:
+    """The whole regular file at ``path`` (an input: a state file), bounded by ``limit``;
+    OSError or :class:`TooLarge`. A FIFO or device is refused, never waited on."""
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK)
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise TooLarge(f"{path}: not a regular file")
+        return read_capped(fd, limit, path)
+    finally:
+        os.close(fd)
 
 
 class FileState(Record):
@@ -33,6 +94,7 @@ class FileState(Record):
     gid: int
     inode: int
     mtime_ns: int
+    oversize: int = 0  # the size on disk when over the reader's cap (content is empty)
 
 
 class DirState(Record):
@@ -92,15 +154,19 @@ class FileSystem:
             raise ApplyError(f"{path}: not a file path")
         return parts
 
-    def _dir(self, path: str, create_mode: int | None) -> _OpenDir:
+    def _dir(self, path: str, create_mode: int | None,
+             owners: tuple[int, ...] | None = None) -> _OpenDir:
         """The parent directory of ``path``: ``with`` gives its fd (None if missing and not
-        created) and closes it."""
+        created) and closes it. With ``owners``, a parent directory owned by anyone else
+        (pre-created by another user in /tmp, say) is moved aside and created afresh."""
         parts = self._parts(path)[:-1]
         fd = os.open(self.root, _DIR_FLAGS)
         try:
             for i, name in enumerate(parts):
                 is_parent = i == len(parts) - 1
                 nfd = self._step(fd, name, parts[: i + 1], is_parent, create_mode, path)
+                if is_parent and owners is not None and nfd >= 0:
+                    nfd = self._adopt(fd, nfd, name, owners, create_mode or 0o700, path)
                 os.close(fd)
                 fd = nfd
                 if fd < 0:
@@ -136,6 +202,61 @@ class FileSystem:
                                  f"/{'/'.join(so_far)}") from exc
             return self._follow_inside_root(so_far, path)
 
+    def _adopt(self, fd: int, nfd: int, name: str, owners: tuple[int, ...], mode: int,
+               path: str) -> int:
+        """``nfd`` if its owner is one of ``owners``. Else, in a shared directory (sticky
+        and world-writable, like /tmp, where anyone may have pre-created it) the directory
+        is renamed aside (``.NAME.statekit-aside-HEX``, left for the operator to inspect)
+        and replaced by a fresh one, made first under a temporary name (root's, 0700) and
+        renamed into place; a directory re-created meanwhile is moved aside again (a few
+        times). Elsewhere it is refused. Nothing is ever written into a directory another
+        user owns or has owned."""
+        uid = os.fstat(nfd).st_uid
+        if uid in owners:
+            return nfd
+        os.close(nfd)
+        if not _shared(fd):  # a home directory, say: theirs by right, never moved
+            raise ApplyError(f"{path}: refusing to write into its directory, owned by uid "
+                             f"{uid} (who could swap the file); make it root's")
+        fresh = f".{name}.statekit-new-{os.urandom(6).hex()}"
+        os.mkdir(fresh, 0o700, dir_fd=fd)
+        try:
+            self._swap_in(fd, fresh, name)
+            nfd = os.open(name, _DIR_FLAGS, dir_fd=fd)
+        except OSError as exc:
+            self._rmdir_quietly(fd, fresh)
+            raise ApplyError(f"{path}: its directory was owned by uid {uid}; moving it aside "
+                             f"and creating it afresh failed: {exc.strerror}") from exc
+        if os.fstat(nfd).st_uid not in owners:
+            os.close(nfd)
+            raise ApplyError(f"{path}: its directory was swapped while being replaced")
+        os.fchmod(nfd, mode)
+        return nfd
+
+    @staticmethod
+    def _swap_in(fd: int, fresh: str, name: str) -> None:
+        for _ in range(_ADOPT_TRIES):
+            testhook.point("aside", name)
+            try:  # noqa: SIM105 -- contextlib stays off the no-op path
+                os.rename(name, f".{name}.statekit-aside-{os.urandom(6).hex()}",
+                          src_dir_fd=fd, dst_dir_fd=fd)
+            except FileNotFoundError:
+                pass
+            try:
+                os.rename(fresh, name, src_dir_fd=fd, dst_dir_fd=fd)
+                return
+            except OSError as exc:  # re-created (and not empty) in between: again
+                if exc.errno not in (errno.ENOTEMPTY, errno.EEXIST):
+                    raise
+        raise OSError(errno.EEXIST, f"another user re-created it {_ADOPT_TRIES} times")
+
+    @staticmethod
+    def _rmdir_quietly(fd: int, name: str) -> None:
+        try:  # noqa: SIM105 -- contextlib stays off the no-op path
+            os.rmdir(name, dir_fd=fd)
+        except OSError:
+            pass
+
     def _follow_inside_root(self, so_far: list[str], path: str) -> int:
         real = os.path.realpath(os.path.join(self.root, *so_far))
         if real != self.root and not real.startswith(self.root + os.sep):
@@ -143,13 +264,15 @@ class FileSystem:
         return os.open(real, _DIR_FLAGS)
 
     def open(self, path: str, flags: int, mode: int = 0o600, *,
-             dir_mode: int | None = None) -> int | None:
+             dir_mode: int | None = None, owners: tuple[int, ...] | None = None
+             ) -> int | None:
         """An fd on ``path`` opened with ``O_NOFOLLOW``, its directories walked as for a
-        write (missing ones created with ``dir_mode`` when given); None if its directory
-        is missing. For the lock file: never opened through a symlink or outside the root.
+        write (missing ones created with ``dir_mode`` when given; with ``owners``, a
+        directory owned by anyone else is replaced); None if its directory is missing.
+        For the lock file: never opened through a symlink or outside the root.
         """
         name = self._parts(path)[-1]
-        with self._dir(path, dir_mode) as dfd:
+        with self._dir(path, dir_mode, owners if dir_mode is not None else None) as dfd:
             if dfd is None:
                 return None
             return os.open(name, flags | os.O_NOFOLLOW | os.O_CLOEXEC, mode, dir_fd=dfd)
@@ -158,8 +281,17 @@ class FileSystem:
         """Whether anything (file, directory, even a symlink) is at ``path``."""
         return os.path.lexists(self.host_path(path))
 
-    def read(self, path: str) -> ReadResult:
-        """Read ``path``: content, mode, owner; refuses a symlink or a non-regular file."""
+    def read(self, path: str, limit: int = MAX_READ, *, oversize_ok: bool = False
+             ) -> ReadResult:
+        """Read ``path``: content, mode, owner; refuses a symlink or a non-regular file.
+        A file over ``limit`` bytes is :class:`TooLarge`, or unread (``oversize`` set)
+        when ``oversize_ok``. Any OSError is an ApplyError naming the path."""
+        try:
+            return self._read(path, limit, oversize_ok)
+        except OSError as exc:
+            raise os_error(path, "read", exc) from exc
+
+    def _read(self, path: str, limit: int, oversize_ok: bool) -> ReadResult:
         name = self._parts(path)[-1]
         with self._dir(path, None) as dfd:
             if dfd is None:
@@ -167,9 +299,11 @@ class FileSystem:
             dst = os.fstat(dfd)
             parent = DirState(stat.S_IMODE(dst.st_mode), dst.st_uid, dst.st_gid)
             stale = tuple(sorted(n for n in os.listdir(dfd) if n.startswith(temp_prefix(name))))
-            return ReadResult(self._read_file(dfd, name, path), parent, stale)
+            return ReadResult(self._read_file(dfd, name, path, limit, oversize_ok), parent,
+                              stale)
 
-    def _read_file(self, dfd: int, name: str, path: str) -> FileState | None:
+    def _read_file(self, dfd: int, name: str, path: str, limit: int, oversize_ok: bool
+                   ) -> FileState | None:
         try:
             fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK,
                          dir_fd=dfd)
@@ -179,28 +313,45 @@ class FileSystem:
             if exc.errno == errno.ELOOP:
                 raise ApplyError(f"{path}: refusing a symlink at the file's path") from exc
             raise ApplyError(f"{path}: {exc.strerror}") from exc
-        st = os.fstat(fd)
-        if not stat.S_ISREG(st.st_mode):  # checked before fdopen, which refuses a directory
+        try:
+            st = os.fstat(fd)
+            if not stat.S_ISREG(st.st_mode):
+                raise ApplyError(f"{path}: not a regular file")
+            data, oversize = read_capped(fd, limit, path), 0
+        except TooLarge:
+            if not oversize_ok:
+                raise
+            data, oversize = b"", max(os.fstat(fd).st_size, limit + 1)
+        finally:
             os.close(fd)
-            raise ApplyError(f"{path}: not a regular file")
-        with os.fdopen(fd, "rb") as f:
-            data = f.read()
         return FileState(data, stat.S_IMODE(st.st_mode), st.st_uid, st.st_gid, st.st_ino,
-                         st.st_mtime_ns)
+                         st.st_mtime_ns, oversize)
 
     def write(
         self, path: str, data: bytes, *, mode: int, uid: int, gid: int, dir_mode: int,
         dir_owner: tuple[int, int] | None = None, enforce_dir_mode: bool = False,
     ) -> None:
-        """Atomically replace ``path`` with ``data`` (mode and owner set from the start)."""
+        """Atomically replace ``path`` with ``data`` (mode and owner set from the start).
+        Any OSError (a read-only file system, a directory swapped meanwhile) is an
+        ApplyError naming the path."""
+        try:
+            self._write(path, data, mode, uid, gid, dir_mode, dir_owner, enforce_dir_mode)
+        except OSError as exc:
+            raise os_error(path, "write", exc) from exc
+
+    def _write(self, path: str, data: bytes, mode: int, uid: int, gid: int, dir_mode: int,
+               dir_owner: tuple[int, int] | None, enforce_dir_mode: bool) -> None:
         name = self._parts(path)[-1]
-        with self._dir(path, dir_mode) as dfd:
+        owners = (0, os.geteuid(), uid, *(dir_owner or ())[:1])
+        with self._dir(path, dir_mode, owners) as dfd:
             if dfd is None:  # _dir creates missing directories when given a mode
                 raise ApplyError(f"{path}: its directory could not be created")
-            if enforce_dir_mode:
-                os.fchmod(dfd, dir_mode)
+            if enforce_dir_mode:  # owner first: then nobody else can change the mode
                 if dir_owner is not None:
                     os.fchown(dfd, *dir_owner)
+                os.fchmod(dfd, dir_mode)
+            else:
+                self._check_dir_mode(dfd, path)
             self._remove_stale(dfd, name, path)
             self._reject_symlink(dfd, name, path)
             tmp = temp_prefix(name) + os.urandom(6).hex()
@@ -212,6 +363,15 @@ class FileSystem:
                 self._unlink_quietly(dfd, tmp)
                 raise ApplyError(f"{path}: {exc.strerror or exc}") from exc
             os.fsync(dfd)
+
+    @staticmethod
+    def _check_dir_mode(dfd: int, path: str) -> None:
+        """Refuse a directory others may write to (unless sticky, like /tmp): they could
+        swap the file once written."""
+        mode = stat.S_IMODE(os.fstat(dfd).st_mode)
+        if mode & 0o022 and not mode & stat.S_ISVTX:
+            raise ApplyError(f"{path}: refusing to write into a group/world-writable directory "
+                             f"(mode {mode:04o}): set the state's dir_mode, or fix the mode")
 
     def _write_temp(self, dfd: int, tmp: str, data: bytes, mode: int, uid: int, gid: int) -> None:
         testhook.point("create", tmp)
@@ -256,6 +416,12 @@ class FileSystem:
 
     def remove(self, path: str) -> None:
         """Remove ``path`` (and stale temporaries beside it); a missing file is fine."""
+        try:
+            self._remove(path)
+        except OSError as exc:
+            raise os_error(path, "remove", exc) from exc
+
+    def _remove(self, path: str) -> None:
         name = self._parts(path)[-1]
         with self._dir(path, None) as dfd:
             if dfd is None:

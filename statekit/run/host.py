@@ -18,8 +18,11 @@ from statekit.run.runner import Result, Runner
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    import signal as _signal  # typeshed has no stub for the builtin _signal
     from collections.abc import Callable, Hashable, Mapping, Sequence
     from typing import Any
+else:
+    import _signal  # builtin, unlike the signal module (which imports enum)
 
 
 class Transaction(ABC):
@@ -69,9 +72,19 @@ class Host:
             return True  # it exists, and is not ours to signal
         return True
 
-    def send_signal(self, pid: int, signal: int) -> None:
+    def send_signal(self, pid: int, signal: int, process_name: str | None = None) -> None:
+        """Send ``signal`` to ``pid`` through a pidfd: if the process exits and its pid
+        is reused meanwhile, nothing is sent (ProcessLookupError). With
+        ``process_name``, the process (as held by the pidfd) must have that ``comm``."""
         testhook.point("signal", str(pid))
-        os.kill(pid, signal)
+        pidfd = os.pidfd_open(pid)
+        try:
+            name = _comm(str(pid))
+            if process_name is not None and name != process_name:
+                raise ApplyError(f"pid {pid} is {name!r}, not {process_name!r}: not signalled")
+            _signal.pidfd_send_signal(pidfd, signal)
+        finally:
+            os.close(pidfd)
 
     def transaction(self, key: Hashable, factory: Callable[[], Transaction]) -> Transaction:
         """The open transaction for ``key``, created by ``factory`` if there is none."""
@@ -103,10 +116,24 @@ class Host:
         self.cache.clear()
 
 
+def comm(pid: int) -> str:
+    """The process's kernel name (``/proc/PID/comm``); ``""`` once it has gone."""
+    return _comm(str(pid))
+
+
+def pid_max() -> int:
+    """The largest pid the kernel hands out (``/proc/sys/kernel/pid_max``)."""
+    try:
+        with open("/proc/sys/kernel/pid_max", "rb") as f:
+            return int(f.read(32))
+    except (OSError, ValueError):
+        return 1 << 22  # the kernel's PID_MAX_LIMIT on 64-bit
+
+
 def _comm(pid: str) -> str:
     """The process's kernel name (``/proc/PID/comm``); ``""`` once it has gone."""
     try:
         with open(f"/proc/{pid}/comm", encoding="utf-8", errors="replace") as f:
-            return f.read().rstrip("\n")
+            return f.read(64).rstrip("\n")
     except OSError:
         return ""

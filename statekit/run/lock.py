@@ -1,9 +1,14 @@
 """The converge lock: one converge at a time per root (boot and refresh loop).
 
-``flock`` on a lock file (default ``/run/statekit.run.lock`` under ``--root``), polled until
-the timeout. Check mode takes a shared lock and creates nothing: it may run beside
-another check, never beside a converge. The lock file is opened like every file under
-the root: never through a symlink (at the file or at its directory), never outside it.
+``flock`` on a lock file (default ``/run/statekit/lock`` under ``--root``, in a directory
+created root-only, 0700), polled until the (finite) timeout. Check mode takes a shared
+lock and creates nothing: it may run beside another check, never beside a converge.
+
+The lock file is opened like every file under the root: never through a symlink (at the
+file or at its directory), never outside it, with ``O_NOFOLLOW|O_NONBLOCK``. A lock file
+owned by another user (pre-created in /tmp to make every converge wait) or that is not a
+regular file (a FIFO) is refused; so is a default directory owned by another user,
+which is moved aside and made afresh like any directory statekit writes into.
 """
 
 from __future__ import annotations
@@ -11,12 +16,13 @@ from __future__ import annotations
 import errno
 import fcntl
 import os
+import stat
 import time
 
 from statekit.errors import ApplyError, LockTimeout
 from statekit.run.files import FileSystem
 
-DEFAULT_LOCK = "/run/statekit.run.lock"
+DEFAULT_LOCK = "/run/statekit/lock"
 
 
 class hold:
@@ -49,17 +55,28 @@ class hold:
 
 
 def _open(fs: FileSystem, path: str, *, create: bool) -> int | None:
-    flags = os.O_RDWR | (os.O_CREAT if create else 0)
+    flags = os.O_RDWR | os.O_NONBLOCK | (os.O_CREAT if create else 0)
     try:
-        return fs.open(path, flags, 0o600, dir_mode=0o755 if create else None)
+        fd = fs.open(path, flags, 0o600, dir_mode=0o700 if create else None,
+                     owners=(0, os.geteuid()))
     except FileNotFoundError:
         if create:
-            raise
+            raise ApplyError(f"{path}: cannot open the lock file: its directory "
+                             "vanished") from None
         return None
     except OSError as exc:
         if exc.errno == errno.ELOOP:
             raise ApplyError(f"{path}: refusing a symlink at the lock file") from exc
         raise ApplyError(f"{path}: cannot open the lock file: {exc.strerror}") from exc
+    if fd is None:
+        return None
+    st = os.fstat(fd)
+    if st.st_uid not in (0, os.geteuid()) or not stat.S_ISREG(st.st_mode):
+        os.close(fd)
+        kind = "" if stat.S_ISREG(st.st_mode) else "not a regular file, "
+        raise ApplyError(f"{path}: refusing a lock file ({kind}owned by uid {st.st_uid}) that "
+                         "another user could hold forever; remove it or use --lock-file")
+    return fd
 
 
 def _acquire(fd: int, timeout: float, path: str, mode: int) -> None:

@@ -14,7 +14,17 @@ small ``select`` extension (no ``typing`` either: annotations stay unevaluated).
 
 How it works:
 
-- ``os.posix_spawnp`` starts the command (a vfork-style spawn; glibc reports a failed
+- The program is never looked up in the inherited ``PATH`` (statekit runs as root and
+  ``PATH`` is the caller's): a bare name is resolved once per process in the trusted
+  system directories :data:`TRUSTED_DIRS` (``/usr/sbin``, ``/usr/bin``, ``/sbin``,
+  ``/bin``), after the absolute directories listed in ``STATEKIT_TOOL_DIRS`` (colon
+  separated; a relative or empty entry is ignored, never searched). The program found,
+  every symlink on its way, its directory and their ancestors must be owned by root (or
+  by the user running statekit) and not group/world-writable (an ancestor may be a
+  sticky directory such as ``/tmp``); otherwise the run is refused (exit 126). An
+  absolute program path is checked the same way; a relative one is refused. The child
+  gets ``PATH`` set to the same directories.
+- ``os.posix_spawn`` starts the command (a vfork-style spawn; glibc reports a failed
   exec synchronously, so "not found" and "not executable" are exceptions here).
 - stdout and stderr go to ``memfd_create`` files, not pipes, and the input (if any) is
   written to a memfd that becomes stdin; with no input, stdin is inherited, as before.
@@ -49,6 +59,11 @@ else:
 # Signals Python ignores at start-up and a child must get back at their default.
 _RESET_SIGNALS = (_signal.SIGPIPE, _signal.SIGXFSZ)
 _READ_CHUNK = 1 << 20
+#: Where programs are looked up, after ``STATEKIT_TOOL_DIRS``; never the inherited PATH.
+TRUSTED_DIRS = ("/usr/sbin", "/usr/bin", "/sbin", "/bin")
+TOOL_DIRS_VAR = "STATEKIT_TOOL_DIRS"
+_S_ISVTX, _S_IFMT, _S_IFREG, _S_IFLNK = 0o1000, 0o170000, 0o100000, 0o120000
+_resolved: dict[str, str] = {}
 
 
 class Result:
@@ -107,9 +122,12 @@ class Runner:
                 os.lseek(stdin, 0, os.SEEK_SET)
                 actions.insert(0, (os.POSIX_SPAWN_DUP2, stdin, 0))
             actions += _close_inherited()
+            program = resolve(args[0], argv)
+            env = dict(os.environ)
+            env["PATH"] = ":".join(tool_dirs())
             try:
-                pid = os.posix_spawnp(args[0], args, os.environ, file_actions=actions,
-                                      setsigdef=_RESET_SIGNALS)
+                pid = os.posix_spawn(program, args, env, file_actions=actions,
+                                     setsigdef=_RESET_SIGNALS)
             except FileNotFoundError as exc:
                 raise ApplyError(f"{args[0]}: command not found", argv=argv,
                                  returncode=127) from exc
@@ -117,10 +135,11 @@ class Runner:
                 raise ApplyError(f"{args[0]}: cannot execute: {exc.strerror}", argv=argv,
                                  returncode=126) from exc
             returncode = _wait(pid, timeout)
-            if returncode is None:
-                raise ApplyError(f"timed out after {timeout:g} s", argv=argv, returncode=-1)
             stdout = _decode(_read_all(out))
             stderr = _decode(_read_all(err))
+            if returncode is None:  # killed: what it printed until then is kept
+                raise ApplyError(f"timed out after {timeout:g} s", argv=argv,
+                                 returncode=-1, stderr=stderr, stdout=stdout)
         finally:
             for fd in (stdin, out, err):
                 if fd >= 0:
@@ -129,6 +148,87 @@ class Runner:
         if check and not result.ok:
             raise ApplyError("command failed", argv=argv, returncode=returncode, stderr=stderr)
         return result
+
+
+def tool_dirs() -> tuple[str, ...]:
+    """The directories programs are looked up in: ``STATEKIT_TOOL_DIRS`` (absolute
+    entries only), then :data:`TRUSTED_DIRS`."""
+    extra = os.environ.get(TOOL_DIRS_VAR, "").split(":")
+    return (*[d for d in extra if d.startswith("/")], *TRUSTED_DIRS)
+
+
+def resolve(name: str, argv: Sequence[str] | None = None) -> str:
+    """The absolute, trusted path of program ``name`` (resolved once per process).
+
+    Raises :class:`ApplyError`: 127 when not found, 126 when found but untrusted.
+    """
+    found = _resolved.get(name)
+    if found is not None:
+        return found
+    if "/" in name:
+        if not name.startswith("/"):
+            raise ApplyError(f"{name}: refusing a relative program path (give an absolute "
+                             "path or a bare name)", argv=argv or [name], returncode=126)
+        candidates: tuple[str, ...] = (name,)
+    else:
+        candidates = tuple(f"{d.rstrip('/')}/{name}" for d in tool_dirs())
+    for path in candidates:
+        if candidates[0] != name and not _is_program(path):
+            continue
+        problem = _untrusted(path)
+        if problem == "missing":
+            break
+        if problem:
+            raise ApplyError(f"{name}: refusing {path}: {problem}", argv=[name],
+                             returncode=126)
+        _resolved[name] = path
+        return path
+    where = "" if "/" in name else f" (looked in {':'.join(tool_dirs())})"
+    raise ApplyError(f"{name}: command not found{where}", argv=argv or [name], returncode=127)
+
+
+def _is_program(path: str) -> bool:
+    try:
+        st = os.stat(path)
+    except OSError:
+        return False
+    return st.st_mode & _S_IFMT == _S_IFREG and os.access(path, os.X_OK)
+
+
+def _untrusted(path: str) -> str:
+    """Why ``path`` (a program) is not to be trusted, ``"missing"``, or ``""``: each
+    symlink on its way, the program, its directory and every ancestor directory must be
+    owned by root (or us) and not group/world-writable (an ancestor may be sticky)."""
+    seen: list[tuple[str, bool]] = []  # (path, is the program or its own directory)
+    current = path
+    for _ in range(40):
+        try:
+            st = os.lstat(current)
+        except OSError:
+            return "missing"
+        seen.append((current, True))
+        parent = current.rsplit("/", 1)[0] or "/"
+        seen.append((parent, True))
+        while parent != "/":
+            parent = parent.rsplit("/", 1)[0] or "/"
+            seen.append((parent, False))
+        if st.st_mode & _S_IFMT != _S_IFLNK:
+            break
+        target = os.readlink(current)
+        current = target if target.startswith("/") else f"{current.rsplit('/', 1)[0]}/{target}"
+    else:
+        return "too many symlinks"
+    owners = (0, os.geteuid())
+    for item, strict in seen:
+        try:
+            st = os.stat(item)
+        except OSError:
+            return "missing"
+        if st.st_uid not in owners:
+            return f"{item} is owned by uid {st.st_uid}, not root"
+        if st.st_mode & 0o022 and (strict or not st.st_mode & _S_ISVTX):
+            return f"{item} is group- or world-writable (mode {st.st_mode & 0o7777:04o})"
+    return ""
 
 
 def _memfd(name: str) -> int:
