@@ -5,9 +5,9 @@ from __future__ import annotations
 import statistics
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import Any, Protocol, TypeVar
 
-from harness import Spread
+from harness import Sample, Spread, log
 
 REFERENCE = "statekit"
 FIRST, NOOP, TELEMETRY = "first", "no-op", "telemetry no-op"
@@ -63,6 +63,48 @@ class Results:
         if cell.scenario == TELEMETRY:
             return self.get(TELEMETRY, cell.n, "statekit telemetry")
         return self.get(cell.scenario, cell.n, REFERENCE)
+
+
+class Named(Protocol):
+    """A contender: a peer tool, or one of the real paths' commands."""
+
+    @property
+    def name(self) -> str: ...
+
+
+T = TypeVar("T", bound=Named)
+
+
+def rotate(items: Sequence[T], by: int) -> list[T]:
+    k = by % len(items)
+    return [*items[k:], *items[:k]]
+
+
+class CellRunner:
+    """Records samples into cells, and drops a tool from a cell once it fails or is slow."""
+
+    def __init__(self, results: Results, scenario: str, n: int, tools: Sequence[Named],
+                 budget: float) -> None:
+        self.cells = {t.name: results.add(Cell(scenario, n, t.name)) for t in tools}
+        self.used = dict.fromkeys(self.cells, 0.0)
+        self.budget = budget
+
+    def active(self, tools: Sequence[T]) -> list[T]:
+        """Tools still to run: not failed, and under budget or still without a sample."""
+        return [t for t in tools if not self.cells[t.name].note.startswith("failed")
+                and (self.used[t.name] <= self.budget or not self.cells[t.name].seconds)]
+
+    def record(self, tool: Named, rep: int, sample: Sample) -> None:
+        self.used[tool.name] += sample.seconds
+        if rep >= 0:
+            self.cells[tool.name].seconds[rep] = sample.seconds
+            self.cells[tool.name].rss_kb.append(sample.maxrss_kb)
+        if self.used[tool.name] > self.budget and self.cells[tool.name].seconds:
+            self.cells[tool.name].note = f"stopped: over the {self.budget:g} s cell budget"
+
+    def fail(self, tool: Named, exc: Exception) -> None:
+        log(f"{tool.name}: {exc}")
+        self.cells[tool.name].note = f"failed: {str(exc).splitlines()[0][:120]}"
 
 
 def _secs(value: float) -> str:

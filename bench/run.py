@@ -19,12 +19,22 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator, Sequence
-from contextlib import ExitStack, contextmanager
+from collections.abc import Sequence
+from contextlib import ExitStack
 from pathlib import Path
 
-from harness import BenchError, Sample, count_execs, have, in_ns, namespace, timed
-from results import FIRST, NOOP, TELEMETRY, Cell, Results
+from harness import (
+    BenchError,
+    Sample,
+    count_execs,
+    have,
+    in_ns,
+    log,
+    namespace,
+    timed,
+    workdir,
+)
+from results import FIRST, NOOP, TELEMETRY, Cell, CellRunner, Results, rotate
 from tools import (
     PEERS_BIN,
     PEERS_VENV,
@@ -34,6 +44,7 @@ from tools import (
     Workload,
     base_env,
     statekit_command,
+    verify,
 )
 from writeup import write_markdown
 
@@ -65,11 +76,6 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
-def log(text: str) -> None:
-    sys.stderr.write(f"bench: {text}\n")
-    sys.stderr.flush()
-
-
 def install_peers() -> None:
     """Create bench/.venv with the peers (pyinfra, ansible-core) and matplotlib."""
     if (PEERS_BIN / "pyinfra").exists() and (PEERS_BIN / "ansible-playbook").exists():
@@ -89,66 +95,8 @@ def preflight() -> None:
             raise SystemExit(f"bench: {program} not found (make deps); nothing was run")
 
 
-@contextmanager
-def workdir() -> Iterator[Path]:
-    with tempfile.TemporaryDirectory(prefix="skbench-") as tmp:
-        yield Path(tmp)
-
-
-def rotate(items: Sequence[Tool], by: int) -> list[Tool]:
-    k = by % len(items)
-    return [*items[k:], *items[:k]]
-
-
-def owned_rules(saved: list[str], work: Workload) -> list[str]:
-    """The filter table's rules that accept the work's port (what every tool adds)."""
-    return [ln for ln in saved if ln.startswith(f"-A {work.chain} ")
-            and f"--dport {work.port}" in ln and ln.endswith("-j ACCEPT")]
-
-
-def verify(ns: str, work: Workload, wd: Path) -> list[str]:
-    """Check the converge did the work (N rules, the 0600 file, no DROP policy)."""
-    saved = in_ns(ns, ["iptables-save", "-t", "filter"]).stdout.splitlines()
-    if any(ln.startswith(":") and " DROP " in ln for ln in saved):
-        raise BenchError("a DROP policy was set")
-    rules = owned_rules(saved, work)
-    if len(rules) != work.n:
-        raise BenchError(f"expected {work.n} rules, found {len(rules)}")
-    env = wd / "root" / "etc" / "statekit-bench" / "agent.env"
-    if env.read_text() != work.content() or env.stat().st_mode & 0o777 != 0o600:
-        raise BenchError(f"{env}: wrong content or mode")
-    return rules
-
-
 def run_tool(tool: Tool, ns: str, wd: Path, timeout: float) -> Sample:
     return timed(ns, tool.argv(wd), env=tool.env(wd), cwd=wd, timeout=timeout)
-
-
-class CellRunner:
-    """Records samples into cells, and drops a tool from a cell once it fails or is slow."""
-
-    def __init__(self, results: Results, scenario: str, n: int, tools: Sequence[Tool],
-                 budget: float) -> None:
-        self.cells = {t.name: results.add(Cell(scenario, n, t.name)) for t in tools}
-        self.used = dict.fromkeys(self.cells, 0.0)
-        self.budget = budget
-
-    def active(self, tools: Sequence[Tool]) -> list[Tool]:
-        """Tools still to run: not failed, and under budget or still without a sample."""
-        return [t for t in tools if not self.cells[t.name].note.startswith("failed")
-                and (self.used[t.name] <= self.budget or not self.cells[t.name].seconds)]
-
-    def record(self, tool: Tool, rep: int, sample: Sample) -> None:
-        self.used[tool.name] += sample.seconds
-        if rep >= 0:
-            self.cells[tool.name].seconds[rep] = sample.seconds
-            self.cells[tool.name].rss_kb.append(sample.maxrss_kb)
-        if self.used[tool.name] > self.budget and self.cells[tool.name].seconds:
-            self.cells[tool.name].note = f"stopped: over the {self.budget:g} s cell budget"
-
-    def fail(self, tool: Tool, exc: Exception) -> None:
-        log(f"{tool.name}: {exc}")
-        self.cells[tool.name].note = f"failed: {str(exc).splitlines()[0][:120]}"
 
 
 def first_once(tool: Tool, work: Workload, timeout: float) -> Sample:
