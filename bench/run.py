@@ -15,6 +15,7 @@ import argparse
 import json
 import os
 import signal
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -34,7 +35,8 @@ from harness import (
     timed,
     workdir,
 )
-from results import FIRST, NOOP, TELEMETRY, Cell, CellRunner, Results, rotate
+from realpaths import measure_real_paths
+from results import FIRST, NOOP, REAL_PATHS, TELEMETRY, Cell, CellRunner, Results, rotate
 from tools import (
     PEERS_BIN,
     PEERS_VENV,
@@ -67,6 +69,10 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--timeout", type=float, default=1800.0, help="seconds per converge")
     p.add_argument("--telemetry", default=str(REPO / "states" / "telemetry.yaml"),
                    help="the shipped telemetry states (timed no-op, telemetry off)")
+    p.add_argument("--states", default=str(REPO / "states"),
+                   help="the shipped states (the real paths: network.yaml, telemetry.yaml)")
+    p.add_argument("--no-real-paths", action="store_true",
+                   help="skip the real paths (telemetry refresh, lockdown refresh, cold boot)")
     p.add_argument("--out", default=str(REPO / "bench" / "RESULTS.md"))
     p.add_argument("--plot", default=str(REPO / "bench" / "results.png"),
                    help="PNG to draw ('' to skip)")
@@ -252,6 +258,20 @@ def measure_all(results: Results, tools: list[Tool], args: argparse.Namespace) -
         count_statekit(results, work, args.timeout)
     log("telemetry states")
     measure_telemetry(results, args)
+    if args.no_real_paths:
+        for scenario in REAL_PATHS:
+            results.add(Cell(scenario, 0, "statekit", note="skipped: --no-real-paths"))
+    else:
+        measure_real_paths(results, args)
+
+
+def cells_json(results: Results) -> str:
+    """Every cell, with its median ratio to its reference (for the plot and --json)."""
+    cells = []
+    for cell in results.cells:
+        ratios = cell.ratios(results.reference(cell))
+        cells.append({**cell.as_dict(), "ratio": statistics.median(ratios) if ratios else None})
+    return json.dumps({"cells": cells}, indent=1)
 
 
 def draw(results: Results, args: argparse.Namespace) -> str:
@@ -262,7 +282,7 @@ def draw(results: Results, args: argparse.Namespace) -> str:
     if not python.exists():
         return f"plot: not drawn: {python} missing (matplotlib lives in bench/.venv)"
     with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as f:
-        json.dump({"cells": [c.as_dict() for c in results.cells]}, f)
+        f.write(cells_json(results))
     try:
         subprocess.run([str(python), str(Path(__file__).with_name("plot.py")), f.name,
                         args.plot], check=True, capture_output=True, text=True)
@@ -292,8 +312,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     plot_note = draw(results, args)
     write_markdown(results, args, plot_note, time.monotonic() - started)
     if args.json:
-        Path(args.json).write_text(json.dumps({"cells": [c.as_dict() for c in results.cells]},
-                                              indent=1))
+        Path(args.json).write_text(cells_json(results))
     return 0
 
 

@@ -103,7 +103,7 @@ def write_markdown(results: Results, args: argparse.Namespace, plot_note: str,
         f"`{command(args)}`, {elapsed / 60:.1f} min.",
         "## Machine\n\n| what | value |\n| --- | --- |\n" + facts,
         "## Results\n\n" + markdown_table(results),
-        "## Targets (issue 6)\n\n" + targets_markdown(verdicts),
+        "## Targets (issues 6 and 15)\n\n" + targets_markdown(verdicts),
         f"![converge time against N]({plot})" if plot else plot_note,
         "## How it is measured\n\n" + METHOD.format(form=STATE_FORM),
     ) if part)
