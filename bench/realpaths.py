@@ -247,6 +247,18 @@ def measure_cold(results: Results, contenders: Sequence[Contender],
                 cells.record(c, rep, sample)
             except ERRORS as exc:
                 cells.fail(c, exc)
+    _count_cold(results, contenders, args.timeout)
+
+
+def _count_cold(results: Results, contenders: Sequence[Contender], timeout: float) -> None:
+    """Processes each statekit cold boot spawns (strace, one untimed run, fresh again)."""
+    for c in contenders:
+        cell = results.get(COLD, 0, c.name)
+        if isinstance(c, Shipped) and cell is not None and not cell.note:
+            with ExitStack() as stack:
+                ns, wd = _open(stack, c)
+                cell.procs = count_execs(ns, c.argv(wd, False), env=c.env(), cwd=wd,
+                                         timeout=timeout)
 
 
 def missing(states: Path) -> str | None:

@@ -4,6 +4,8 @@ Every converge runs in a fresh private network namespace created (and deleted) h
 files go to a temporary directory. Runs are interleaved (statekit, then each peer, the
 order rotating every repetition) so that each peer's time can be divided by statekit's
 time measured next to it: the ratios, pair by pair, are the result on a noisy machine.
+Then the real paths (``bench/realpaths.py``): the shipped states' telemetry refresh (on and
+off), lockdown refresh and cold boot, each against the floor run in the same loop.
 
     python bench/run.py --sizes 50,500,5000 --runs 5 --warmup 1 \\
         --peers statekit,floor,pyinfra,ansible --out bench/RESULTS.md --plot bench/results.png

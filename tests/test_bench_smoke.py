@@ -16,8 +16,10 @@ import pytest
 
 REPO = Path(__file__).resolve().parent.parent
 RUN = REPO / "bench" / "run.py"
-sys.path.insert(0, str(REPO / "bench"))
+sys.path.insert(0, str(REPO / "bench"))  # bench/ is scripts, not a package
 import results as bench_results  # type: ignore[import-not-found,unused-ignore]  # noqa: E402
+
+sys.path.remove(str(REPO / "bench"))
 
 REAL_PATHS = {  # scenario -> the statekit commands timed against the floor
     "telemetry refresh": ("statekit telemetry off", "statekit telemetry on"),
