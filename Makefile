@@ -69,7 +69,7 @@ demo: venv deps coredns
 
 # statekit as installed: bytecode compiled (pip does it on a real install; this machine
 # sets PYTHONDONTWRITEBYTECODE, so an editable install would compile on every run).
-bench: venv deps
+bench: venv deps coredns
 	$(BIN)/python -m compileall -q statekit
 	$(BIN)/python bench/run.py
 

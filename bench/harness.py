@@ -68,6 +68,12 @@ def namespace() -> Iterator[str]:
         netns_del(name)
 
 
+@contextmanager
+def workdir() -> Iterator[Path]:
+    with tempfile.TemporaryDirectory(prefix="skbench-") as tmp:
+        yield Path(tmp)
+
+
 def in_ns(ns: str, argv: Sequence[str], *, input: str | None = None,
           check: bool = True) -> subprocess.CompletedProcess[str]:
     """Run ``argv`` inside ``ns``."""
@@ -107,6 +113,11 @@ def count_execs(ns: str, argv: Sequence[str], *, env: Mapping[str, str], cwd: Pa
         lines = [ln for ln in trace.read_text().splitlines()
                  if "execve" in ln and ln.rstrip().endswith("= 0")]
     return max(len(lines) - 1, 0)  # failed PATH probes are not counted, nor ARGV itself
+
+
+def log(text: str) -> None:
+    sys.stderr.write(f"bench: {text}\n")
+    sys.stderr.flush()
 
 
 def have(program: str) -> bool:

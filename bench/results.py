@@ -5,12 +5,17 @@ from __future__ import annotations
 import statistics
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import Any, Protocol, TypeVar
 
-from harness import Spread
+from harness import Sample, Spread, log
 
 REFERENCE = "statekit"
 FIRST, NOOP, TELEMETRY = "first", "no-op", "telemetry no-op"
+# the real paths (issue 15, bench/realpaths.py): each against the floor of the same loop
+TELEMETRY_REFRESH, LOCKDOWN, COLD = "telemetry refresh", "lockdown refresh", "cold boot"
+REAL_PATHS = (TELEMETRY_REFRESH, LOCKDOWN, COLD)
+FLOOR = "floor"
+TELEMETRY_OFF, TELEMETRY_ON = "statekit telemetry off", "statekit telemetry on"
 
 
 @dataclass
@@ -59,10 +64,55 @@ class Results:
                     None)
 
     def reference(self, cell: Cell) -> Cell | None:
-        """The cell a ratio is taken against: statekit's, or the telemetry run's."""
+        """The cell a ratio is taken against: statekit's, the telemetry run's, or (real
+        paths) the floor's."""
         if cell.scenario == TELEMETRY:
             return self.get(TELEMETRY, cell.n, "statekit telemetry")
+        if cell.scenario in REAL_PATHS:
+            return self.get(cell.scenario, cell.n, FLOOR)
         return self.get(cell.scenario, cell.n, REFERENCE)
+
+
+class Named(Protocol):
+    """A contender: a peer tool, or one of the real paths' commands."""
+
+    @property
+    def name(self) -> str: ...
+
+
+T = TypeVar("T", bound=Named)
+
+
+def rotate(items: Sequence[T], by: int) -> list[T]:
+    k = by % len(items)
+    return [*items[k:], *items[:k]]
+
+
+class CellRunner:
+    """Records samples into cells, and drops a tool from a cell once it fails or is slow."""
+
+    def __init__(self, results: Results, scenario: str, n: int, tools: Sequence[Named],
+                 budget: float) -> None:
+        self.cells = {t.name: results.add(Cell(scenario, n, t.name)) for t in tools}
+        self.used = dict.fromkeys(self.cells, 0.0)
+        self.budget = budget
+
+    def active(self, tools: Sequence[T]) -> list[T]:
+        """Tools still to run: not failed, and under budget or still without a sample."""
+        return [t for t in tools if not self.cells[t.name].note.startswith("failed")
+                and (self.used[t.name] <= self.budget or not self.cells[t.name].seconds)]
+
+    def record(self, tool: Named, rep: int, sample: Sample) -> None:
+        self.used[tool.name] += sample.seconds
+        if rep >= 0:
+            self.cells[tool.name].seconds[rep] = sample.seconds
+            self.cells[tool.name].rss_kb.append(sample.maxrss_kb)
+        if self.used[tool.name] > self.budget and self.cells[tool.name].seconds:
+            self.cells[tool.name].note = f"stopped: over the {self.budget:g} s cell budget"
+
+    def fail(self, tool: Named, exc: Exception) -> None:
+        log(f"{tool.name}: {exc}")
+        self.cells[tool.name].note = f"failed: {str(exc).splitlines()[0][:120]}"
 
 
 def _secs(value: float) -> str:
@@ -85,7 +135,8 @@ HEADER = ("work", "N", "tool", "median", "min-max", "IQR", "runs", "ratio (pairs
 def rows(results: Results) -> list[tuple[str, ...]]:
     """The table's rows, one per cell."""
     out: list[tuple[str, ...]] = []
-    measured = [c for c in results.cells if c.n or c.scenario == TELEMETRY]
+    measured = [c for c in results.cells
+                if c.n or c.scenario == TELEMETRY or c.scenario in REAL_PATHS]
     for cell in [*measured, *(c for c in results.cells if c not in measured)]:
         spread = cell.spread
         ref = results.reference(cell)
@@ -158,7 +209,19 @@ def targets(results: Results) -> list[Target]:
         _check("telemetry states no-op within 3x of `python3 -c pass`", tele,
                tele is not None and 1 / tele <= 3,
                f"statekit telemetry = {1 / tele:.2f}x python3 -c pass" if tele else ""),
+        _telemetry_on_off(results),
     ]
+
+
+def _telemetry_on_off(results: Results) -> Target:
+    """Issue 15: the telemetry-on refresh within 1.3x of the telemetry-off one, pair by pair."""
+    text = "refresh (`--phase network`): telemetry on within 1.3x of telemetry off"
+    on = results.get(TELEMETRY_REFRESH, 0, TELEMETRY_ON)
+    ratios = on.ratios(results.get(TELEMETRY_REFRESH, 0, TELEMETRY_OFF)) if on else []
+    if not ratios:
+        return Target(text, "not measured", None)
+    return Target(text, f"telemetry on = {_ratio_text(ratios)} telemetry off",
+                  statistics.median(ratios) <= 1.3)
 
 
 def _procs_target(results: Results) -> Target:

@@ -4,6 +4,8 @@ Every converge runs in a fresh private network namespace created (and deleted) h
 files go to a temporary directory. Runs are interleaved (statekit, then each peer, the
 order rotating every repetition) so that each peer's time can be divided by statekit's
 time measured next to it: the ratios, pair by pair, are the result on a noisy machine.
+Then the real paths (``bench/realpaths.py``): the shipped states' telemetry refresh (on and
+off), lockdown refresh and cold boot, each against the floor run in the same loop.
 
     python bench/run.py --sizes 50,500,5000 --runs 5 --warmup 1 \\
         --peers statekit,floor,pyinfra,ansible --out bench/RESULTS.md --plot bench/results.png
@@ -15,16 +17,28 @@ import argparse
 import json
 import os
 import signal
+import statistics
 import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator, Sequence
-from contextlib import ExitStack, contextmanager
+from collections.abc import Sequence
+from contextlib import ExitStack
 from pathlib import Path
 
-from harness import BenchError, Sample, count_execs, have, in_ns, namespace, timed
-from results import FIRST, NOOP, TELEMETRY, Cell, Results
+from harness import (
+    BenchError,
+    Sample,
+    count_execs,
+    have,
+    in_ns,
+    log,
+    namespace,
+    timed,
+    workdir,
+)
+from realpaths import measure_real_paths
+from results import FIRST, NOOP, REAL_PATHS, TELEMETRY, Cell, CellRunner, Results, rotate
 from tools import (
     PEERS_BIN,
     PEERS_VENV,
@@ -34,6 +48,7 @@ from tools import (
     Workload,
     base_env,
     statekit_command,
+    verify,
 )
 from writeup import write_markdown
 
@@ -56,6 +71,10 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--timeout", type=float, default=1800.0, help="seconds per converge")
     p.add_argument("--telemetry", default=str(REPO / "states" / "telemetry.yaml"),
                    help="the shipped telemetry states (timed no-op, telemetry off)")
+    p.add_argument("--states", default=str(REPO / "states"),
+                   help="the shipped states (the real paths: network.yaml, telemetry.yaml)")
+    p.add_argument("--no-real-paths", action="store_true",
+                   help="skip the real paths (telemetry refresh, lockdown refresh, cold boot)")
     p.add_argument("--out", default=str(REPO / "bench" / "RESULTS.md"))
     p.add_argument("--plot", default=str(REPO / "bench" / "results.png"),
                    help="PNG to draw ('' to skip)")
@@ -63,11 +82,6 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--no-install", action="store_true",
                    help="do not create bench/.venv; peers missing from it are reported")
     return p.parse_args(argv)
-
-
-def log(text: str) -> None:
-    sys.stderr.write(f"bench: {text}\n")
-    sys.stderr.flush()
 
 
 def install_peers() -> None:
@@ -89,66 +103,8 @@ def preflight() -> None:
             raise SystemExit(f"bench: {program} not found (make deps); nothing was run")
 
 
-@contextmanager
-def workdir() -> Iterator[Path]:
-    with tempfile.TemporaryDirectory(prefix="skbench-") as tmp:
-        yield Path(tmp)
-
-
-def rotate(items: Sequence[Tool], by: int) -> list[Tool]:
-    k = by % len(items)
-    return [*items[k:], *items[:k]]
-
-
-def owned_rules(saved: list[str], work: Workload) -> list[str]:
-    """The filter table's rules that accept the work's port (what every tool adds)."""
-    return [ln for ln in saved if ln.startswith(f"-A {work.chain} ")
-            and f"--dport {work.port}" in ln and ln.endswith("-j ACCEPT")]
-
-
-def verify(ns: str, work: Workload, wd: Path) -> list[str]:
-    """Check the converge did the work (N rules, the 0600 file, no DROP policy)."""
-    saved = in_ns(ns, ["iptables-save", "-t", "filter"]).stdout.splitlines()
-    if any(ln.startswith(":") and " DROP " in ln for ln in saved):
-        raise BenchError("a DROP policy was set")
-    rules = owned_rules(saved, work)
-    if len(rules) != work.n:
-        raise BenchError(f"expected {work.n} rules, found {len(rules)}")
-    env = wd / "root" / "etc" / "statekit-bench" / "agent.env"
-    if env.read_text() != work.content() or env.stat().st_mode & 0o777 != 0o600:
-        raise BenchError(f"{env}: wrong content or mode")
-    return rules
-
-
 def run_tool(tool: Tool, ns: str, wd: Path, timeout: float) -> Sample:
     return timed(ns, tool.argv(wd), env=tool.env(wd), cwd=wd, timeout=timeout)
-
-
-class CellRunner:
-    """Records samples into cells, and drops a tool from a cell once it fails or is slow."""
-
-    def __init__(self, results: Results, scenario: str, n: int, tools: Sequence[Tool],
-                 budget: float) -> None:
-        self.cells = {t.name: results.add(Cell(scenario, n, t.name)) for t in tools}
-        self.used = dict.fromkeys(self.cells, 0.0)
-        self.budget = budget
-
-    def active(self, tools: Sequence[Tool]) -> list[Tool]:
-        """Tools still to run: not failed, and under budget or still without a sample."""
-        return [t for t in tools if not self.cells[t.name].note.startswith("failed")
-                and (self.used[t.name] <= self.budget or not self.cells[t.name].seconds)]
-
-    def record(self, tool: Tool, rep: int, sample: Sample) -> None:
-        self.used[tool.name] += sample.seconds
-        if rep >= 0:
-            self.cells[tool.name].seconds[rep] = sample.seconds
-            self.cells[tool.name].rss_kb.append(sample.maxrss_kb)
-        if self.used[tool.name] > self.budget and self.cells[tool.name].seconds:
-            self.cells[tool.name].note = f"stopped: over the {self.budget:g} s cell budget"
-
-    def fail(self, tool: Tool, exc: Exception) -> None:
-        log(f"{tool.name}: {exc}")
-        self.cells[tool.name].note = f"failed: {str(exc).splitlines()[0][:120]}"
 
 
 def first_once(tool: Tool, work: Workload, timeout: float) -> Sample:
@@ -304,6 +260,20 @@ def measure_all(results: Results, tools: list[Tool], args: argparse.Namespace) -
         count_statekit(results, work, args.timeout)
     log("telemetry states")
     measure_telemetry(results, args)
+    if args.no_real_paths:
+        for scenario in REAL_PATHS:
+            results.add(Cell(scenario, 0, "statekit", note="skipped: --no-real-paths"))
+    else:
+        measure_real_paths(results, args)
+
+
+def cells_json(results: Results) -> str:
+    """Every cell, with its median ratio to its reference (for the plot and --json)."""
+    cells = []
+    for cell in results.cells:
+        ratios = cell.ratios(results.reference(cell))
+        cells.append({**cell.as_dict(), "ratio": statistics.median(ratios) if ratios else None})
+    return json.dumps({"cells": cells}, indent=1)
 
 
 def draw(results: Results, args: argparse.Namespace) -> str:
@@ -314,7 +284,7 @@ def draw(results: Results, args: argparse.Namespace) -> str:
     if not python.exists():
         return f"plot: not drawn: {python} missing (matplotlib lives in bench/.venv)"
     with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as f:
-        json.dump({"cells": [c.as_dict() for c in results.cells]}, f)
+        f.write(cells_json(results))
     try:
         subprocess.run([str(python), str(Path(__file__).with_name("plot.py")), f.name,
                         args.plot], check=True, capture_output=True, text=True)
@@ -344,8 +314,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     plot_note = draw(results, args)
     write_markdown(results, args, plot_note, time.monotonic() - started)
     if args.json:
-        Path(args.json).write_text(json.dumps({"cells": [c.as_dict() for c in results.cells]},
-                                              indent=1))
+        Path(args.json).write_text(cells_json(results))
     return 0
 
 

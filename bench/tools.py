@@ -16,7 +16,7 @@ from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from pathlib import Path
 
-from harness import BENCH
+from harness import BENCH, BenchError, in_ns
 
 REPO = BENCH.parent
 PEERS_VENV = BENCH / ".venv"
@@ -179,3 +179,23 @@ class Ansible(Tool):
 
 
 TOOLS: dict[str, Tool] = {t.name: t for t in (Statekit(), Floor(), Pyinfra(), Ansible())}
+
+
+def owned_rules(saved: list[str], work: Workload) -> list[str]:
+    """The filter table's rules that accept the work's port (what every tool adds)."""
+    return [ln for ln in saved if ln.startswith(f"-A {work.chain} ")
+            and f"--dport {work.port}" in ln and ln.endswith("-j ACCEPT")]
+
+
+def verify(ns: str, work: Workload, wd: Path) -> list[str]:
+    """Check the converge did the work (N rules, the 0600 file, no DROP policy)."""
+    saved = in_ns(ns, ["iptables-save", "-t", "filter"]).stdout.splitlines()
+    if any(ln.startswith(":") and " DROP " in ln for ln in saved):
+        raise BenchError("a DROP policy was set")
+    rules = owned_rules(saved, work)
+    if len(rules) != work.n:
+        raise BenchError(f"expected {work.n} rules, found {len(rules)}")
+    env = wd / "root" / "etc" / "statekit-bench" / "agent.env"
+    if env.read_text() != work.content() or env.stat().st_mode & 0o777 != 0o600:
+        raise BenchError(f"{env}: wrong content or mode")
+    return rules
