@@ -1,0 +1,100 @@
+"""The lockdown tests' world itself (tests/e2e/harness.py), with no statekit involved.
+
+What the lockdown tests rely on must be real before a blocked connect means anything:
+both upstream resolvers answer from inside the container (UDP and TCP), a rewrite of the
+upstream hosts file is served, queries are counted per name, every echo target connects
+when no firewall is in the way, and a held connection sees a DROP that comes after it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+
+from tests.e2e.harness import (
+    ALLOWED_HOSTS,
+    ECHO_ADDRS,
+    ECHO_PORT,
+    PRIVATE_ADDR,
+    SPARE_ADDRS,
+    UPSTREAM_RESOLVERS,
+    Sandbox,
+    count_queries,
+    hosts_text,
+)
+
+pytestmark = pytest.mark.netns
+
+
+@pytest.fixture
+def box(clean_sandbox: Sandbox) -> Iterator[Sandbox]:
+    clean_sandbox.reset_hosts()
+    yield clean_sandbox
+    clean_sandbox.reset_hosts()
+
+
+def test_count_queries_reads_the_coredns_log() -> None:
+    log = ('[INFO] 198.18.0.2:40372 - 1 "A IN a.allowed.test. udp 43 false 1232" NOERROR '
+           'qr,aa,rd 84 0.0001s\n'
+           '[INFO] 198.18.0.2:40373 - 2 "AAAA IN A.Allowed.test. tcp 43 false 65535" '
+           'NOERROR qr,aa,rd 84 0.0001s\n'
+           '[INFO] 198.18.0.2:40374 - 3 "A IN a.allowed.test. udp 43 false 1232" NXDOMAIN '
+           'qr,aa,rd 84 0.0001s\n')
+    assert count_queries(log) == {("a.allowed.test", "A"): 2, ("a.allowed.test", "AAAA"): 1}
+
+
+def test_hosts_text_is_one_line_per_name() -> None:
+    assert hosts_text({"b.test": "192.0.2.2", "a.test": "192.0.2.1"}) == (
+        "192.0.2.1 a.test\n192.0.2.2 b.test\n")
+
+
+def test_both_upstream_resolvers_answer_udp_and_tcp(box: Sandbox) -> None:
+    for server in UPSTREAM_RESOLVERS:
+        for name, addr in ALLOWED_HOSTS.items():
+            for transport in ("udp", "tcp"):
+                reply = box.dns_query(name, server=server, transport=transport)
+                assert (reply.rcode, reply.answers) == ("NOERROR", [addr]), (server, transport)
+        aaaa = box.dns_query("a.allowed.test", "AAAA", server=server)
+        assert (aaaa.rcode, aaaa.answers) == ("NOERROR", [])
+        assert box.dns_query("nowhere.allowed.test", server=server).rcode == "NXDOMAIN"
+
+
+def test_set_hosts_is_served_and_counted(box: Sandbox) -> None:
+    box.set_hosts({"b.allowed.test": SPARE_ADDRS[0], "c.allowed.test": None})
+    for server in UPSTREAM_RESOLVERS:
+        assert box.dns_query("b.allowed.test", server=server).answers == [SPARE_ADDRS[0]]
+        assert box.dns_query("c.allowed.test", server=server).rcode == "NXDOMAIN"
+    mark = box.upstream_log_mark()
+    box.dns_query("a.allowed.test", server=UPSTREAM_RESOLVERS[1])
+    box.dns_query("a.allowed.test", "AAAA", server=UPSTREAM_RESOLVERS[0])
+    box.dns_query("c.allowed.test", server=UPSTREAM_RESOLVERS[0])
+    assert box.upstream_queries(mark) == {("a.allowed.test", "A"): 1,
+                                          ("a.allowed.test", "AAAA"): 1,
+                                          ("c.allowed.test", "A"): 1}
+    box.reset_hosts()
+    assert box.dns_query("c.allowed.test", server=UPSTREAM_RESOLVERS[0]).answers == [
+        ALLOWED_HOSTS["c.allowed.test"]]
+
+
+def test_every_echo_target_connects_without_a_firewall(box: Sandbox) -> None:
+    for addr in ECHO_ADDRS:
+        assert box.tcp_probe(addr, ECHO_PORT) == "connected", addr
+
+
+def test_a_held_connection_sees_a_later_drop(box: Sandbox) -> None:
+    conn = box.hold_connection(PRIVATE_ADDR)
+    assert conn.state == "connected"
+    assert conn.send("one") == "echo"
+    assert conn.send("two") == "echo"
+    drop = ["iptables", "-I", "OUTPUT", "1", "-d", PRIVATE_ADDR, "-j", "DROP"]
+    assert box.run_in_container(drop, resolver=None).returncode == 0
+    assert conn.send("three") == "timeout"
+    conn.close()
+
+
+def test_reset_ends_held_connections(box: Sandbox) -> None:
+    conn = box.hold_connection(PRIVATE_ADDR)
+    assert conn.send() == "echo"
+    box.reset_container()
+    assert conn.proc.poll() is not None
