@@ -783,13 +783,15 @@ class Sandbox:
         if self.info.hosts != HOSTS:
             self.set_hosts(HOSTS, replace=True)
 
-    def upstream_log_mark(self) -> int:
-        """A position in the upstream DNS's query log, for :meth:`upstream_queries`."""
-        return len(self.log("upstream-coredns").encode())
+    def upstream_log_mark(self, label: str = "upstream-coredns") -> int:
+        """A position in a CoreDNS's query log (the upstream's, or ``container-coredns``
+        for the container's own), for :meth:`upstream_queries`."""
+        return len(self.log(label).encode())
 
-    def upstream_queries(self, since: int = 0) -> Counter[tuple[str, str]]:
-        """``(name, type)`` -> queries the upstream DNS got after the ``since`` mark."""
-        log = self.log("upstream-coredns").encode()[since:]
+    def upstream_queries(self, since: int = 0,
+                         label: str = "upstream-coredns") -> Counter[tuple[str, str]]:
+        """``(name, type)`` -> queries that CoreDNS logged after the ``since`` mark."""
+        log = self.log(label).encode()[since:]
         return count_queries(log.decode(errors="replace"))
 
     # --- held connections -----------------------------------------------------------------
