@@ -8,7 +8,10 @@ when no firewall is in the way, and a held connection sees a DROP that comes aft
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -17,6 +20,7 @@ from tests.e2e.harness import (
     ECHO_ADDRS,
     ECHO_PORT,
     PRIVATE_ADDR,
+    REPO,
     SPARE_ADDRS,
     UPSTREAM_RESOLVERS,
     Sandbox,
@@ -98,3 +102,32 @@ def test_reset_ends_held_connections(box: Sandbox) -> None:
     assert conn.send() == "echo"
     box.reset_container()
     assert conn.proc.poll() is not None
+
+
+def sandbox_cli(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, str(REPO / "scripts" / "sandbox.py"), *args],
+                          capture_output=True, text=True, timeout=120, check=False)
+
+
+def test_cli_set_hosts_dns_tcp_and_queries(tmp_path: Path) -> None:
+    state = str(tmp_path / "state")
+    up = sandbox_cli("up", "--state-dir", state, "--format", "json")
+    assert up.returncode == 0, up.stderr
+    try:
+        changed = sandbox_cli("set-hosts", "--state-dir", state, f"b.allowed.test={SPARE_ADDRS[1]}",
+                              "c.allowed.test=")
+        assert changed.returncode == 0, changed.stderr
+        for name, want in (("b.allowed.test", ["NOERROR", SPARE_ADDRS[1]]),
+                           ("c.allowed.test", ["NXDOMAIN"])):
+            dns = sandbox_cli("dns", "--state-dir", state, "--server", UPSTREAM_RESOLVERS[1],
+                              "--tcp", name)
+            assert dns.stdout.split() == want, dns.stdout + dns.stderr
+        queries = sandbox_cli("queries", "--state-dir", state)
+        counted = {tuple(ln.split()[1:]): int(ln.split()[0]) for ln in queries.stdout.splitlines()}
+        assert counted[("A", "c.allowed.test")] >= 1, queries.stdout  # the harness asks too
+        assert ("AAAA", "c.allowed.test") not in counted
+        bad = sandbox_cli("set-hosts", "--state-dir", state, "no-equals-sign")
+        assert bad.returncode != 0 and "NAME=ADDR" in bad.stderr
+    finally:
+        down = sandbox_cli("down", "--state-dir", state)
+    assert down.returncode == 0, down.stderr

@@ -74,8 +74,10 @@ class Result:
                 if s["status"] not in ("ok", "changed", "skipped")}
 
     def errors(self) -> str:
-        """Every error text of the states that did not succeed, one per line."""
-        return "\n".join(f"{sid}: {s.get('error') or ''}" for sid, s in self.not_ok().items())
+        """What the states that did not succeed say (error, reason, facts), one a line."""
+        return "\n".join(f"{sid}: {s.get('error') or ''} {s.get('reason') or ''} "
+                         f"{json.dumps(s.get('facts') or {}, sort_keys=True)}"
+                         for sid, s in self.not_ok().items())
 
     def summary(self) -> dict[str, int]:
         return dict((self.report or {}).get("summary", {}))
