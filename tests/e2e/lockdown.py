@@ -74,9 +74,8 @@ class Result:
                 if s["status"] not in ("ok", "changed", "skipped")}
 
     def errors(self) -> str:
-        """What the states that did not succeed say (error, reason, facts), one a line."""
-        return "\n".join(f"{sid}: {s.get('error') or ''} {s.get('reason') or ''} "
-                         f"{json.dumps(s.get('facts') or {}, sort_keys=True)}"
+        """What the states that did not succeed say (error, reason), one a line."""
+        return "\n".join(f"{sid}: {s.get('error') or ''} {s.get('reason') or ''}"
                          for sid, s in self.not_ok().items())
 
     def summary(self) -> dict[str, int]:
