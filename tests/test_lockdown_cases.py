@@ -249,10 +249,12 @@ def test_7_allowed_connection_opened_before_keeps_flowing(world: Lockdown) -> No
 
 def test_8_bad_telemetry_input_exits_3_but_locks_down(world: Lockdown) -> None:
     env = {**ON, "GRAFANA_OTLP_ENDPOINT": f"http://{GATEWAY}/otlp"}
-    network = world.boot(env)
+    network = world.converge(env=env, resolver="upstream")
     assert network.rc == 3, network.output
     assert "GRAFANA_OTLP_ENDPOINT" in network.output
     assert "Traceback" not in network.output
+    assert world.corefile.exists(), "no Corefile: the network phase was not applied"
+    world.start_dns()
     assert_locked_down(world, ALLOWED_HOSTS)
     auth = world.converge(env=env, phase="auth")
     assert auth.rc == 3, auth.output
