@@ -19,6 +19,12 @@ from tests.e2e.harness import (
     ALLOWED_HOSTS,
     ECHO_ADDRS,
     ECHO_PORT,
+    GATEWAY_ADDR,
+    LOCAL_DNS,
+    METADATA_ADDR,
+    NOT_ALLOWED_ADDR,
+    OTHER_PORT,
+    OTLP_PORT,
     PRIVATE_ADDR,
     REPO,
     SPARE_ADDRS,
@@ -26,6 +32,12 @@ from tests.e2e.harness import (
     Sandbox,
     count_queries,
     hosts_text,
+)
+from tests.e2e.lockdown import (
+    REFERENCE_COREFILE,
+    comment,
+    comparable_chain,
+    reference_chain,
 )
 
 pytestmark = pytest.mark.netns
@@ -131,3 +143,57 @@ def test_cli_set_hosts_dns_tcp_and_queries(tmp_path: Path) -> None:
     finally:
         down = sandbox_cli("down", "--state-dir", state)
     assert down.returncode == 0, down.stderr
+
+
+def allowlist_corefile() -> str:
+    """The container's Corefile as the lockdown writes it, by hand."""
+    blocks = "".join(
+        f"{name}:53 {{\n    bind {LOCAL_DNS}\n    template IN AAAA {{\n        rcode NOERROR\n"
+        f"    }}\n    forward . {' '.join(UPSTREAM_RESOLVERS)}\n    log\n    cache 300\n}}\n"
+        for name in ALLOWED_HOSTS)
+    return blocks + REFERENCE_COREFILE
+
+
+def test_the_reference_chain_by_hand_gives_what_the_cases_expect(box: Sandbox,
+                                                                 tmp_path: Path) -> None:
+    """The cases' expectations are satisfiable: the reference chain (issue 12), restored
+    by hand, passes the probes the cases make, and reads back as the cases compare it."""
+    box.run_in_container(["iptables", "-A", "INPUT", "-m", "conntrack", "--ctstate",
+                          "ESTABLISHED", "-j", "ACCEPT"], resolver=None)
+    private, allowed = box.hold_connection(PRIVATE_ADDR), box.hold_connection(
+        ALLOWED_HOSTS["a.allowed.test"])
+    assert (private.send(), allowed.send()) == ("echo", "echo")
+    chain = reference_chain(ALLOWED_HOSTS.values(), otlp=[(GATEWAY_ADDR, OTLP_PORT)])
+    restore = ("*filter\n:INPUT ACCEPT [0:0]\n:FORWARD ACCEPT [0:0]\n:OUTPUT DROP [0:0]\n"
+               + "".join(rule.replace(" -j ", ' -m comment --comment "statekit:by-hand" -j ',
+                                      1) + "\n" for rule in chain) + "COMMIT\n")
+    proc = box.run_in_container(["iptables-restore", "--noflush"], input=restore,
+                                resolver=None)
+    assert proc.returncode == 0, proc.stderr
+    (tmp_path / "Corefile").write_text(allowlist_corefile())
+    box.start_container_coredns(tmp_path / "Corefile", tmp_path / "coredns.pid")
+
+    rules = [ln for ln in box.run_in_container(["iptables-save", "-t", "filter"],
+                                               resolver=None).stdout.splitlines()
+             if ln.startswith("-A OUTPUT ")]
+    assert comparable_chain(rules, len(ALLOWED_HOSTS)) == chain
+    assert {comment(rule) for rule in rules} == {"statekit:by-hand"}
+    assert (private.send(), allowed.send()) == ("timeout", "echo")
+    private.close()
+    allowed.close()
+    for name, addr in ALLOWED_HOSTS.items():
+        assert box.dns_query(name).answers == [addr]
+        assert box.tcp_probe(addr, ECHO_PORT) == "connected"
+    assert box.dns_query("not-allowed.example.org").rcode == "NXDOMAIN"
+    for addr in (NOT_ALLOWED_ADDR, METADATA_ADDR, PRIVATE_ADDR, SPARE_ADDRS[0]):
+        assert box.tcp_probe(addr, ECHO_PORT, timeout=1) == "timeout", addr
+    assert box.tcp_probe(GATEWAY_ADDR, OTLP_PORT) == "connected"
+    assert box.tcp_probe(GATEWAY_ADDR, OTHER_PORT, timeout=1) == "timeout"
+    for server in UPSTREAM_RESOLVERS:
+        assert box.dns_query("b.allowed.test", server=server).answers == [
+            ALLOWED_HOSTS["b.allowed.test"]]
+        tcp = box.dns_query("b.allowed.test", server=server, transport="tcp", timeout=1)
+        assert tcp.rcode in ("TIMEOUT", "ERROR"), tcp
+    # TCP to 127.0.0.53 is open; CoreDNS answers the catch-all itself (an allowlisted name
+    # over TCP is forwarded over TCP, which the reference order drops: see the cases)
+    assert box.dns_query("not-allowed.example.org", transport="tcp").rcode == "NXDOMAIN"
