@@ -5,7 +5,9 @@
     trap '.venv/bin/python scripts/sandbox.py down --state-dir "$DIR"' EXIT
     scripts/sandbox.py exec --state-dir "$DIR" [--resolver local] -- CMD ARGS...
     scripts/sandbox.py coredns-start --state-dir "$DIR" --corefile F --pidfile P
-    scripts/sandbox.py dns --state-dir "$DIR" NAME [--type A] [--server 127.0.0.53]
+    scripts/sandbox.py dns --state-dir "$DIR" NAME [--type A] [--server 127.0.0.53] [--tcp]
+    scripts/sandbox.py set-hosts --state-dir "$DIR" NAME=ADDR NAME= ...   (NAME=: NXDOMAIN)
+    scripts/sandbox.py queries --state-dir "$DIR"
     scripts/sandbox.py connect --state-dir "$DIR" ADDR PORT
     scripts/sandbox.py otel-client --state-dir "$DIR" --env-file F
     scripts/sandbox.py requests --state-dir "$DIR"
@@ -101,8 +103,30 @@ def cmd_coredns_stop(args: argparse.Namespace) -> int:
 
 def cmd_dns(args: argparse.Namespace) -> int:
     """Print ``RCODE ANSWER...`` for a query made from inside the container."""
-    reply = Sandbox.load(args.state_dir).dns_query(args.name, args.type, args.server)
+    reply = Sandbox.load(args.state_dir).dns_query(args.name, args.type, args.server,
+                                                   transport="tcp" if args.tcp else "udp")
     print(" ".join([reply.rcode, *reply.answers, *([reply.error] if reply.error else [])]))
+    return 0
+
+
+def cmd_set_hosts(args: argparse.Namespace) -> int:
+    """Change what the upstream DNS (8.8.8.8, 1.1.1.1) answers; wait until it is served."""
+    changes: dict[str, str | None] = {}
+    for item in args.changes:
+        name, sep, addr = item.partition("=")
+        if not sep or not name:
+            raise SystemExit(f"set-hosts: {item!r} is not NAME=ADDR (or NAME= for NXDOMAIN)")
+        changes[name] = addr or None
+    box = Sandbox.load(args.state_dir)
+    box.set_hosts(changes)
+    box.save()
+    return 0
+
+
+def cmd_queries(args: argparse.Namespace) -> int:
+    """One line per (name, type): how many queries the upstream DNS has logged."""
+    for (name, rdtype), count in sorted(Sandbox.load(args.state_dir).upstream_queries().items()):
+        print(count, rdtype, name)
     return 0
 
 
@@ -160,6 +184,10 @@ def parser() -> argparse.ArgumentParser:
     dns.add_argument("name")
     dns.add_argument("--type", default="A")
     dns.add_argument("--server", default=LOCAL_DNS)
+    dns.add_argument("--tcp", action="store_true", help="query over TCP")
+    hosts = sub("set-hosts", cmd_set_hosts, "change the upstream DNS's answers")
+    hosts.add_argument("changes", nargs="+", metavar="NAME=ADDR")
+    sub("queries", cmd_queries, "count the queries the upstream DNS got, per name")
     conn = sub("connect", cmd_connect, "TCP connect from the container")
     conn.add_argument("addr")
     conn.add_argument("port", type=int)

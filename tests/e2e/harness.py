@@ -1,18 +1,27 @@
 """The end-to-end sandbox: an "internet" and a "container" network namespace, for real.
 
-Used by the pytest fixtures (``tests/conftest.py``) and by ``scripts/sandbox.py``, the
-command line that ``make demo`` drives. Nothing here touches the host's own network
-namespace or its ``/etc``: both namespaces are created here (``ip netns add``) and always
-deleted by :meth:`Sandbox.down` (also at interpreter exit), every process started in them
-is killed, and a resolver is chosen per command by bind-mounting a temporary
-``resolv.conf`` over ``/etc/resolv.conf`` inside a private mount namespace.
+Used by the pytest fixtures (``tests/conftest.py``), by the lockdown tests
+(``tests/e2e/lockdown.py``) and by ``scripts/sandbox.py``, the command line that
+``make demo`` drives. Nothing here touches the host's own network namespace or its
+``/etc``: both namespaces are created here (``ip netns add``) and always deleted by
+:meth:`Sandbox.down` (also at interpreter exit), every process started in them is killed,
+and a resolver is chosen per command by bind-mounting a temporary ``resolv.conf`` over
+``/etc/resolv.conf`` inside a private mount namespace.
 
-Layout (one veth pair, 198.18.0.0/24, the benchmarking range of RFC 2544)::
+Layout (one veth pair, 198.18.0.0/24, the benchmarking range of RFC 2544; the container's
+default route goes through it, so every address below is "the internet")::
 
-    internet  198.18.0.1   upstream DNS (real CoreDNS, ``hosts`` plugin) on :53
-              198.18.0.10  OTLP/HTTP receiver over TLS on :443 (and :8443, to stay blocked)
-              198.18.0.20  the same receiver on :443 (the "other" name, to stay blocked)
-    container 198.18.0.2   default route via 198.18.0.1; its own CoreDNS on 127.0.0.53
+    internet  198.18.0.1        the veth's far end, the container's default gateway
+              8.8.8.8, 1.1.1.1  upstream DNS (real CoreDNS on its ``lo``): the ``hosts``
+                                plugin on a file the test rewrites (:meth:`Sandbox.set_hosts`),
+                                ``log`` on, so queries can be counted per name
+              198.18.0.10       OTLP/HTTP receiver over TLS on :443 (and :8443, to stay blocked)
+              198.18.0.20       the same receiver on :443 (the "other" name, to stay blocked)
+              198.18.0.30-34    TCP echo on :443: a/b/c.allowed.test (.30-.32), spares .33, .34
+              198.18.0.40       TCP echo on :443, on no allowlist
+              169.254.169.254   TCP echo on :443 (the metadata service)
+              172.16.0.10       TCP echo on :443 (private space)
+    container 198.18.0.2        default route via 198.18.0.1; its own CoreDNS on 127.0.0.53
 """
 
 from __future__ import annotations
@@ -22,6 +31,8 @@ import base64
 import contextlib
 import json
 import os
+import re
+import select
 import shutil
 import signal
 import subprocess
@@ -29,6 +40,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -47,19 +59,31 @@ CLAUDE_CODE = E2E / "claude" / "node_modules" / "@anthropic-ai" / "claude-code" 
 GATEWAY = "otlp-gateway-prod-us-west-2.grafana.net"
 OTHER = "other.example.net"
 ENDPOINT = f"https://{GATEWAY}/otlp"
-UPSTREAM_DNS = "198.18.0.1"
+ROUTER = "198.18.0.1"  # the internet's end of the veth: the container's default gateway
+UPSTREAM_RESOLVERS = ("8.8.8.8", "1.1.1.1")
+UPSTREAM_DNS = UPSTREAM_RESOLVERS[0]
 GATEWAY_ADDR = "198.18.0.10"
 OTHER_ADDR = "198.18.0.20"
 CONTAINER_ADDR = "198.18.0.2"
 LOCAL_DNS = "127.0.0.53"
 OTLP_PORT = 443
 OTHER_PORT = 8443
-ALLOWED = "allowed.example.net"  # on the container's allowlist (states/network.yaml)
-ALLOWED_ADDR = "198.18.0.30"
-HOSTS: dict[str, str] = {GATEWAY: GATEWAY_ADDR, OTHER: OTHER_ADDR, ALLOWED: ALLOWED_ADDR}
+ECHO_PORT = 443
+ALLOWED_HOSTS: dict[str, str] = {  # the allowlist the lockdown tests use
+    "a.allowed.test": "198.18.0.30", "b.allowed.test": "198.18.0.31",
+    "c.allowed.test": "198.18.0.32"}
+ALLOWED = "a.allowed.test"  # the one name the telemetry tests put on the allowlist
+ALLOWED_ADDR = ALLOWED_HOSTS[ALLOWED]
+SPARE_ADDRS = ("198.18.0.33", "198.18.0.34")  # echo listeners for a name that moves
+NOT_ALLOWED_ADDR = "198.18.0.40"
+METADATA_ADDR = "169.254.169.254"
+PRIVATE_ADDR = "172.16.0.10"
+HOSTS: dict[str, str] = {GATEWAY: GATEWAY_ADDR, OTHER: OTHER_ADDR, **ALLOWED_HOSTS}
 LISTENERS: tuple[tuple[str, int], ...] = (
     (GATEWAY_ADDR, OTLP_PORT), (GATEWAY_ADDR, OTHER_PORT), (OTHER_ADDR, OTLP_PORT))
 MESSAGES_STUB_PORT = 8089
+ECHO_ADDRS: tuple[str, ...] = (*ALLOWED_HOSTS.values(), *SPARE_ADDRS, NOT_ALLOWED_ADDR,
+                               METADATA_ADDR, PRIVATE_ADDR)
 MINIMAL_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 STATE_FILE = "sandbox.json"
 
@@ -68,10 +92,11 @@ Resolver = Literal["upstream", "local"] | None
 DNS_PROBE = """\
 import json, sys
 import dns.exception, dns.message, dns.query, dns.rcode, dns.rdatatype
-name, rdtype, server, port, timeout = sys.argv[1:6]
+name, rdtype, server, port, timeout, transport = sys.argv[1:7]
 query = dns.message.make_query(name, rdtype)
+send = dns.query.tcp if transport == "tcp" else dns.query.udp
 try:
-    reply = dns.query.udp(query, server, port=int(port), timeout=float(timeout))
+    reply = send(query, server, port=int(port), timeout=float(timeout))
 except dns.exception.Timeout:
     print(json.dumps({"rcode": "TIMEOUT", "answers": []}))
 except OSError as exc:
@@ -110,6 +135,38 @@ except urllib.error.HTTPError as exc:
 except OSError as exc:
     print(0)
     print(exc, file=sys.stderr)
+"""
+
+HOLD_CLIENT = """\
+import errno, socket, sys
+addr, port, timeout = sys.argv[1], int(sys.argv[2]), float(sys.argv[3])
+def say(word):
+    sys.stdout.write(word + "\\n")
+    sys.stdout.flush()
+try:
+    sock = socket.create_connection((addr, port), timeout=timeout)
+except TimeoutError:
+    say("timeout")
+    sys.exit(0)
+except OSError as exc:
+    say(errno.errorcode.get(exc.errno or 0, str(exc)))
+    sys.exit(0)
+say("connected")
+for line in sys.stdin:
+    data = line.strip().encode()
+    try:
+        sock.sendall(data)
+        got = b""
+        while len(got) < len(data):
+            chunk = sock.recv(len(data) - len(got))
+            if not chunk:
+                break
+            got += chunk
+        say("echo" if got == data else "closed" if not got else "garbled")
+    except TimeoutError:
+        say("timeout")
+    except OSError as exc:
+        say(errno.errorcode.get(exc.errno or 0, str(exc)))
 """
 
 MOUNT_RESOLV = 'mount --bind "$0" /etc/resolv.conf && exec "$@"'
@@ -151,6 +208,8 @@ class SandboxInfo:
     hosts: dict[str, str] = field(default_factory=dict)
     endpoint: str = ENDPOINT
     upstream_dns: str = UPSTREAM_DNS
+    upstream_resolvers: list[str] = field(default_factory=lambda: list(UPSTREAM_RESOLVERS))
+    hosts_file: str = ""
     local_dns: str = LOCAL_DNS
     container_coredns_pidfile: str = ""
 
@@ -246,14 +305,34 @@ def raise_system_exit(signum: int, frame: object) -> None:
     raise SystemExit(128 + signum)
 
 
-def upstream_corefile(hosts: Mapping[str, str], bind: str) -> str:
-    """The internet's DNS: ``hosts`` answers A (AAAA empty); NXDOMAIN for other names."""
-    zones = " ".join(f"{name}:53" for name in hosts)
-    entries = "\n".join(f"        {addr} {name}" for name, addr in hosts.items())
-    return (f"{zones} {{\n    bind {bind}\n    hosts {{\n{entries}\n        ttl 5\n"
-            f"        no_reverse\n    }}\n    log\n    errors\n}}\n"
-            f".:53 {{\n    bind {bind}\n    template ANY ANY {{\n        rcode NXDOMAIN\n"
-            f"    }}\n    log\n}}\n")
+def upstream_corefile(hosts_file: Path, zone_file: Path, binds: Sequence[str]) -> str:
+    """The internet's DNS: ``hosts`` answers A from ``hosts_file`` (AAAA empty), re-read
+    every 200 ms; every other name falls through to an empty root zone (``zone_file``):
+    NXDOMAIN, negative TTL 1 s. Each query is logged (``log``)."""
+    return (f".:53 {{\n    bind {' '.join(binds)}\n    hosts {hosts_file} {{\n"
+            f"        ttl 1\n        reload 200ms\n        no_reverse\n"
+            f"        fallthrough\n    }}\n    file {zone_file} .\n"
+            f"    log\n    errors\n}}\n")
+
+
+ROOT_ZONE = """\
+$ORIGIN .
+@ 60 IN SOA ns.upstream.test. hostmaster.upstream.test. 1 7200 3600 1209600 1
+@ 60 IN NS ns.upstream.test.
+"""
+
+
+def hosts_text(hosts: Mapping[str, str]) -> str:
+    """``/etc/hosts`` lines for ``hosts`` (name -> IPv4 address)."""
+    return "".join(f"{addr} {name}\n" for name, addr in sorted(hosts.items()))
+
+
+QUERY_LOG = re.compile(r'"(?P<type>[A-Z0-9]+) IN (?P<name>\S+?)\.? (?:udp|tcp) ')
+
+
+def count_queries(log: str) -> Counter[tuple[str, str]]:
+    """``(name, type)`` -> how many queries a CoreDNS ``log`` output shows."""
+    return Counter((m["name"].lower(), m["type"]) for m in QUERY_LOG.finditer(log))
 
 
 class Sandbox:
@@ -276,6 +355,7 @@ class Sandbox:
             veth_internet=f"ske{run_id}i", veth_container=f"ske{run_id}c",
             workdir=str(wd), ca_pem=str(wd / "ca.pem"), requests_log=str(wd / "requests.jsonl"),
             auth_file=str(wd / "expected-auth"), hosts=dict(HOSTS),
+            hosts_file=str(wd / "upstream.hosts"),
             resolv={"upstream": str(wd / "resolv.upstream.conf"),
                     "local": str(wd / "resolv.local.conf")})
         self.initial_auth = auth
@@ -325,6 +405,7 @@ class Sandbox:
             self.create_network()
             self.start_upstream_dns()
             self.start_receiver()
+            self.start_echo()
         except BaseException:
             self.down()
             raise
@@ -378,11 +459,16 @@ class Sandbox:
         cert.private_key_pem.write_to_path(str(self.workdir / "receiver-key.pem"))
         self.set_expected_auth(self.initial_auth)
         Path(self.info.requests_log).touch()
-        for kind, server in (("upstream", UPSTREAM_DNS), ("local", LOCAL_DNS)):
+        for kind, servers in (("upstream", self.info.upstream_resolvers),
+                              ("local", [LOCAL_DNS])):
             Path(self.info.resolv[kind]).write_text(
-                f"nameserver {server}\noptions timeout:1 attempts:2\n")
-        (self.workdir / "upstream.Corefile").write_text(
-            upstream_corefile(self.info.hosts, UPSTREAM_DNS))
+                "".join(f"nameserver {server}\n" for server in servers)
+                + "options timeout:1 attempts:2\n")
+        Path(self.info.hosts_file).write_text(hosts_text(self.info.hosts))
+        zone_file = self.workdir / "upstream.root.zone"
+        zone_file.write_text(ROOT_ZONE)
+        (self.workdir / "upstream.Corefile").write_text(upstream_corefile(
+            Path(self.info.hosts_file), zone_file, self.info.upstream_resolvers))
 
     def create_network(self) -> None:
         """Both namespaces, loopback up, the veth pair and its addresses, a default route."""
@@ -394,13 +480,15 @@ class Sandbox:
             run(["ip", "-n", name, "link", "set", "lo", "up"])
         run(["ip", "-n", inet, "link", "add", vi, "type", "veth", "peer", "name", vc,
              "netns", ctr])
-        run(["ip", "-n", inet, "addr", "add", f"{UPSTREAM_DNS}/24", "dev", vi])
-        for addr in sorted(set(self.info.hosts.values())):
+        run(["ip", "-n", inet, "addr", "add", f"{ROUTER}/24", "dev", vi])
+        for addr in sorted({*HOSTS.values(), *ECHO_ADDRS}):
             run(["ip", "-n", inet, "addr", "add", f"{addr}/32", "dev", vi])
+        for addr in self.info.upstream_resolvers:
+            run(["ip", "-n", inet, "addr", "add", f"{addr}/32", "dev", "lo"])
         run(["ip", "-n", ctr, "addr", "add", f"{CONTAINER_ADDR}/24", "dev", vc])
         run(["ip", "-n", inet, "link", "set", vi, "up"])
         run(["ip", "-n", ctr, "link", "set", vc, "up"])
-        run(["ip", "-n", ctr, "route", "add", "default", "via", UPSTREAM_DNS])
+        run(["ip", "-n", ctr, "route", "add", "default", "via", ROUTER])
 
     def spawn(self, label: str, netns: str, argv: Sequence[str]) -> subprocess.Popen[bytes]:
         """Start a long-running ``argv`` in ``netns``, output to ``<workdir>/<label>.log``."""
@@ -423,17 +511,33 @@ class Sandbox:
             raise SandboxError(f"{label} exited {proc.returncode}:\n{self.log(label)}")
 
     def start_upstream_dns(self, timeout: float = 15.0) -> None:
-        """The internet's CoreDNS on 198.18.0.1:53; wait until it answers the gateway."""
+        """The internet's CoreDNS on 8.8.8.8:53 and 1.1.1.1:53; wait until both answer
+        the gateway, as seen from the container."""
         self.spawn("upstream-coredns", self.internet,
                    [str(COREDNS), "-conf", str(self.workdir / "upstream.Corefile")])
-        gateway, addr = next(iter(self.info.hosts.items()))
+        gateway, addr = GATEWAY, self.info.hosts[GATEWAY]
 
         def ready() -> bool:
             self.alive_or_raise("upstream-coredns")
-            reply = self.dns_query(gateway, server=UPSTREAM_DNS, timeout=0.5)
-            return reply.rcode == "NOERROR" and reply.answers == [addr]
+            return all(self.dns_query(gateway, server=server, timeout=0.5).answers == [addr]
+                       for server in self.info.upstream_resolvers)
 
         wait_until(ready, timeout, "the upstream DNS", lambda: self.log("upstream-coredns"))
+
+    def start_echo(self, timeout: float = 15.0) -> None:
+        """TCP echo on :443 of every address in ``ECHO_ADDRS``; wait until each accepts."""
+        ready_file = self.workdir / "echo.ready"
+        argv = [sys.executable, "-I", str(E2E / "echo_server.py"), "--ready-file",
+                str(ready_file)]
+        for addr in ECHO_ADDRS:
+            argv += ["--listen", f"{addr}:{ECHO_PORT}"]
+        self.spawn("echo", self.internet, argv)
+
+        def ready() -> bool:
+            self.alive_or_raise("echo")
+            return ready_file.exists()
+
+        wait_until(ready, timeout, "the echo listeners", lambda: self.log("echo"))
 
     def start_receiver(self, timeout: float = 15.0) -> None:
         """The OTLP receiver on every listener; wait until each accepts a connection."""
@@ -491,7 +595,7 @@ class Sandbox:
                          base_env: bool = True) -> subprocess.CompletedProcess[str]:
         """Run ``argv`` in the container namespace; never raises on a non-zero exit.
 
-        ``resolver``: ``"upstream"`` (nameserver 198.18.0.1), ``"local"`` (127.0.0.53, the
+        ``resolver``: ``"upstream"`` (8.8.8.8, 1.1.1.1), ``"local"`` (127.0.0.53, the
         container's CoreDNS) or None (leave /etc/resolv.conf alone). The environment is
         ``env`` on top of PATH and LANG (or ``env`` alone when ``base_env`` is false).
         """
@@ -516,13 +620,24 @@ class Sandbox:
                                      resolver=resolver, timeout=timeout, cwd=REPO)
 
     def dns_query(self, name: str, rdtype: str = "A", server: str = LOCAL_DNS, *,
-                  port: int = 53, timeout: float = 2.0) -> DnsAnswer:
-        """Ask ``server`` for ``name``/``rdtype`` from inside the container (dnspython)."""
+                  port: int = 53, timeout: float = 2.0,
+                  transport: Literal["udp", "tcp"] = "udp") -> DnsAnswer:
+        """Ask ``server`` for ``name``/``rdtype`` from inside the container (dnspython),
+        over UDP or TCP."""
         proc = self.run_in_container(
             [sys.executable, "-I", "-c", DNS_PROBE, name, rdtype, server, str(port),
-             str(timeout)], resolver=None, timeout=timeout + 30)
+             str(timeout), transport], resolver=None, timeout=timeout + 30)
         if proc.returncode != 0:
             raise SandboxError(f"dns probe failed: {proc.stderr.strip()}")
+        return DnsAnswer(**json.loads(proc.stdout))
+
+    def upstream_answer(self, name: str, server: str = UPSTREAM_DNS,
+                        timeout: float = 1.0) -> DnsAnswer:
+        """What the upstream DNS answers for ``name``/A, asked from inside the internet
+        (no container firewall in the way; for the harness's own checks)."""
+        proc = run(["ip", "netns", "exec", self.internet, sys.executable, "-I", "-c",
+                    DNS_PROBE, name, "A", server, "53", str(timeout), "udp"],
+                   timeout=timeout + 30)
         return DnsAnswer(**json.loads(proc.stdout))
 
     def tcp_probe(self, addr: str, port: int, timeout: float = 2.0) -> str:
@@ -648,8 +763,13 @@ class Sandbox:
             Path(self.info.container_coredns_pidfile).unlink(missing_ok=True)
 
     def reset_container(self) -> None:
-        """Stop the container's CoreDNS and flush its filter tables (policies ACCEPT)."""
+        """Stop the container's CoreDNS and every other process in the container (held
+        connections, an entrypoint's leftovers) and flush its filter tables (policies
+        ACCEPT)."""
         self.stop_container_coredns()
+        kill_netns_processes(self.container)
+        for label in [k for k in self.procs if k.startswith("hold-")]:
+            self.procs.pop(label).wait(timeout=5)
         empty = ("*filter\n:INPUT ACCEPT [0:0]\n:FORWARD ACCEPT [0:0]\n"
                  ":OUTPUT ACCEPT [0:0]\nCOMMIT\n")
         for tool in ("iptables-restore", "ip6tables-restore"):
@@ -671,3 +791,98 @@ class Sandbox:
     def clear_requests(self) -> None:
         """Forget the recorded requests."""
         Path(self.info.requests_log).write_text("")
+
+    # --- the upstream DNS's answers ----------------------------------------------------
+
+    def set_hosts(self, changes: Mapping[str, str | None], *, replace: bool = False,
+                  timeout: float = 10.0) -> None:
+        """Change what the upstream DNS answers: ``name -> address`` (None: NXDOMAIN from
+        now on), on top of today's answers or, with ``replace``, instead of them. Returns
+        once every upstream resolver serves the new answers."""
+        hosts = {} if replace else dict(self.info.hosts)
+        for name, addr in changes.items():
+            if addr is None:
+                hosts.pop(name, None)
+            else:
+                hosts[name] = addr
+        gone = set(self.info.hosts) - set(hosts)
+        path = Path(self.info.hosts_file)
+        tmp = path.with_name(path.name + ".new")
+        tmp.write_text(hosts_text(hosts))
+        tmp.replace(path)
+        self.info.hosts = hosts
+
+        def served() -> bool:
+            for server in self.info.upstream_resolvers:
+                for name in {*changes, *gone}:
+                    want = [hosts[name]] if name in hosts else []
+                    reply = self.upstream_answer(name, server)
+                    if reply.answers != want or reply.rcode != ("NOERROR" if want else
+                                                                "NXDOMAIN"):
+                        return False
+            return True
+
+        wait_until(served, timeout, f"the upstream DNS to serve {dict(changes)}",
+                   lambda: self.log("upstream-coredns")[-2000:])
+
+    def reset_hosts(self) -> None:
+        """Back to the upstream answers the sandbox started with (``HOSTS``)."""
+        if self.info.hosts != HOSTS:
+            self.set_hosts(HOSTS, replace=True)
+
+    def upstream_log_mark(self, label: str = "upstream-coredns") -> int:
+        """A position in a CoreDNS's query log (the upstream's, or ``container-coredns``
+        for the container's own), for :meth:`upstream_queries`."""
+        return len(self.log(label).encode())
+
+    def upstream_queries(self, since: int = 0,
+                         label: str = "upstream-coredns") -> Counter[tuple[str, str]]:
+        """``(name, type)`` -> queries that CoreDNS logged after the ``since`` mark."""
+        log = self.log(label).encode()[since:]
+        return count_queries(log.decode(errors="replace"))
+
+    # --- held connections -----------------------------------------------------------------
+
+    def hold_connection(self, addr: str, port: int = ECHO_PORT,
+                        timeout: float = 2.0) -> HeldConnection:
+        """Open a TCP connection from the container to an echo listener and keep it."""
+        label = f"hold-{addr}-{port}-{token_hex(2)}"
+        argv = [*self.container_argv([sys.executable, "-I", "-c", HOLD_CLIENT, addr,
+                                      str(port), str(timeout)], None)]
+        proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                stderr=subprocess.DEVNULL, start_new_session=True)
+        self.procs[label] = proc
+        return HeldConnection(proc, timeout)
+
+
+class HeldConnection:
+    """A TCP connection from inside the container, held open by a child process."""
+
+    def __init__(self, proc: subprocess.Popen[bytes], timeout: float) -> None:
+        self.proc, self.timeout = proc, timeout
+        self.state = self.reply()
+
+    def reply(self) -> str:
+        """The client's next word (``connected``, ``echo``, ``timeout``, an errno...)."""
+        assert self.proc.stdout is not None
+        ready, _, _ = select.select([self.proc.stdout], [], [], self.timeout + 10)
+        if not ready:
+            raise SandboxError("the held connection's client did not answer")
+        line = self.proc.stdout.readline().decode().strip()
+        return line or "client exited"
+
+    def send(self, text: str = "ping") -> str:
+        """Send ``text`` on the connection: ``echo`` when it came back within the
+        timeout, ``timeout`` when nothing came back, or what else happened."""
+        if self.state != "connected":
+            raise SandboxError(f"the connection was never open: {self.state}")
+        assert self.proc.stdin is not None
+        self.proc.stdin.write(text.encode() + b"\n")
+        self.proc.stdin.flush()
+        return self.reply()
+
+    def close(self) -> None:
+        """Close the connection (end the client)."""
+        if self.proc.poll() is None:
+            self.proc.kill()
+        self.proc.wait(timeout=5)

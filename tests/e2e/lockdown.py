@@ -1,0 +1,205 @@
+"""The lockdown tests' helpers: boot the shipped states in the sandbox, read the result.
+
+A :class:`Lockdown` is one container (a temporary ``--root`` in the sandbox's container
+namespace) converged with the shipped ``states/`` and the test allowlist (``a``, ``b``,
+``c.allowed.test``). The boot is the entrypoint's: ``converge --phase network`` (names
+resolve through the upstream resolvers, no local DNS yet), then the container's CoreDNS
+started on the Corefile statekit wrote; a refresh is ``converge --phase network`` again
+with the container resolving through 127.0.0.53.
+
+:func:`reference_chain` is the reference container's OUTPUT chain (issue 12), in
+iptables-save form without the statekit comments, for a set of allowlisted addresses.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from tests.conftest import REPO, record_output
+from tests.e2e.harness import (
+    ALLOWED_HOSTS,
+    LOCAL_DNS,
+    UPSTREAM_RESOLVERS,
+    Resolver,
+    Sandbox,
+)
+
+STATES = str(REPO / "states")
+DOMAINS = tuple(ALLOWED_HOSTS)
+VARS = ("--var", f"domains=[{', '.join(DOMAINS)}]", "--var", "resolve_timeout=2")
+GITHUB_RANGES = ("140.82.112.0/20", "185.199.108.0/22", "143.55.64.0/20")
+REFERENCE_COREFILE = """\
+. {
+    bind 127.0.0.53
+    log
+    errors
+    template IN A . {
+        rcode NXDOMAIN
+    }
+    template IN AAAA . {
+        rcode NXDOMAIN
+    }
+}
+"""
+_COUNTERS = re.compile(r" \[\d+:\d+\]$")
+_COMMENT = re.compile(r' -m comment --comment ("[^"]*"|\S+)')
+
+
+@dataclass
+class Result:
+    """One finished converge: exit code, output, and the JSON report (if one came)."""
+
+    rc: int
+    stdout: str
+    stderr: str
+    report: Any
+
+    @property
+    def output(self) -> str:
+        return self.stdout + self.stderr
+
+    def states(self) -> dict[str, Any]:
+        """State id -> its report entry."""
+        return {s["id"]: s for s in (self.report or {}).get("states", [])}
+
+    def not_ok(self) -> dict[str, Any]:
+        """The states that neither succeeded nor were skipped (failed, degraded...)."""
+        return {sid: s for sid, s in self.states().items()
+                if s["status"] not in ("ok", "changed", "skipped")}
+
+    def errors(self) -> str:
+        """What the states that did not succeed say (error, reason), one a line."""
+        return "\n".join(f"{sid}: {s.get('error') or ''} {s.get('reason') or ''}"
+                         for sid, s in self.not_ok().items())
+
+    def summary(self) -> dict[str, int]:
+        return dict((self.report or {}).get("summary", {}))
+
+
+@dataclass
+class Lockdown:
+    """One container's boot and refreshes with the shipped states and the test vars."""
+
+    box: Sandbox
+    root: Path
+
+    @property
+    def corefile(self) -> Path:
+        return self.root / "etc/coredns/Corefile"
+
+    @property
+    def pidfile(self) -> Path:
+        return self.root / "run/coredns.pid"
+
+    @property
+    def env_file(self) -> Path:
+        return self.root / "tmp/otel/otel-env"
+
+    def converge(self, *args: str, env: Mapping[str, str] | None = None,
+                 resolver: Resolver = "local", phase: str | None = "network") -> Result:
+        """``statekit converge --format json`` of the shipped states in the container."""
+        argv = ["converge", "--root", str(self.root), "--format", "json", *VARS,
+                *(["--phase", phase] if phase else []), *args, STATES]
+        proc = self.box.statekit(argv, env=env, resolver=resolver, timeout=90)
+        record_output(proc.stdout, proc.stderr)
+        try:
+            report = json.loads(proc.stdout)
+        except ValueError:
+            report = None
+        return Result(proc.returncode, proc.stdout, proc.stderr, report)
+
+    def boot(self, env: Mapping[str, str] | None = None, *args: str) -> Result:
+        """Phase network through the upstream resolvers, then the container's CoreDNS."""
+        result = self.converge(*args, env=env, resolver="upstream")
+        self.start_dns()
+        return result
+
+    def start_dns(self, timeout: float = 5.0) -> bool:
+        """The container's CoreDNS on the Corefile statekit wrote; whether 127.0.0.53
+        answered within ``timeout`` (a firewall that drops DNS is the test's to report,
+        so no error here; a CoreDNS that exits is an error)."""
+        self.box.start_container_coredns(self.corefile, self.pidfile, wait_for=None)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.box.dns_query("harness-probe.invalid", timeout=0.5).rcode not in (
+                    "TIMEOUT", "ERROR"):
+                return True
+        return False
+
+    def refresh(self, env: Mapping[str, str] | None = None, *args: str) -> Result:
+        """The refresh loop's converge: phase network, resolving through 127.0.0.53."""
+        return self.converge(*args, env=env, resolver="local")
+
+    def table(self) -> list[str]:
+        """The filter table as iptables-save prints it, without counters and ``#`` lines."""
+        out = self.box.run_in_container(["iptables-save", "-t", "filter"], resolver=None)
+        return [_COUNTERS.sub("", ln) for ln in out.stdout.splitlines()
+                if not ln.startswith("#")]
+
+    def chain(self) -> list[str]:
+        """The OUTPUT chain's rules, in order, as iptables-save prints them."""
+        return [ln for ln in self.table() if ln.startswith("-A OUTPUT ")]
+
+    def policy(self) -> str:
+        """The OUTPUT chain's policy."""
+        return next(ln.split()[1] for ln in self.table() if ln.startswith(":OUTPUT "))
+
+    def iptables(self, *args: str) -> None:
+        """Run ``iptables ARGS`` in the container (a foreign hand), or fail."""
+        proc = self.box.run_in_container(["iptables", *args], resolver=None)
+        assert proc.returncode == 0, proc.stderr
+
+
+def bare(rule: str) -> str:
+    """``rule`` without its ``-m comment --comment ...`` part."""
+    return _COMMENT.sub("", rule)
+
+
+def comment(rule: str) -> str:
+    """The comment of ``rule`` (unquoted), or ``""``."""
+    found = _COMMENT.search(rule)
+    return found.group(1).strip('"') if found else ""
+
+
+def reference_head(resolvers: Sequence[str] = UPSTREAM_RESOLVERS) -> list[str]:
+    """The reference chain down to the GitHub ranges (nothing in it depends on DNS)."""
+    return [
+        "-A OUTPUT -o lo -j ACCEPT",
+        "-A OUTPUT -d 169.254.0.0/16 -j DROP",
+        "-A OUTPUT -d 172.16.0.0/12 -j DROP",
+        f"-A OUTPUT -d {LOCAL_DNS}/32 -p udp -m udp --dport 53 -j ACCEPT",
+        f"-A OUTPUT -d {LOCAL_DNS}/32 -p tcp -m tcp --dport 53 -j ACCEPT",
+        *(f"-A OUTPUT -d {r}/32 -p udp -m udp --dport 53 -j ACCEPT" for r in resolvers),
+        "-A OUTPUT -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT",
+        *(f"-A OUTPUT -d {net} -p tcp -m tcp --dport 443 -j ACCEPT" for net in GITHUB_RANGES),
+    ]
+
+
+REFERENCE_TAIL = [
+    "-A OUTPUT -p udp -j DROP",
+    "-A OUTPUT -j NFLOG --nflog-prefix CODETAINER_DROP --nflog-group 100",
+]
+
+
+def reference_chain(allowed: Iterable[str], otlp: Iterable[tuple[str, int]] = ()) -> list[str]:
+    """The whole reference OUTPUT chain, without comments; the allowlist's rules sorted
+    (their order among themselves is not part of the reference)."""
+    return [*reference_head(),
+            *sorted(f"-A OUTPUT -d {addr}/32 -j ACCEPT" for addr in allowed),
+            *(f"-A OUTPUT -d {addr}/32 -p tcp -m tcp --dport {port} -j ACCEPT"
+              for addr, port in otlp),
+            *REFERENCE_TAIL]
+
+
+def comparable_chain(rules: Sequence[str], n_allowed: int) -> list[str]:
+    """``rules`` without comments, the ``n_allowed`` rules after the head sorted, as
+    :func:`reference_chain` writes them."""
+    plain = [bare(r) for r in rules]
+    head = len(reference_head())
+    return [*plain[:head], *sorted(plain[head:head + n_allowed]), *plain[head + n_allowed:]]
