@@ -31,7 +31,7 @@ BASE = """
   family: both
   protocol: TCP
   dport: 443
-  destination: [192.0.2.9, 10.0.0.0/8, "2001:db8::1"]
+  destination: [10.0.0.0/8, 192.0.2.9, "2001:db8::1"]  # in the order written
   comment: gateway
   jump: ACCEPT
 - id: drop-log
