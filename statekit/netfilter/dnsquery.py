@@ -1,9 +1,11 @@
 """A minimal DNS stub client: A/AAAA questions over UDP to given resolvers (RFC 1035).
 
 Only what :mod:`statekit.netfilter.resolve` needs. Every question (each name, each
-family) goes to every resolver at once, from one connected UDP socket per resolver (only
-that address and port can answer it), each with its own random id; one ``select`` loop
-waits for all of them, asks again every second, and stops at the deadline. No thread, and
+family) is asked at once, from one connected UDP socket per resolver (only that address
+and port can answer it), each with its own random id: of the first resolver at once, of
+the next one only if no answer came within :data:`STAGGER` (so a healthy upstream is
+asked each name once), and so on; unanswered questions are asked again every second.
+One ``select`` loop waits for all of them and stops at the deadline. No thread, and
 only C modules (``_socket``, ``select``): this runs on every 5-minute refresh. A reply is
 taken only if its id and question match; the answer section is read for the asked name
 and the CNAME chain behind it. The first good answer for a question wins; NXDOMAIN is an
@@ -27,7 +29,8 @@ _TYPES = {"ipv4": 1, "ipv6": 28}  # A, AAAA
 _CNAME = 5
 _RCODES = {1: "FORMERR", 2: "SERVFAIL", 3: "NXDOMAIN", 4: "NOTIMP", 5: "REFUSED"}
 MAX_REPLY = 4096
-RESEND = 1.0  # seconds between asking again
+RESEND = 1.0  # seconds between asking a resolver again
+STAGGER = 0.3  # seconds before the next resolver is asked too
 
 
 class DnsError(LookupError):
@@ -175,23 +178,27 @@ def _ask_until(questions: list[_Question], socks: list[_socket.socket],
             while (sock.fileno(), ident) in ids:
                 ident = (ident + 1) & 0xFFFF
             ids[(sock.fileno(), ident)] = q
+    start = time.monotonic()
+    due = {sock.fileno(): start + i * STAGGER for i, sock in enumerate(socks)}
     by_fd = {sock.fileno(): sock for sock in socks}
-    resend = 0.0
     while not all(q.done for q in questions):
         now = time.monotonic()
         if now >= deadline:
             return
-        if now >= resend:
-            _send(ids, by_fd)
-            resend = now + RESEND
-        ready, _, _ = select.select(socks, [], [], max(0.0, min(deadline, resend) - now))
+        for fd in [fd for fd, when in due.items() if when <= now]:
+            _send(ids, by_fd, fd)
+            due[fd] = now + RESEND
+        wake = min([deadline, *due.values()])
+        ready, _, _ = select.select(socks, [], [], max(0.0, wake - now))
         for sock in ready:
             _receive(sock, ids, len(socks))
 
 
-def _send(ids: dict[tuple[int, int], _Question], by_fd: dict[int, _socket.socket]) -> None:
-    for (fd, ident), q in ids.items():
-        if not q.done and fd not in q.failed:
+def _send(ids: dict[tuple[int, int], _Question], by_fd: dict[int, _socket.socket],
+          fd: int) -> None:
+    """Ask resolver ``fd`` every question still open (that it has not refused)."""
+    for (qfd, ident), q in ids.items():
+        if qfd == fd and not q.done and fd not in q.failed:
             try:
                 by_fd[fd].send(query(q.name, q.qtype, ident))
             except OSError as exc:
