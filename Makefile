@@ -12,7 +12,7 @@ GO_SHA256 := 30c2b1bf7dcc88d3eb0a1364e47ddd9128edb3110a30e8a0ef61cd5856b31de7
 GO := $(CURDIR)/.tools/go/bin/go
 export PATH := $(CURDIR)/.tools/bin:$(PATH)
 
-.PHONY: venv deps go-toolchain coredns lint typecheck test demo bench clean
+.PHONY: venv deps go-toolchain coredns lint typecheck test demo try need-root bench clean
 
 venv: $(VENV)/.installed
 
@@ -56,8 +56,20 @@ typecheck: lint
 test: venv deps coredns lint
 	$(BIN)/pytest -q
 
-demo: venv deps coredns
+# Root first: the demo creates network namespaces; nothing is built for a run that cannot.
+demo: need-root
+	@$(MAKE) --no-print-directory venv deps coredns
 	$(BIN)/python scripts/demo.py
+
+# A first safe try: an interactive shell in a throwaway --root and a private network
+# namespace, statekit on PATH, the shipped states in $STATES (scripts/try.py).
+try: need-root
+	@$(MAKE) --no-print-directory venv deps
+	@$(BIN)/python scripts/try.py
+
+need-root:
+	@[ "$$(id -u)" = 0 ] || { echo "make: this target needs root (it creates network" \
+	  "namespaces): run it as root, e.g. sudo make $(MAKECMDGOALS)" >&2; exit 1; }
 
 # statekit as installed: bytecode compiled (pip does it on a real install; this machine
 # sets PYTHONDONTWRITEBYTECODE, so an editable install would compile on every run).

@@ -79,8 +79,25 @@ def _shown(program: Program) -> dict[str, Any]:
     """The rendered states; ``masked_tree`` turns the specs into JSON data."""
     return {"phases": program.phases, "states": [
         {"id": s.id, "type": s.type, "phase": s.phase, "ensure": s.ensure,
-         "enabled": s.enabled, "file": s.where, "spec": s.spec}
+         "enabled": s.enabled, "file": s.where, "spec": _readable(s.spec)}
         for s in program.states]}
+
+
+_MODE_FIELDS = ("mode", "dir_mode")
+
+
+def _readable(value: Any, key: str = "") -> Any:
+    """A spec as a person reads it: file modes as octal strings ("0600"), not 384 (bytes
+    become text in ``masked_tree``)."""
+    if hasattr(value, "_asdict"):
+        value = value._asdict()
+    if isinstance(value, dict):
+        return {k: _readable(v, str(k)) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_readable(v) for v in value]
+    if key in _MODE_FIELDS and isinstance(value, int) and not isinstance(value, bool):
+        return f"{value:04o}"
+    return value
 
 
 def _converge(args: argparse.Namespace, program: Program, masker: Masker) -> int:

@@ -153,7 +153,8 @@ def _render_vars(sources: list[Source], overrides: dict[str, Any],
             try:
                 context[name] = renderer.render(value, context)
             except Exception as exc:
-                raise source.error(["vars", name], templating.describe(exc)) from None
+                path = _failing_path(value, ["vars", name], context, renderer)
+                raise source.error(path, templating.describe(exc)) from None
     for name, value in overrides.items():
         context.setdefault(name, value)
     return context
@@ -203,7 +204,25 @@ def _render(value: Any, key: str, base: list[str | int], source: Source,
             return renderer.expression(value, context)
         return renderer.render(value, context)
     except Exception as exc:
-        raise source.error([*base, key], templating.describe(exc)) from None
+        path = _failing_path(value, [*base, key], context, renderer)
+        raise source.error(path, templating.describe(exc)) from None
+
+
+def _failing_path(value: Any, path: list[str | int], context: dict[str, Any],
+                  renderer: templating.Renderer) -> list[str | int]:
+    """The path of the innermost part of ``value`` that fails to render (so the error
+    names the line that uses an undefined variable, not the mapping that holds it)."""
+    children: list[tuple[str | int, Any]] = []
+    if isinstance(value, dict):
+        children = list(value.items())
+    elif isinstance(value, list):
+        children = list(enumerate(value))
+    for name, child in children:
+        try:
+            renderer.render(child, context)
+        except Exception:  # the caller reports the first error
+            return _failing_path(child, [*path, name], context, renderer)
+    return path
 
 
 def _truth(value: Any) -> bool:
