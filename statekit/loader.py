@@ -15,6 +15,7 @@ from statekit import resources, schema_check, templating
 from statekit.discover import collect
 from statekit.errors import FieldError, StateError
 from statekit.graph import check_graph
+from statekit.masking import check_secret
 from statekit.model import Program, State
 from statekit.resources.base import Meta
 from statekit.yamlsource import Source, parse
@@ -52,6 +53,10 @@ def load(
     environ = os.environ if environ is None else environ
     sources = read_sources(paths)
     secret_names = {n for s in sources for n in s.data.get("secrets", [])}
+    for name in sorted(secret_names):
+        reason = check_secret(name, environ.get(name, ""))
+        if reason:
+            raise StateError(f"environment variable {reason}")
     secrets = {environ[n] for n in secret_names if environ.get(n)}
     if on_secrets:
         on_secrets(secrets)
