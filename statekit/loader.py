@@ -130,10 +130,13 @@ def _declare(source: Source, index: int, raw: dict[str, Any], phases: list[str],
 
     if raw["phase"] not in phases:
         raise source.error([*base, "phase"], f"unknown phase {raw['phase']!r} "
-                           f"(declared: {', '.join(phases)})")
+                           f"(declared: {', '.join(phases)})"
+                           + schema_check.did_you_mean(raw["phase"], phases))
     if raw["type"] not in resources.REGISTRY:
+        known = resources.known_types()
         raise source.error([*base, "type"], f"unknown type {raw['type']!r} "
-                           f"(known: {', '.join(resources.known_types())})")
+                           f"(known: {', '.join(known)})"
+                           + schema_check.did_you_mean(raw["type"], known))
     return State(
         id=raw["id"], type=raw["type"], phase=raw["phase"], file=source.name,
         line=source.line(base), index=index, order=order,
@@ -173,7 +176,8 @@ def _render_state(state: State, source: Source, context: dict[str, Any],
                                    renderer, expression=True))
     ensure = _render(raw.pop("ensure", "present"), "ensure", base, source, context, renderer)
     if ensure not in ENSURE_VALUES:
-        raise source.error([*base, "ensure"], f"{ensure!r} is not one of present, absent")
+        raise source.error([*base, "ensure"], f"{ensure!r} is not one of present, absent"
+                           + schema_check.did_you_mean(ensure, ENSURE_VALUES))
     state.ensure = ensure
     fields = {k: _render(v, k, base, source, context, renderer) for k, v in raw.items()}
     resource = resources.get(state.type)
@@ -198,7 +202,7 @@ def _check_unknown(fields: dict[str, Any], type_schema: dict[str, Any], source: 
     known = type_schema.get("properties", {})
     for key in fields:
         if key not in known:
-            raise source.error([*base, key], f"unknown field (known: {', '.join(sorted(known))})")
+            raise source.error([*base, key], schema_check.unknown_field(key, list(known)))
 
 
 def _render(value: Any, key: str, base: list[str | int], source: Source,
