@@ -56,29 +56,34 @@ def explain(error: Any, root: dict[str, Any]) -> tuple[list[str | int], str]:
     if kind == "additionalProperties":
         known = sorted(node.get("properties", {}))
         extra = sorted(set(value) - set(known))
-        path.append(extra[0])
-        return path, unknown_field(extra[0], known)
+        return [*path, extra[0]], unknown_field(extra[0], known)
     if "propertyNames" in error.schema_path and isinstance(value, str):
-        path.append(value)
-        return path, f"invalid key {value!r}: expected {describe(node, root)}"
+        return [*path, value], f"invalid key {value!r}: expected {describe(node, root)}"
     if kind == "required":
         missing = next(k for k in node["required"] if k not in value)
-        path.append(missing)
         sub = node.get("properties", {}).get(missing, {})
-        return path, f"missing required field: expected {describe(sub, root)}"
-    if kind == "enum":
-        return path, f"{value!r} is not allowed: expected {describe(node, root)}" + \
-            did_you_mean(value, [str(v) for v in node["enum"]])
-    if kind == "type":
-        return path, f"{_show(value)} is {_kind(value)}: expected {describe(node, root)}"
+        return [*path, missing], f"missing required field: expected {describe(sub, root)}"
     if kind in ("oneOf", "anyOf"):
         for sub in error.context or ():
             if sub.validator == "additionalProperties":  # a typo inside a mapping branch
                 return explain(sub, root)
+    return path, _mismatch(error, root)
+
+
+def _mismatch(error: Any, root: dict[str, Any]) -> str:
+    """A value of the wrong type, choice or form: what was expected, the nearest choice."""
+    node, value, kind = error.schema, error.instance, error.validator
+    expected = describe(node, root)
+    if kind == "enum":
+        return f"{value!r} is not allowed: expected {expected}" + \
+            did_you_mean(value, [str(v) for v in node["enum"]])
+    if kind == "type":
+        return f"{_show(value)} is {_kind(value)}: expected {expected}"
+    if kind in ("oneOf", "anyOf"):
         choices = [str(v) for b in node[kind] for v in resolve(b, root).get("enum", ())]
-        return path, f"{_show(value)} is not valid: expected {describe(node, root)}" + \
+        return f"{_show(value)} is not valid: expected {expected}" + \
             did_you_mean(value, choices)
-    return path, f"{error.message}: expected {describe(node, root)}"
+    return f"{error.message}: expected {expected}"
 
 
 def unknown_field(name: str, known: Sequence[str]) -> str:
@@ -109,7 +114,7 @@ def describe(node: dict[str, Any], root: dict[str, Any], example: bool = True) -
     if "enum" in node:
         text = "one of " + ", ".join(str(v) for v in node["enum"])
     elif "oneOf" in node or "anyOf" in node:
-        subs = node.get("oneOf") or node.get("anyOf")
+        subs = node.get("oneOf") or node.get("anyOf") or []
         text = " or ".join(describe(s, root, example=False) for s in subs)
     else:
         types = node.get("type", [])
@@ -168,18 +173,20 @@ def example_of(node: dict[str, Any], root: dict[str, Any]) -> Any:
         found = example_of(sub, root)
         if found is not None:
             return found
+    return _example_of_type(node, root)
+
+
+def _example_of_type(node: dict[str, Any], root: dict[str, Any]) -> Any:
     kind = node.get("type")
     kind = kind[0] if isinstance(kind, list) and kind else kind
-    if kind in ("integer", "number"):
-        return node.get("minimum", 1)
-    if kind == "boolean":
-        return True
+    simple: dict[Any, Any] = {"integer": node.get("minimum", 1),
+                              "number": node.get("minimum", 1), "boolean": True}
+    if kind in simple:
+        return simple[kind]
     if kind == "array" and "items" in node:
         item = example_of(node["items"], root)
         return None if item is None else [item]
-    if kind == "string" and node.get("pattern") == "^/":
-        return "/etc/example"
-    return None
+    return "/etc/example" if kind == "string" and node.get("pattern") == "^/" else None
 
 
 def _kind(value: Any) -> str:

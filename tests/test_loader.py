@@ -67,7 +67,8 @@ BAD = [
      "3: vars.v: template error: 'undefined_thing' is undefined"),
     ("phases: [a\n", "invalid YAML"),
     ("phases: [a]\nstates:\n  - id: x\n    type: command\n    phase: a\n    argv: ['true']\n"
-     "    timeout: soon\n", "7: states[0].timeout: 'soon' is a string: expected a number greater than 0"),
+     "    timeout: soon\n",
+     "7: states[0].timeout: 'soon' is a string: expected a number greater than 0"),
     ("phases: [a]\nstates:\n  - id: x\n    type: signal\n    phase: a\n    signal: WAT\n"
      "    process: x\n", "6: states[0].signal: 'WAT' is not a signal name"),
 ]
