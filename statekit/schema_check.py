@@ -2,7 +2,9 @@
 
 Schemas ship as package data: ``file.json`` for a state file and one per resource type for
 its own fields. ``coerce`` converts rendered template output to the schema's types first
-(``"443"`` -> 443, ``"true"`` -> True), as Ansible and Salt users expect.
+(``"443"`` -> 443, ``"true"`` -> True), as Ansible and Salt users expect. A field whose
+schema says ``"pattern": "^/"`` is a path under ``--root`` and is checked as one
+(:func:`statekit.files.path_problem`: no ``..``).
 """
 
 from __future__ import annotations
@@ -43,10 +45,27 @@ def validate(name: str, instance: Any, source: Source, base: Sequence[str | int]
     valid under any of the given schemas".
     """
     errors = sorted(_validator(name).iter_errors(instance), key=lambda e: list(e.absolute_path))
-    if not errors:
+    if errors:
+        path, message = explain(errors[0], schema(name))
+        raise source.error([*base, *path], message)
+    _check_paths(schema(name), instance, source, base)
+
+
+def _check_paths(node: dict[str, Any], instance: Any, source: Source,
+                 base: Sequence[str | int]) -> None:
+    """Absolute-path fields (``"pattern": "^/"``) must name a file under ``--root``: what a
+    converge would refuse, ``validate`` refuses first."""
+    from statekit.files import path_problem
+
+    if not isinstance(instance, dict):
         return
-    path, message = explain(errors[0], schema(name))
-    raise source.error([*base, *path], message)
+    for key, sub in node.get("properties", {}).items():
+        value = instance.get(key)
+        problem = path_problem(value) if sub.get("pattern") == "^/" and \
+            isinstance(value, str) else None
+        if problem:
+            raise source.error([*base, key], f"{value!r}: {problem} (e.g. "
+                               f"{example_of(sub, node)!r})")
 
 
 def explain(error: Any, root: dict[str, Any]) -> tuple[list[str | int], str]:

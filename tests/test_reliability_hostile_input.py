@@ -170,7 +170,8 @@ def test_telemetry_inputs_converge_validly_or_exit_3_touching_nothing(data: Any,
                                   "--root", str(root), TELEMETRY], env)
         assert "Traceback" not in out + err and "internal error" not in out + err
         if code == 3:
-            assert out == "" and err.startswith("statekit: ")
+            assert json.loads(out)["error"]["exit_code"] == 3, "--format json: the error"
+            assert err.startswith("statekit: ")
             assert err.endswith("\n") and err.count("\n") == 1, err
             assert list(root.iterdir()) == []
         else:

@@ -101,3 +101,27 @@ def test_cli_prints_one_line_with_exit_3(tmp_path: Path) -> None:
     assert run.returncode == 3
     assert run.stderr.count("\n") == 1
     assert f"{path}:8: states[0].family:" in run.stderr and "did you mean" in run.stderr
+
+
+@pytest.mark.parametrize(("type_name", "fields"), [
+    ("env_file", "    path: /etc/../../x.env\n"),
+    ("coredns_zone", "    corefile: /etc/coredns/../../../Corefile\n"),
+    ("signal", "    signal: HUP\n    pidfile: /run/../../x.pid\n"),
+    ("command", "    argv: ['true']\n    creates: /../done\n"),
+    ("env_file", "    path: /etc/..\n    ensure: absent\n"),
+])
+def test_a_path_leaving_the_root_is_invalid_input(tmp_path: Path, type_name: str,
+                                                  fields: str) -> None:
+    """Found by validate (exit 3), not by converge (exit 1): it does not depend on the
+    machine."""
+    path = write(tmp_path / "s.yaml", HEAD.format(type=type_name) + fields)
+    run = statekit(["validate", str(path)])
+    assert run.returncode == 3, run.output
+    assert "'..' would leave the root" in run.stderr
+    line = 5 + fields.count("\n") if "/.." in fields.splitlines()[-1] else 6
+    assert f"{path}:{line}: states[0]." in run.stderr
+    root = tmp_path / "root"
+    root.mkdir()
+    converge = statekit(["converge", "--root", str(root), str(path)])
+    assert converge.returncode == 3
+    assert list(root.iterdir()) == [], "nothing touched"
