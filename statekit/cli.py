@@ -94,6 +94,8 @@ COMMANDS: dict[str, tuple[str, tuple[Arg, ...]]] = {
         Arg("--lock-file", VALUE, metavar="PATH",
             help="lock file (default /run/statekit.lock under --root)"),
         Arg("--lock-timeout", VALUE, type=float, default=30.0, metavar="SECONDS"),
+        Arg("--yes", FLAG, help="do not ask before a converge on / that cuts this machine's"
+            " outbound traffic (asked only when stdin is a terminal)"),
     )),
     "validate": ("check files, schema and templates; touch nothing", (_PATHS, _VAR)),
     "show": ("print the rendered desired states, secrets masked", (_PATHS, _VAR)),
