@@ -43,7 +43,7 @@ states:
     chain: OUTPUT
     policy: DROP
 """
-HARMLESS = CUT.split("  - id: fw-drop-udp")[0]
+HARMLESS = CUT.split("  - id: fw-drop-udp", maxsplit=1)[0]
 
 
 def policy(netns: str) -> str:
