@@ -12,7 +12,7 @@ GO_SHA256 := 30c2b1bf7dcc88d3eb0a1364e47ddd9128edb3110a30e8a0ef61cd5856b31de7
 GO := $(CURDIR)/.tools/go/bin/go
 export PATH := $(CURDIR)/.tools/bin:$(PATH)
 
-.PHONY: venv deps go-toolchain coredns lint typecheck test demo try need-root bench clean
+.PHONY: venv deps go-toolchain coredns docs lint typecheck test demo try need-root bench clean
 
 venv: $(VENV)/.installed
 
@@ -46,6 +46,10 @@ $(COREDNS).$(COREDNS_VERSION):
 	  $(GO) install github.com/coredns/coredns@$(COREDNS_VERSION)
 	$(COREDNS) -version | grep -q "$(patsubst v%,%,$(COREDNS_VERSION))"
 	rm -f $(COREDNS).v* && touch $@
+
+# docs/reference.md from the JSON schemas (tests/test_docs.py checks it is up to date).
+docs: venv
+	$(BIN)/python scripts/gen_reference.py --output docs/reference.md
 
 lint: venv
 	$(BIN)/ruff check statekit tests bench

@@ -148,7 +148,9 @@ def describe(node: dict[str, Any], root: dict[str, Any], example: bool = True) -
 def _one_type(kind: str, node: dict[str, Any], root: dict[str, Any]) -> str:
     text = _TYPES.get(kind, kind)
     if kind == "array" and "items" in node:
-        text = f"a list of: {describe(node['items'], root, example=False)}"
+        items = resolve(node["items"], root)
+        text = "a list of mappings" if items.get("type") == "object" else \
+            f"a list of: {describe(items, root, example=False)}"
     if kind in ("integer", "number"):
         low = node.get("minimum", node.get("exclusiveMinimum"))
         high = node.get("maximum")
