@@ -200,9 +200,8 @@ def test_shell_samples_are_true(page: Path, body: str, netns: str, tmp_path: Pat
     syntax = subprocess.run(["bash", "-n"], input=body, capture_output=True, text=True,
                             check=False)
     assert syntax.returncode == 0, syntax.stderr
-    for words in commands(body):
-        if words[0] == "exec":
-            words = words[1:]
+    for command in commands(body):
+        words = command[1:] if command[0] == "exec" else command
         if words[0] == "statekit":
             run_statekit_sample(words[1:], netns, tmp_path)
         elif words[0] == "make":
