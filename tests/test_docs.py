@@ -265,3 +265,16 @@ def test_generator_copes_with_fields_it_has_never_seen() -> None:
     assert len(table) == 2 + 6
     assert "| `a` | true or false | required |" in table[2]
     assert "a\\|b" in table[7]
+
+
+def test_the_sh_package_decision_is_written_down_and_kept() -> None:
+    """The design card lists `sh`; docs/development.md says why it is not used, and no
+    code (runtime, tests, scripts, bench) imports it, as the page says."""
+    text = (REPO / "docs" / "development.md").read_text()
+    assert "## Why no `sh` package" in text
+    sources = [p for d in ("statekit", "tests", "scripts", "bench")
+               for p in (REPO / d).rglob("*.py")]
+    importing = [str(p) for p in sources
+                 if re.search(r"^\s*(import sh\b|from sh import)", p.read_text(), re.M)]
+    assert importing == []
+    assert '"sh' not in (REPO / "pyproject.toml").read_text().split("[project.optional")[0]
