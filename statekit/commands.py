@@ -161,7 +161,7 @@ def _should_ask(args: argparse.Namespace, program: Program) -> bool:
     """A person at the terminal, a real converge on the real root, a traffic cut in it."""
     import os
 
-    if args.check or args.yes or not sys.stdin.isatty():
+    if args.check or getattr(args, "yes", False) or not sys.stdin.isatty():
         return False
     if os.path.realpath(args.root) != "/":
         return False
