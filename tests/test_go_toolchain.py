@@ -125,3 +125,17 @@ def test_zip_entries_outside_the_module_are_refused(tmp_path: Path) -> None:
 ])
 def test_executable_bits(name: str, expected: bool) -> None:
     assert load_script().executable(name) is expected
+
+
+def test_make_coredns_builds_with_the_fetched_go_whatever_is_on_path(tmp_path: Path) -> None:
+    """`make -n coredns` in a fresh copy, stock PATH: the toolchain step, then the fetched
+    go (GOTOOLCHAIN=local), never a bare `go` from PATH."""
+    (tmp_path / "Makefile").write_text((REPO / "Makefile").read_text())
+    proc = subprocess.run(["make", "-n", "coredns"], cwd=tmp_path, capture_output=True,
+                          text=True, env={"PATH": STOCK_PATH}, timeout=60, check=False)
+    assert proc.returncode == 0, proc.stderr
+    out = proc.stdout
+    assert f"scripts/go_toolchain.py --version {makefile_pin('GO_VERSION')}" in out
+    assert "GOTOOLCHAIN=local" in out
+    assert f"{tmp_path}/.tools/go/bin/go install github.com/coredns/coredns@" in out
+    assert not re.search(r"(^|\s)go install", out), "no `go` from PATH"
