@@ -194,7 +194,12 @@ def _render_state(state: State, source: Source, context: dict[str, Any],
         state.spec = resource.parse(fields, Meta(state.id, ensure, state.phase, state.where))
     except FieldError as exc:
         raise source.error([*base, *str(exc.field).split(".")], exc.message) from None
-    secrets.update(v for v in resource.secret_values(state.spec) if v)
+    values = [v for v in resource.secret_values(state.spec) if v]
+    for value in values:
+        reason = check_secret("a sensitive value", value)
+        if reason:
+            raise source.error([*base, "sensitive"], reason)
+    secrets.update(values)
 
 
 def _check_unknown(fields: dict[str, Any], type_schema: dict[str, Any], source: Source,

@@ -32,8 +32,9 @@ def tag(value: str) -> str:
 def check_secret(name: str, value: str) -> str | None:
     """Why the secret ``value`` of variable ``name`` cannot be used, or None."""
     if value and len(value) < MIN_SECRET:
-        return (f"{name}: a secret of {len(value)} character cannot be masked in output;"
-                f" use a real token (at least {MIN_SECRET} characters), or leave it unset")
+        return (f"{name}: a secret of {len(value)} character cannot be masked in output"
+                f" (every such character would be); use at least {MIN_SECRET} characters,"
+                " or leave it unset")
     return None
 
 

@@ -69,3 +69,14 @@ def test_one_character_secret_is_refused_as_input(tmp_path: Path) -> None:
     assert "TOKEN: a secret of 1 character" in run.stderr
     assert statekit(["validate", str(state)], env={"TOKEN": "xy"}).returncode == 0
     assert statekit(["validate", str(state)], env={"TOKEN": ""}).returncode == 0
+
+
+def test_one_character_sensitive_value_is_refused_as_input(tmp_path: Path) -> None:
+    state = write(tmp_path / "s.yaml", "phases: [main]\nstates:\n  - id: e\n"
+                  "    type: env_file\n    phase: main\n    path: /e\n"
+                  "    entries: {FLAG: '1', OK: 'ab'}\n    sensitive: [FLAG]\n")
+    run = statekit(["validate", str(state)])
+    assert run.returncode == 3
+    assert "states[0].sensitive: a sensitive value: a secret of 1 character" in run.stderr
+    fixed = state.read_text().replace("sensitive: [FLAG]", "sensitive: [OK]")
+    assert statekit(["validate", str(write(state, fixed))]).returncode == 0
