@@ -4,9 +4,15 @@ VENV := .venv
 BIN := $(VENV)/bin
 COREDNS_VERSION := v1.15.0
 COREDNS := .tools/bin/coredns
+# The Go that builds CoreDNS: fetched by scripts/go_toolchain.py from the Go module proxy
+# (module golang.org/toolchain), checked against this SHA-256 of the module zip, whatever
+# `go` is on PATH (Debian 12's golang-go is 1.19, too old for CoreDNS v1.15.0).
+GO_VERSION := go1.26.8
+GO_SHA256 := 30c2b1bf7dcc88d3eb0a1364e47ddd9128edb3110a30e8a0ef61cd5856b31de7
+GO := $(CURDIR)/.tools/go/bin/go
 export PATH := $(CURDIR)/.tools/bin:$(PATH)
 
-.PHONY: venv deps coredns node-deps claude-code lint typecheck test demo bench clean
+.PHONY: venv deps go-toolchain coredns docs node-deps claude-code lint typecheck test demo try need-root bench clean
 
 venv: $(VENV)/.installed
 
@@ -25,12 +31,19 @@ $(VENV)/.installed: pyproject.toml
 deps:
 	@scripts/install-debs.sh
 
+# The pinned Go toolchain at .tools/go; a no-op when present.
+go-toolchain:
+	@$(PYTHON) scripts/go_toolchain.py --version $(GO_VERSION) --sha256 $(GO_SHA256) \
+	  --dest .tools/go >/dev/null
+
 # The pinned, real CoreDNS, built from the Go module proxy; a no-op when present.
 coredns: $(COREDNS).$(COREDNS_VERSION)
 
 $(COREDNS).$(COREDNS_VERSION):
+	@$(MAKE) --no-print-directory go-toolchain
 	@mkdir -p .tools/bin
-	GOBIN=$(CURDIR)/.tools/bin GOFLAGS=-buildvcs=false go install github.com/coredns/coredns@$(COREDNS_VERSION)
+	env -u GOROOT GOTOOLCHAIN=local GOBIN=$(CURDIR)/.tools/bin GOFLAGS=-buildvcs=false \
+	  $(GO) install github.com/coredns/coredns@$(COREDNS_VERSION)
 	$(COREDNS) -version | grep -q "$(patsubst v%,%,$(COREDNS_VERSION))"
 	rm -f $(COREDNS).v* && touch $@
 
@@ -54,6 +67,9 @@ claude-code: tests/e2e/claude/node_modules/.installed
 tests/e2e/claude/node_modules/.installed: tests/e2e/claude/package.json tests/e2e/claude/package-lock.json
 	cd tests/e2e/claude && npm ci --no-audit --no-fund --ignore-scripts --loglevel=error
 	touch $@
+# docs/reference.md from the JSON schemas (tests/test_docs.py checks it is up to date).
+docs: venv
+	$(BIN)/python scripts/gen_reference.py --output docs/reference.md
 
 lint: venv
 	$(BIN)/ruff check statekit tests bench
@@ -64,8 +80,20 @@ typecheck: lint
 test: venv deps coredns node-deps claude-code lint
 	$(BIN)/pytest -q
 
-demo: venv deps coredns
+# Root first: the demo creates network namespaces; nothing is built for a run that cannot.
+demo: need-root
+	@$(MAKE) --no-print-directory venv deps coredns
 	$(BIN)/python scripts/demo.py
+
+# A first safe try: an interactive shell in a throwaway --root and a private network
+# namespace, statekit on PATH, the shipped states in $STATES (scripts/try.py).
+try: need-root
+	@$(MAKE) --no-print-directory venv deps
+	@$(BIN)/python scripts/try.py
+
+need-root:
+	@[ "$$(id -u)" = 0 ] || { echo "make: this target needs root (it creates network" \
+	  "namespaces): run it as root, e.g. sudo make $(MAKECMDGOALS)" >&2; exit 1; }
 
 # statekit as installed: bytecode compiled (pip does it on a real install; this machine
 # sets PYTHONDONTWRITEBYTECODE, so an editable install would compile on every run).

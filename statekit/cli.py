@@ -104,6 +104,8 @@ COMMANDS: dict[str, tuple[str, tuple[Arg, ...]]] = {
         Arg("--lock-file", VALUE, metavar="PATH",
             help="lock file (default /run/statekit/lock under --root)"),
         Arg("--lock-timeout", VALUE, type=seconds, default=30.0, metavar="SECONDS"),
+        Arg("--yes", FLAG, help="do not ask before a converge on / that cuts this machine's"
+            " outbound traffic (asked only when stdin is a terminal)"),
     )),
     "validate": ("check files, schema and templates; touch nothing", (_PATHS, _VAR)),
     "show": ("print the rendered desired states, secrets masked", (_PATHS, _VAR)),
@@ -147,7 +149,10 @@ def build_parser() -> ArgumentParser:
             sys.stderr.write(f"statekit: error: {message}\n")
             raise SystemExit(EXIT_INVALID)
 
+    from statekit import __version__
+
     parser = _Parser(prog="statekit", description=DESCRIPTION, formatter_class=_Formatter)
+    parser.add_argument("--version", action="version", version=f"statekit {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
     for command, (text, args) in COMMANDS.items():
         command_parser = sub.add_parser(command, help=text, formatter_class=_Formatter)
@@ -223,28 +228,66 @@ def parse_args(argv: Sequence[str] | None = None) -> Namespace:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = parse_args(argv)
+    argv = sys.argv[1:] if argv is None else list(argv)
+    try:
+        args = parse_args(argv)
+    except SystemExit as exc:  # argparse: --help/--version (0) or a usage error (3)
+        if exc.code == EXIT_INVALID and _wants_json(argv):
+            _json_error(StateError("usage error: see the message on stderr"), EXIT_INVALID)
+        raise
     masker = Masker()
     try:
         from statekit import subcommands as commands
 
         return int(commands.run(args, masker))
     except StateError as exc:
-        _error(masker(str(exc)))
-        return EXIT_INVALID
+        return _fail(exc, args, masker, EXIT_INVALID)
     except StatekitError as exc:
-        _error(masker(str(exc)))
-        return EXIT_FAILED
+        return _fail(exc, args, masker, EXIT_FAILED)
     except KeyboardInterrupt:
         _error("interrupted")
         return 130
     except Exception as exc:
-        if os.environ.get("STATEKIT_DEBUG"):
-            import traceback
-
-            _error(masker("".join(traceback.format_exception(exc))))
+        _traceback(exc, masker)
         _error(masker(f"internal error: {type(exc).__name__}: {exc}"))
         return EXIT_FAILED
+
+
+def _fail(exc: StatekitError, args: Namespace, masker: Masker, code: int) -> int:
+    """Report an error the user can act on: one line on stderr (a traceback too with
+    STATEKIT_DEBUG=1) and, with ``--format json``, the error as JSON on stdout."""
+    _traceback(exc, masker)
+    _error(masker(str(exc)))
+    if getattr(args, "format", None) == "json":
+        _json_error(exc, code, masker, check=bool(getattr(args, "check", False)))
+    return code
+
+
+def _wants_json(argv: Sequence[str]) -> bool:
+    pairs = (argv[i:i + 2] for i in range(len(argv)))  # itertools: off the common path
+    return "--format=json" in argv or ["--format", "json"] in pairs
+
+
+def _json_error(exc: StatekitError, code: int, masker: Masker | None = None,
+                check: bool = False) -> None:
+    """``{"format_version": 1, "check": .., "error": {file, line, field, message,
+    exit_code}}`` on stdout: a machine never has to parse empty output."""
+    import json
+
+    from statekit.out.report import FORMAT_VERSION, masked_tree
+
+    error = {"file": getattr(exc, "file", None), "line": getattr(exc, "line", None),
+             "field": getattr(exc, "field", None),
+             "message": getattr(exc, "message", str(exc)), "exit_code": code}
+    doc = {"format_version": FORMAT_VERSION, "check": check, "error": error}
+    sys.stdout.write(json.dumps(masked_tree(doc, masker or Masker()), indent=2) + "\n")
+
+
+def _traceback(exc: BaseException, masker: Masker) -> None:
+    if os.environ.get("STATEKIT_DEBUG"):
+        import traceback
+
+        _error(masker("".join(traceback.format_exception(exc))))
 
 
 def _error(text: str) -> None:

@@ -87,7 +87,7 @@ def _shown(program: Program) -> dict[str, Any]:
     """The rendered states; ``masked_tree`` turns the specs into JSON data."""
     return {"phases": program.phases, "states": [
         {"id": s.id, "type": s.type, "phase": s.phase, "ensure": s.ensure,
-         "enabled": s.enabled, "file": s.where, "spec": s.spec}
+         "enabled": s.enabled, "file": s.where, "spec": _readable(s.spec)}
         for s in program.states]}
 
 
@@ -96,6 +96,21 @@ def _input_errors(program: Program, masker: Masker) -> None:
     for error in program.input_errors:
         sys.stderr.write(masker(f"statekit: {error} (its file's states were converged "
                                 "absent; fix the value and converge again)") + "\n")
+_MODE_FIELDS = ("mode", "dir_mode")
+
+
+def _readable(value: Any, key: str = "") -> Any:
+    """A spec as a person reads it: file modes as octal strings ("0600"), not 384 (bytes
+    become text in ``masked_tree``)."""
+    if hasattr(value, "_asdict"):
+        value = value._asdict()
+    if isinstance(value, dict):
+        return {k: _readable(v, str(k)) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_readable(v) for v in value]
+    if key in _MODE_FIELDS and isinstance(value, int) and not isinstance(value, bool):
+        return f"{value:04o}"
+    return value
 
 
 def _converge(args: argparse.Namespace, program: Program, masker: Masker) -> int:
@@ -110,6 +125,9 @@ def _converge(args: argparse.Namespace, program: Program, masker: Masker) -> int
 
         raise StateError(f"--phase {unknown[0]!r}: unknown phase "
                          f"(declared: {', '.join(program.phases)})")
+    if _should_ask(args, program) and not _confirmed(args, program, masker):
+        sys.stderr.write("statekit: not confirmed: nothing changed\n")
+        return EXIT_FAILED
     host = Host(root=args.root)
     text = report.TextReport(masker, check=args.check, diff=args.diff)
     on_outcome = text.outcome if args.format == "text" else None
@@ -132,3 +150,64 @@ def _converge(args: argparse.Namespace, program: Program, masker: Masker) -> int
     if counts["changed"] and args.detailed_exitcode:
         return EXIT_CHANGED
     return EXIT_OK
+
+
+# --- the guard: ask before cutting the machine's own traffic (as `terraform apply`) ------
+
+_CUTTING = ("DROP", "REJECT")
+QUESTION = ("\nThis converge runs on this machine (--root /) and {what}: its own outbound "
+            "traffic will be cut.\nDo you want to converge? Only 'yes' will be accepted "
+            "(--yes skips this question): ")
+
+
+def cuts_own_traffic(state: Any) -> bool:
+    """A present state that sets the filter table's OUTPUT policy to DROP or adds a
+    DROP/REJECT rule to OUTPUT."""
+    spec = state.spec
+    if not state.enabled or spec is None or not getattr(spec, "present", False):
+        return False
+    if getattr(spec, "table", "") != "filter" or getattr(spec, "chain", "") != "OUTPUT":
+        return False
+    if state.type == "iptables_chain":
+        return getattr(spec, "policy", None) == "DROP"
+    template = getattr(spec, "template", None)
+    return state.type == "iptables_rule" and template is not None and \
+        template.target.jump in _CUTTING
+
+
+def _should_ask(args: argparse.Namespace, program: Program) -> bool:
+    """A person at the terminal, a real converge on the real root, a traffic cut in it."""
+    import os
+
+    if args.check or getattr(args, "yes", False) or not sys.stdin.isatty():
+        return False
+    if os.path.realpath(args.root) != "/":
+        return False
+    phases = set(args.phase or program.phases)
+    return any(cuts_own_traffic(s) for s in program.states if s.phase in phases)
+
+
+def _confirmed(args: argparse.Namespace, program: Program, masker: Masker) -> bool:
+    """Show the plan (a check-mode run); True when nothing would cut traffic or the
+    person answers ``yes``."""
+    from statekit.out import report
+    from statekit.run import lock
+    from statekit.run.engine import CHANGED, Engine
+    from statekit.run.host import Host
+
+    host = Host(root=args.root)
+    stream = sys.stdout if args.format == "text" else sys.stderr
+    text = report.TextReport(masker, check=True, diff=True, stream=stream)
+    with lock.hold(host.fs, args.lock_file or lock.DEFAULT_LOCK, args.lock_timeout,
+                   shared=True):
+        outcomes = Engine(program, host, check=True, on_outcome=text.outcome).converge(
+            args.phase or None)
+    text.recap(outcomes)
+    cutting = [o.state.id for o in outcomes if o.status == CHANGED
+               and cuts_own_traffic(o.state)]
+    if not cutting:
+        return True
+    sys.stderr.write(QUESTION.format(what="would drop outbound packets ("
+                                     + ", ".join(cutting) + ")"))
+    sys.stderr.flush()
+    return sys.stdin.readline().strip() == "yes"

@@ -289,10 +289,25 @@ def record_output(*texts: str) -> None:
     CAPTURED.extend(t for t in texts if t)
 
 
-def _token_forms(token: str) -> set[str]:
+def base64_forms(secret: str) -> set[str]:
+    """Substrings that appear in any base64 text that encodes ``secret`` somewhere (the
+    characters that hold only the secret's bits, at each of the three alignments)."""
     import base64
 
-    from statekit.out.masking import base64_forms
+    raw = secret.encode()
+    forms = set()
+    for offset in range(3):
+        encoded = base64.b64encode(b"\0" * offset + raw).decode().rstrip("=")
+        lead = (offset * 8 + 5) // 6 if offset else 0  # chars that mix in the prefix
+        end = len(encoded) - (1 if (offset + len(raw)) % 3 else 0)  # last mixes the suffix
+        fragment = encoded[lead:end]
+        if len(fragment) >= 6:
+            forms.add(fragment)
+    return forms
+
+
+def _token_forms(token: str) -> set[str]:
+    import base64
 
     return {token, base64.b64encode(token.encode()).decode().rstrip("="),
             *base64_forms(token)}

@@ -174,5 +174,5 @@ def test_null_value_omits_the_key(tmp_path: Path, root: Path) -> None:
     path = write(tmp_path / "s.yaml", text)
     assert statekit(["converge", "--root", str(root), str(path)]).returncode == 0
     assert (root / "e").read_text() == "A=1\nC=3\n"
-    statekit(["converge", "--root", str(root), str(path)], env={"B": "x"})
-    assert (root / "e").read_text() == "A=1\nB=x\nC=3\n"
+    statekit(["converge", "--root", str(root), str(path)], env={"B": "xy"})
+    assert (root / "e").read_text() == "A=1\nB=xy\nC=3\n"

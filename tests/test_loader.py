@@ -58,7 +58,7 @@ BAD = [
      "states[0].entries.K: a value may not contain a newline"),
     ("phases: [a]\nstates:\n  - id: x\n    type: env_file\n    phase: a\n    path: /f\n"
      "    entries:\n      lower: x\n",
-     "8: states[0].entries.lower: invalid key: 'lower' does not match"),
+     "8: states[0].entries.lower: invalid key 'lower': expected a name matching"),
     ("phases: [a]\nstates:\n  - id: x\n    type: env_file\n    phase: a\n    path: /f\n"
      "    ensure: maybe\n", "7: states[0].ensure: 'maybe' is not one of present, absent"),
     ("phases: [a]\nstates:\n  - id: x\n    type: env_file\n    phase: a\n    path: /f\n"
@@ -67,7 +67,8 @@ BAD = [
      "3: vars.v: template error: 'undefined_thing' is undefined"),
     ("phases: [a\n", "invalid YAML"),
     ("phases: [a]\nstates:\n  - id: x\n    type: command\n    phase: a\n    argv: ['true']\n"
-     "    timeout: soon\n", "7: states[0].timeout: 'soon' is not of type 'number'"),
+     "    timeout: soon\n",
+     "7: states[0].timeout: 'soon' is a string: expected a number greater than 0"),
     ("phases: [a]\nstates:\n  - id: x\n    type: signal\n    phase: a\n    signal: WAT\n"
      "    process: x\n", "6: states[0].signal: 'WAT' is not a signal name"),
 ]

@@ -17,6 +17,7 @@ from statekit.load import schema_check, templating
 from statekit.load.discover import collect
 from statekit.load.input_checks import InputError
 from statekit.load.yamlsource import Source, parse
+from statekit.out.masking import check_secret
 from statekit.program import Program, State
 from statekit.resources.base import Meta
 from statekit.run.files import STATE_FILE_LIMIT, read_path
@@ -60,6 +61,10 @@ def load(
     environ = os.environ if environ is None else environ
     sources = read_sources(paths)
     secret_names = {n for s in sources for n in s.data.get("secrets", [])}
+    for name in sorted(secret_names):
+        reason = check_secret(name, environ.get(name, ""))
+        if reason:
+            raise StateError(f"environment variable {reason}")
     secrets = {_utf8(n, environ[n]) for n in sorted(secret_names) if environ.get(n)}
     if on_secrets:
         on_secrets(secrets)
@@ -192,10 +197,13 @@ def _declare(source: Source, index: int, raw: dict[str, Any], phases: list[str],
 
     if raw["phase"] not in phases:
         raise source.error([*base, "phase"], f"unknown phase {raw['phase']!r} "
-                           f"(declared: {', '.join(phases)})")
+                           f"(declared: {', '.join(phases)})"
+                           + schema_check.did_you_mean(raw["phase"], phases))
     if raw["type"] not in resources.REGISTRY:
+        known = resources.known_types()
         raise source.error([*base, "type"], f"unknown type {raw['type']!r} "
-                           f"(known: {', '.join(resources.known_types())})")
+                           f"(known: {', '.join(known)})"
+                           + schema_check.did_you_mean(raw["type"], known))
     return State(
         id=raw["id"], type=raw["type"], phase=raw["phase"], file=source.name,
         line=source.line(base), index=index, order=order,
@@ -223,7 +231,8 @@ def _render_vars(sources: list[Source], overrides: dict[str, Any],
             except Exception as exc:
                 if source.name in degraded:
                     continue  # left undefined: only identity fields are rendered
-                raise _fault(source, ["vars", name], exc) from None
+                path = _failing_path(value, ["vars", name], context, renderer)
+                raise _fault(source, path, exc) from None
     unknown = sorted(set(overrides) - set(defined))
     if unknown:
         raise StateError(_unknown_var(unknown[0], sorted(defined)))
@@ -254,7 +263,8 @@ def _render_state(state: State, source: Source, context: dict[str, Any],
                                    expression=True))
     ensure = _render(ensure, "ensure", base, source, context, renderer)
     if ensure not in ENSURE_VALUES:
-        raise source.error([*base, "ensure"], f"{ensure!r} is not one of present, absent")
+        raise source.error([*base, "ensure"], f"{ensure!r} is not one of present, absent"
+                           + schema_check.did_you_mean(ensure, ENSURE_VALUES))
     state.ensure = ensure
     if degraded and ensure == "absent":  # the other fields may need the refused input
         raw = {k: v for k, v in raw.items() if k in resource.identity_fields}
@@ -272,7 +282,12 @@ def _render_state(state: State, source: Source, context: dict[str, Any],
         state.spec = resource.parse(fields, Meta(state.id, ensure, state.phase, state.where))
     except FieldError as exc:
         raise source.error([*base, *str(exc.field).split(".")], exc.message) from None
-    secrets.update(v for v in resource.secret_values(state.spec) if v)
+    values = [v for v in resource.secret_values(state.spec) if v]
+    for value in values:
+        reason = check_secret("a sensitive value", value)
+        if reason:
+            raise source.error([*base, "sensitive"], reason)
+    secrets.update(values)
 
 
 def _check_unknown(fields: dict[str, Any], type_schema: dict[str, Any], source: Source,
@@ -280,7 +295,7 @@ def _check_unknown(fields: dict[str, Any], type_schema: dict[str, Any], source: 
     known = type_schema.get("properties", {})
     for key in fields:
         if key not in known:
-            raise source.error([*base, key], f"unknown field (known: {', '.join(sorted(known))})")
+            raise source.error([*base, key], schema_check.unknown_field(key, list(known)))
 
 
 def _render(value: Any, key: str, base: list[str | int], source: Source,
@@ -291,7 +306,25 @@ def _render(value: Any, key: str, base: list[str | int], source: Source,
             return renderer.expression(value, context)
         return renderer.render(value, context)
     except Exception as exc:
-        raise _fault(source, [*base, key], exc) from None
+        path = _failing_path(value, [*base, key], context, renderer)
+        raise _fault(source, path, exc) from None
+
+
+def _failing_path(value: Any, path: list[str | int], context: dict[str, Any],
+                  renderer: templating.Renderer) -> list[str | int]:
+    """The path of the innermost part of ``value`` that fails to render (so the error
+    names the line that uses an undefined variable, not the mapping that holds it)."""
+    children: list[tuple[str | int, Any]] = []
+    if isinstance(value, dict):
+        children = list(value.items())
+    elif isinstance(value, list):
+        children = list(enumerate(value))
+    for name, child in children:
+        try:
+            renderer.render(child, context)
+        except Exception:  # the caller reports the first error
+            return _failing_path(child, [*path, name], context, renderer)
+    return path
 
 
 def _truth(value: Any) -> bool:

@@ -2,7 +2,9 @@
 
 Schemas ship as package data: ``file.json`` for a state file and one per resource type for
 its own fields. ``coerce`` converts rendered template output to the schema's types first
-(``"443"`` -> 443, ``"true"`` -> True), as Ansible and Salt users expect.
+(``"443"`` -> 443, ``"true"`` -> True), as Ansible and Salt users expect. A field whose
+schema says ``"pattern": "^/"`` is a path under ``--root`` and is checked as one
+(:func:`statekit.run.files.path_problem`: no ``..``).
 """
 
 from __future__ import annotations
@@ -37,29 +39,190 @@ def _validator(name: str) -> Any:
 
 
 def validate(name: str, instance: Any, source: Source, base: Sequence[str | int]) -> None:
-    """Validate ``instance`` (found at ``base`` in ``source``); raise the first error."""
+    """Validate ``instance`` (found at ``base`` in ``source``); raise the first error.
+
+    The message names what was expected (the allowed values, the type, an example) and,
+    for an unknown field or value, the nearest valid spelling: never jsonschema's "is not
+    valid under any of the given schemas".
+    """
     errors = sorted(_validator(name).iter_errors(instance), key=lambda e: list(e.absolute_path))
-    if not errors:
+    if errors:
+        path, message = explain(errors[0], schema(name))
+        raise source.error([*base, *path], message)
+    _check_paths(schema(name), instance, source, base)
+
+
+def _check_paths(node: dict[str, Any], instance: Any, source: Source,
+                 base: Sequence[str | int]) -> None:
+    """Absolute-path fields (``"pattern": "^/"``) must name a file under ``--root``: what a
+    converge would refuse, ``validate`` refuses first."""
+    from statekit.run.files import path_problem
+
+    if not isinstance(instance, dict):
         return
-    error = errors[0]
-    path = [*base, *error.absolute_path]
-    message = error.message
-    if error.validator == "additionalProperties":
-        extra = sorted(set(error.instance) - set(error.schema.get("properties", {})))
-        if extra:
-            path.append(extra[0])
-            known = ", ".join(sorted(error.schema.get("properties", {})))
-            message = f"unknown field (known: {known})"
-    elif "propertyNames" in error.schema_path and isinstance(error.instance, str):
-        path.append(error.instance)
-        message = f"invalid key: {message}"
-    elif error.validator == "type" and _unquoted_mode(error.instance, error.schema):
-        message = (f"a mode is a quoted octal string: YAML read this unquoted number as "
-                   f"{error.instance} (write mode: \"0{error.instance:o}\" if you meant "
-                   f"0{error.instance:o})")
-    elif error.validator == "required":
-        message = message.replace("is a required property", "is required")
-    raise source.error(path, message)
+    for key, sub in node.get("properties", {}).items():
+        value = instance.get(key)
+        problem = path_problem(value) if sub.get("pattern") == "^/" and \
+            isinstance(value, str) else None
+        if problem:
+            raise source.error([*base, key], f"{value!r}: {problem} (e.g. "
+                               f"{example_of(sub, node)!r})")
+
+
+def explain(error: Any, root: dict[str, Any]) -> tuple[list[str | int], str]:
+    """The path (relative to the validated instance) and the message for one error."""
+    path: list[str | int] = list(error.absolute_path)
+    node, value, kind = error.schema, error.instance, error.validator
+    if kind == "additionalProperties":
+        known = sorted(node.get("properties", {}))
+        extra = sorted(set(value) - set(known))
+        return [*path, extra[0]], unknown_field(extra[0], known)
+    if "propertyNames" in error.schema_path and isinstance(value, str):
+        return [*path, value], f"invalid key {value!r}: expected {describe(node, root)}"
+    if kind == "required":
+        missing = next(k for k in node["required"] if k not in value)
+        sub = node.get("properties", {}).get(missing, {})
+        return [*path, missing], f"missing required field: expected {describe(sub, root)}"
+    if kind in ("oneOf", "anyOf"):
+        for sub in error.context or ():
+            if sub.validator == "additionalProperties":  # a typo inside a mapping branch
+                return explain(sub, root)
+    return path, _mismatch(error, root)
+
+
+def _mismatch(error: Any, root: dict[str, Any]) -> str:
+    """A value of the wrong type, choice or form: what was expected, the nearest choice."""
+    node, value, kind = error.schema, error.instance, error.validator
+    expected = describe(node, root)
+    if kind == "enum":
+        return f"{value!r} is not allowed: expected {expected}" + \
+            did_you_mean(value, [str(v) for v in node["enum"]])
+    if kind == "type" and _unquoted_mode(value, node):
+        return (f"a mode is a quoted octal string: YAML read this unquoted number as "
+                f"{value} (write mode: \"0{value:o}\" if you meant 0{value:o})")
+    if kind == "type":
+        return f"{_show(value)} is {_kind(value)}: expected {expected}"
+    if kind in ("oneOf", "anyOf"):
+        choices = [str(v) for b in node[kind] for v in resolve(b, root).get("enum", ())]
+        return f"{_show(value)} is not valid: expected {expected}" + \
+            did_you_mean(value, choices)
+    return f"{error.message}: expected {expected}"
+
+
+def unknown_field(name: str, known: Sequence[str]) -> str:
+    """``unknown field (known: a, b)``, with the nearest spelling when there is one."""
+    return f"unknown field{did_you_mean(name, known)} (known: {', '.join(sorted(known))})"
+
+
+def did_you_mean(word: object, choices: Sequence[str]) -> str:
+    """``; did you mean 'x'?`` for the nearest of ``choices``, or ''."""
+    if not isinstance(word, str):
+        return ""
+    from difflib import get_close_matches
+
+    lower = {c.lower(): c for c in choices}
+    close = get_close_matches(word.lower(), list(lower), n=1, cutoff=0.6)
+    return f"; did you mean {lower[close[0]]!r}?" if close else ""
+
+
+_TYPES = {"string": "a string", "integer": "an integer", "number": "a number",
+          "boolean": "true or false", "array": "a list", "object": "a mapping",
+          "null": "null"}
+
+
+def describe(node: dict[str, Any], root: dict[str, Any], example: bool = True) -> str:
+    """What ``node`` (a schema) accepts, in words, with an example: ``an integer from 1
+    to 65535 (e.g. 53)``."""
+    node = resolve(node, root)
+    if "enum" in node:
+        text = "one of " + ", ".join(str(v) for v in node["enum"])
+    elif "oneOf" in node or "anyOf" in node:
+        subs = node.get("oneOf") or node.get("anyOf") or []
+        text = " or ".join(describe(s, root, example=False) for s in subs)
+    else:
+        types = node.get("type", [])
+        types = [types] if isinstance(types, str) else types
+        text = " or ".join(_one_type(t, node, root) for t in types)
+        if not text:
+            text = f"a name matching {node['pattern']}" if "pattern" in node else "any value"
+    sample = example_of(node, root) if example else None
+    return text + (f" (e.g. {_show(sample)})" if sample is not None else "")
+
+
+def _one_type(kind: str, node: dict[str, Any], root: dict[str, Any]) -> str:
+    text = _TYPES.get(kind, kind)
+    if kind == "array" and "items" in node:
+        items = resolve(node["items"], root)
+        text = "a list of mappings" if items.get("type") == "object" else \
+            f"a list of: {describe(items, root, example=False)}"
+    if kind in ("integer", "number"):
+        low = node.get("minimum", node.get("exclusiveMinimum"))
+        high = node.get("maximum")
+        if low is not None and high is not None:
+            text += f" from {low} to {high}"
+        elif "exclusiveMinimum" in node:
+            text += f" greater than {low}"
+        elif low is not None:
+            text += f" of at least {low}"
+    if kind == "object" and node.get("properties"):
+        text = "a mapping with " + ", ".join(
+            f"{k} ({describe(v, root, example=False)})" for k, v in node["properties"].items())
+    if kind == "string" and "pattern" in node:
+        text += f" matching {node['pattern']}"
+    if kind == "string" and node.get("minLength") == 1:
+        text = "a non-empty string"
+    return text
+
+
+def resolve(node: dict[str, Any], root: dict[str, Any]) -> dict[str, Any]:
+    """Follow a local ``$ref`` (``#/$defs/port``)."""
+    ref = node.get("$ref")
+    if not isinstance(ref, str) or not ref.startswith("#/"):
+        return node
+    target: Any = root
+    for part in ref[2:].split("/"):
+        target = target[part]
+    return resolve(target, root)
+
+
+def example_of(node: dict[str, Any], root: dict[str, Any]) -> Any:
+    """A valid value for ``node``: its ``examples``, default or first choice, or None."""
+    node = resolve(node, root)
+    if node.get("examples"):
+        return node["examples"][0]
+    if "default" in node:
+        return node["default"]
+    if node.get("enum"):
+        return node["enum"][0]
+    for sub in node.get("oneOf") or node.get("anyOf") or []:
+        found = example_of(sub, root)
+        if found is not None:
+            return found
+    return _example_of_type(node, root)
+
+
+def _example_of_type(node: dict[str, Any], root: dict[str, Any]) -> Any:
+    kind = node.get("type")
+    kind = kind[0] if isinstance(kind, list) and kind else kind
+    simple: dict[Any, Any] = {"integer": node.get("minimum", 1),
+                              "number": node.get("minimum", 1), "boolean": True}
+    if kind in simple:
+        return simple[kind]
+    if kind == "array" and "items" in node:
+        item = example_of(node["items"], root)
+        return None if item is None else [item]
+    return "/etc/example" if kind == "string" and node.get("pattern") == "^/" else None
+
+
+def _kind(value: Any) -> str:
+    kinds = {bool: "boolean", int: "integer", float: "number", str: "string",
+             list: "list", dict: "mapping", type(None): "null"}
+    name = kinds.get(type(value), type(value).__name__)
+    return f"an {name}" if name[0] in "aeiou" else f"a {name}"
+
+
+def _show(value: Any) -> str:
+    return json.dumps(value) if not isinstance(value, str) else repr(value)
 
 
 def coerce(value: Any, node: dict[str, Any]) -> Any:

@@ -1,8 +1,20 @@
 """Secrets never reach output: every byte printed goes through a :class:`Masker`.
 
-A secret is shown as ``<secret:1a2b3c>`` (a short hash, so a change stays visible). The
-masker also catches the secret inside base64 text, at each of the three alignments it
-can have there (``Basic base64(id:token)`` contains the token's base64 at an offset).
+A secret is shown as ``<secret:1a2b3c>`` (a short hash, so a change stays visible),
+whatever its length (the loader refuses a 1-character secret: see ``check_secret``).
+Encoded forms are masked whole, not only their middle:
+
+- base64 (standard and URL-safe, padded or not, at each of the alignments the secret can
+  have inside it: ``Basic base64(id:token)``): every run of base64 characters whose
+  decoding, at any of its four character offsets, contains the secret is replaced
+  entirely, so no boundary character that mixes secret bits stays visible;
+- hex (lower and upper case) and percent-encoding: replaced like the plain value.
+
+Lazy: the patterns (``re``) and tags (``hashlib``) are built on the first text that may
+hold a secret. For secrets of 6 characters or more a substring test on the forms any such
+text must contain (the plain value, hex, percent-encoding and the middle of each base64
+alignment) decides first, so that a run whose output holds no secret (the 5-minute
+refresh with telemetry on) imports neither.
 """
 
 from __future__ import annotations
@@ -12,7 +24,10 @@ if TYPE_CHECKING:
     import re
     from collections.abc import Iterable
 
+MIN_SECRET = 2  # a 1-character secret would mask every occurrence of that character
 _MIN_FRAGMENT = 6
+_QUICK_MIN = 6  # below this, a secret's base64 has no fixed middle: always mask fully
+_B64_RUN = r"[A-Za-z0-9+/_-]{2,}={0,2}"
 
 
 def tag(value: str) -> str:
@@ -20,6 +35,42 @@ def tag(value: str) -> str:
     import hashlib
 
     return f"<secret:{hashlib.sha256(value.encode()).hexdigest()[:6]}>"
+
+
+def check_secret(name: str, value: str) -> str | None:
+    """Why the secret ``value`` of variable ``name`` cannot be used, or None."""
+    if value and len(value) < MIN_SECRET:
+        return (f"{name}: a secret of {len(value)} character cannot be masked in output"
+                f" (every such character would be); use at least {MIN_SECRET} characters,"
+                " or leave it unset")
+    return None
+
+
+def literal_forms(secret: str) -> set[str]:
+    """The secret as printed plainly, in hex and percent-encoded."""
+    from urllib.parse import quote
+
+    raw = secret.encode()
+    return {secret, raw.hex(), raw.hex().upper(), quote(secret, safe="")}
+
+
+def decodings(run: str) -> list[bytes]:
+    """``run`` decoded as base64 from each of its first four characters (a secret's
+    encoding starts on a 4-character boundary of the whole encoded text, which need not
+    be where the run starts)."""
+    import base64
+    import binascii
+
+    text = run.rstrip("=").translate(str.maketrans("-_", "+/"))
+    out = []
+    for start in range(min(4, len(text))):
+        chunk = text[start:]
+        chunk = chunk[: len(chunk) - (len(chunk) % 4 == 1)]
+        try:
+            out.append(base64.b64decode(chunk + "=" * (-len(chunk) % 4)))
+        except binascii.Error:
+            continue
+    return out
 
 
 def base64_forms(secret: str) -> set[str]:
@@ -38,49 +89,72 @@ def base64_forms(secret: str) -> set[str]:
     return forms
 
 
-class Masker:
-    """Masks the secrets it was given in any text. Lazy: the patterns are built on the
-    first text that holds a secret (a cheap substring test first), so that a run whose
-    output holds none (the no-op refresh) imports neither ``re`` nor ``hashlib``."""
+def quick_forms(secret: str) -> set[str]:
+    """Strings one of which any text holding ``secret`` in a masked form contains
+    (without ``re``, ``base64``, ``urllib``: C modules only)."""
+    raw = secret.encode()
+    forms = {secret, raw.hex(), raw.hex().upper(), _percent(raw)}
+    for form in base64_forms(secret):
+        forms |= {form, form.translate(str.maketrans("+/", "-_"))}
+    return forms
 
+
+def _percent(raw: bytes) -> str:
+    safe = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_.-~"
+    return "".join(chr(b) if b in safe else f"%{b:02X}" for b in raw)
+
+
+class Masker:
     def __init__(self, secrets: Iterable[str] = ()) -> None:
         self._secrets: list[str] = []
-        self._values: dict[str, str] | None = {}
+        self._quick: set[str] | None = set()  # None: some secret is too short for it
+        self._values: dict[str, str] = {}
+        self._raw: dict[bytes, str] = {}
         self._pattern: re.Pattern[str] | None = None
+        self._runs: re.Pattern[str] | None = None
         self.add(secrets)
 
     def add(self, secrets: Iterable[str]) -> None:
-        new = [s for s in secrets if s and len(s) >= 4 and s not in self._secrets]
-        if new:
-            self._secrets += new
-            self._values = None  # rebuilt on demand
+        for secret in secrets:
+            if not secret or secret in self._secrets:
+                continue
+            self._secrets.append(secret)
+            self._pattern = None  # rebuilt on demand
+            if self._quick is not None and len(secret) >= _QUICK_MIN:
+                self._quick |= quick_forms(secret)
+            else:
+                self._quick = None
 
-    def _build(self) -> dict[str, str]:
-        values: dict[str, str] = {}
+    def _build(self) -> None:
+        import re  # only when some text may hold a secret: not on every start
+
         for secret in self._secrets:
-            values[secret] = ""
-            for form in base64_forms(secret):
-                values.setdefault(form, "")
-        self._values = values
-        self._pattern = None
-        return values
+            shown = tag(secret)
+            self._values[secret] = shown
+            for form in literal_forms(secret):
+                self._values.setdefault(form, shown)
+            self._raw[secret.encode()] = shown
+        alternatives = sorted(self._values, key=len, reverse=True)
+        self._pattern = re.compile("|".join(re.escape(a) for a in alternatives))
+        self._runs = re.compile(_B64_RUN)
 
     def __call__(self, text: str) -> str:
         if not self._secrets or not text:
             return text
-        values = self._values if self._values is not None else self._build()
-        if not any(v in text for v in values):
+        if self._quick is not None and not any(f in text for f in self._quick):
             return text
         if self._pattern is None:
-            import re  # only when some text holds a secret
+            self._build()
+        if self._pattern is None or self._runs is None:
+            return text
+        text = self._runs.sub(self._encoded, text)
+        return self._pattern.sub(lambda m: self._values[m.group(0)], text)
 
-            by_secret = {}
-            for secret in self._secrets:
-                by_secret[secret] = tag(secret)
-                for form in base64_forms(secret):
-                    by_secret.setdefault(form, tag(secret))
-            self._values = by_secret
-            alternatives = sorted(by_secret, key=len, reverse=True)
-            self._pattern = re.compile("|".join(re.escape(a) for a in alternatives))
-        tags = self._values
-        return self._pattern.sub(lambda m: tags[m.group(0)] if tags else "", text)
+    def _encoded(self, match: re.Match[str]) -> str:
+        """The whole base64 run when it encodes a secret, else the run unchanged."""
+        run = match.group(0)
+        for decoded in decodings(run):
+            for raw, shown in self._raw.items():
+                if raw in decoded:
+                    return shown
+        return run

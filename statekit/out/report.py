@@ -92,6 +92,8 @@ def masked_tree(value: Any, mask: Mask) -> Any:
     masked."""
     if isinstance(value, str):
         return mask(value)
+    if isinstance(value, bytes):  # file content: text, not a Python repr
+        return mask(value.decode("utf-8", "backslashreplace"))
     if hasattr(value, "_asdict"):
         value = value._asdict()
     if isinstance(value, dict):

@@ -134,6 +134,19 @@ def temp_prefix(name: str) -> str:
     return f".{name}{TEMP_MARK}"
 
 
+def path_problem(path: str) -> str | None:
+    """Why ``path`` cannot name a file under the root, or None (the loader checks every
+    path field with this, so ``validate`` refuses what a converge would)."""
+    if not path.startswith("/"):
+        return "not an absolute path"
+    parts = [p for p in path.split("/") if p not in ("", ".")]
+    if ".." in parts:
+        return "'..' would leave the root"
+    if "\0" in path:
+        return "a path may not contain a NUL byte"
+    return None if parts else "not a file path"
+
+
 class FileSystem:
     """File access under ``root`` (``/`` by default)."""
 
@@ -145,14 +158,10 @@ class FileSystem:
         return os.path.join(self.root, *self._parts(path))
 
     def _parts(self, path: str) -> list[str]:
-        if not path.startswith("/"):
-            raise ApplyError(f"{path}: not an absolute path")
-        parts = [p for p in path.split("/") if p not in ("", ".")]
-        if ".." in parts:
-            raise ApplyError(f"{path}: '..' would leave the root")
-        if not parts:
-            raise ApplyError(f"{path}: not a file path")
-        return parts
+        problem = path_problem(path)
+        if problem:
+            raise ApplyError(f"{path}: {problem}")
+        return [p for p in path.split("/") if p not in ("", ".")]
 
     def _dir(self, path: str, create_mode: int | None,
              owners: tuple[int, ...] | None = None) -> _OpenDir:
