@@ -37,7 +37,10 @@ RESOURCE = CorednsZone()
 
 
 def spec_of(fields: dict[str, Any], sid: str = "otlp-dns", ensure: str = "present") -> Any:
-    return RESOURCE.parse(fields, Meta(sid, ensure))
+    """The spec the loader would build: the schema's defaults filled in."""
+    from statekit.load.schema_check import with_defaults
+
+    return RESOURCE.parse(with_defaults("coredns_zone", fields), Meta(sid, ensure))
 
 
 # --- pure: rendering, validation, planning -------------------------------------------

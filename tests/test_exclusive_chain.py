@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 
 from statekit.load import loader
+from statekit.load.schema_check import with_defaults
 from statekit.netfilter import dnsquery
 from statekit.netfilter.table import Chain, Table
 from statekit.resources.base import Meta
@@ -27,12 +28,14 @@ RULE, CHAIN = IptablesRule(), IptablesChain()
 
 
 def rule(sid: str, order: int = 500, **fields: Any) -> Any:
-    return RULE.parse({"chain": "OUTPUT", "jump": "ACCEPT", "order": order, **fields},
+    return RULE.parse(with_defaults("iptables_rule", {"chain": "OUTPUT", "jump": "ACCEPT",
+                                                      "order": order, **fields}),
                       Meta(sid, phase="network"))
 
 
 def chain_spec(rules: list[Any], **fields: Any) -> Any:
-    spec = CHAIN.parse({"chain": "OUTPUT", "policy": "DROP", "purge": True, **fields},
+    spec = CHAIN.parse(with_defaults("iptables_chain", {"chain": "OUTPUT", "policy": "DROP",
+                                                        "purge": True, **fields}),
                        Meta("out", phase="network"))
     program = {"iptables_rule": rules, "iptables_chain": [spec]}
     return CHAIN.link([spec], program)[0], RULE.link(rules, program)
@@ -55,8 +58,8 @@ def test_members_are_ordered_by_order_then_declaration() -> None:
 
 
 def test_absent_rules_and_other_chains_are_not_members() -> None:
-    gone = RULE.parse({"chain": "OUTPUT"}, Meta("gone", "absent"))
-    other = RULE.parse({"chain": "INPUT", "jump": "ACCEPT"}, Meta("in"))
+    gone = RULE.parse(with_defaults("iptables_rule", {"chain": "OUTPUT"}), Meta("gone", "absent"))
+    other = rule("in", chain="INPUT")
     spec, linked = chain_spec([gone, other, rule("x")])
     assert [m.id for m in spec.members] == ["x"]
     assert linked[0].exclusive and not linked[1].exclusive
@@ -122,9 +125,11 @@ def test_bad_ignore_pattern_and_ignore_without_purge_are_field_errors() -> None:
     from statekit.errors import FieldError
 
     with pytest.raises(FieldError, match="regular expression"):
-        CHAIN.parse({"chain": "OUTPUT", "purge": True, "ignore": ["("]}, Meta("c"))
+        CHAIN.parse(with_defaults("iptables_chain", {"chain": "OUTPUT", "purge": True,
+                                                     "ignore": ["("]}), Meta("c"))
     with pytest.raises(FieldError, match="only with purge"):
-        CHAIN.parse({"chain": "OUTPUT", "ignore": ["x"]}, Meta("c"))
+        CHAIN.parse(with_defaults("iptables_chain", {"chain": "OUTPUT", "ignore": ["x"]}),
+                    Meta("c"))
 
 
 # --- per-name rules: a failed name keeps its last-known addresses ---------------------
@@ -214,12 +219,14 @@ def test_adopt_takes_over_an_unowned_block_for_the_zone() -> None:
               "answer": "nxdomain", "log": True}
     from statekit.errors import ApplyError
 
+    zone = CorednsZone()
     with pytest.raises(ApplyError, match="adopt: true"):
-        desired(TEMPLATE, CorednsZone().parse(fields, Meta("catch")))
-    out = desired(TEMPLATE, CorednsZone().parse({**fields, "adopt": True}, Meta("catch")))
+        desired(TEMPLATE, zone.parse(with_defaults("coredns_zone", fields), Meta("catch")))
+    adopting = with_defaults("coredns_zone", {**fields, "adopt": True})
+    out = desired(TEMPLATE, zone.parse(adopting, Meta("catch")))
     assert out.startswith(b"# statekit:catch\n.:53 {\n    bind 127.0.0.53\n")
     assert out.count(b"{\n    bind") == 1 and b"rcode NXDOMAIN" in out and b"    log\n" in out
-    again = desired(out, CorednsZone().parse({**fields, "adopt": True}, Meta("catch")))
+    again = desired(out, zone.parse(adopting, Meta("catch")))
     assert again == out
 
 

@@ -278,8 +278,12 @@ def _render_state(state: State, source: Source, context: dict[str, Any],
         _check_unknown(fields, type_schema, source, base)
         fields = {k: v for k, v in fields.items() if k in resource.identity_fields}
     schema_check.validate(state.type, fields, source, base)
+    given = frozenset(fields)
+    fields = schema_check.with_defaults(  # the schema is the one source of defaults
+        state.type, fields, resource.identity_fields if ensure == "absent" else None)
     try:
-        state.spec = resource.parse(fields, Meta(state.id, ensure, state.phase, state.where))
+        state.spec = resource.parse(fields, Meta(state.id, ensure, state.phase, state.where,
+                                                 given))
     except FieldError as exc:
         raise source.error([*base, *str(exc.field).split(".")], exc.message) from None
     values = [v for v in resource.secret_values(state.spec) if v]

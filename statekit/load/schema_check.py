@@ -10,7 +10,7 @@ schema says ``"pattern": "^/"`` is a path under ``--root`` and is checked as one
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -295,3 +295,23 @@ _CONVERTERS: dict[str, Callable[[Any], Any]] = {
     "integer": _to_int, "number": _to_number, "boolean": _to_bool, "string": _to_str,
     "array": _to_list,
 }
+
+
+@cache
+def defaults(name: str) -> dict[str, Any]:
+    """The ``default`` of each top-level field of type ``name``'s schema: the one source
+    of the state language's defaults (the loader fills them in; the reference shows them)."""
+    props = schema(name).get("properties", {})
+    return {key: sub["default"] for key, sub in props.items()
+            if isinstance(sub, dict) and "default" in sub}
+
+
+def with_defaults(name: str, fields: Mapping[str, Any],
+                  only: frozenset[str] | None = None) -> dict[str, Any]:
+    """``fields`` with every missing field that has a default (of ``only``, if given)."""
+    import copy
+
+    out = {k: copy.deepcopy(v) for k, v in defaults(name).items()
+           if k not in fields and (only is None or k in only)}
+    out.update(fields)
+    return out

@@ -2,7 +2,8 @@
 
 A resource type is four small steps, the split pyinfra calls fact and operation:
 
-1. ``parse(fields, meta) -> Spec``: the rendered, schema-valid fields become an immutable
+1. ``parse(fields, meta) -> Spec``: the rendered, schema-valid fields, every default filled
+   in from the type's JSON schema (the one source of defaults), become an immutable
    spec (a :class:`~statekit.typeshim.Record`, a ``NamedTuple`` to the type checker);
    semantic checks raise :class:`~statekit.errors.FieldError` (exit 3).
    With ``ensure: absent`` only the ``identity_fields`` are given: removal never needs
@@ -44,12 +45,14 @@ EMPTY: Mapping[str, Any] = MappingProxyType({})
 
 
 class Meta(Record):
-    """What a resource may know about the state it parses: its id and ``ensure``."""
+    """What a resource may know about the state it parses: its id and ``ensure``, and
+    which fields the state gave (the others hold their schema defaults)."""
 
     id: str
     ensure: str = "present"
     phase: str = ""
     where: str = ""  # file:line of the state, for messages
+    given: frozenset[str] = frozenset()
 
     @property
     def present(self) -> bool:

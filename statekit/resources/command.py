@@ -48,7 +48,7 @@ class Command(Resource[CommandSpec, bool]):
         argv = tuple(str(a) for a in fields["argv"])
         if any("\0" in a for a in argv):
             raise FieldError("argv", "an argument may not contain NUL")
-        return CommandSpec(True, argv, fields.get("creates"), float(fields.get("timeout", 60)))
+        return CommandSpec(True, argv, fields.get("creates"), float(fields["timeout"]))
 
     def read(self, spec: CommandSpec, host: Host) -> bool:
         """Whether the ``creates`` guard exists."""

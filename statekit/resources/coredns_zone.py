@@ -132,7 +132,7 @@ def _zones(value: Any) -> tuple[str, ...]:
 
 
 def _answer(fields: Mapping[str, Any]) -> str:
-    answer = str(fields.get("answer", "forward"))
+    answer = str(fields["answer"])
     if answer == "forward" and not fields.get("forward"):
         raise FieldError("forward", "answer: forward needs at least one forward address")
     if answer == "nxdomain" and (fields.get("forward") or fields.get("aaaa") == "noerror"):
@@ -307,15 +307,15 @@ class CorednsZone(Resource[ZoneSpec, ReadResult]):
             return ZoneSpec(meta.id, path, False)
         cache = fields.get("cache")
         return ZoneSpec(
-            meta.id, path, True, _zones(fields.get("zone")), int(fields.get("port", 53)),
-            tuple(parse_ip(str(b), "bind") for b in fields.get("bind", ())),
-            tuple(parse_upstream(str(f)) for f in fields.get("forward", ())),
-            _answer(fields), str(fields.get("aaaa", "forward")),
-            None if cache is None else int(cache), bool(fields.get("log", False)),
-            bool(fields.get("errors", False)), bool(fields.get("adopt", False)),
-            parse_mode(fields.get("mode", "0644"), "mode"),
-            parse_owner(fields.get("owner", "root"), "owner"),
-            parse_owner(fields.get("group", "root"), "group", group=True), meta.where,
+            meta.id, path, True, _zones(fields.get("zone")), int(fields["port"]),
+            tuple(parse_ip(str(b), "bind") for b in fields["bind"]),
+            tuple(parse_upstream(str(f)) for f in fields["forward"]),
+            _answer(fields), str(fields["aaaa"]),
+            None if cache is None else int(cache), bool(fields["log"]),
+            bool(fields["errors"]), bool(fields["adopt"]),
+            parse_mode(fields["mode"], "mode"),
+            parse_owner(fields["owner"], "owner"),
+            parse_owner(fields["group"], "group", group=True), meta.where,
         )
 
     def read(self, spec: ZoneSpec, host: Host) -> ReadResult:

@@ -63,23 +63,23 @@ class EnvFile(Resource[EnvFileSpec, ReadResult]):
         path = fields["path"]
         if not meta.present:
             return EnvFileSpec(path=path, present=False)
-        entries = tuple((str(k), str(v)) for k, v in fields.get("entries", {}).items()
+        entries = tuple((str(k), str(v)) for k, v in fields["entries"].items()
                         if v is not None)  # null omits the key, like Ansible's `omit`
         for key, value in entries:
             if not _FORBIDDEN.isdisjoint(value):
                 raise FieldError(f"entries.{key}", "a value may not contain a newline, "
                                  "carriage return, Unicode line separator or NUL (the "
                                  "reader splits on lines)")
-        sensitive = frozenset(fields.get("sensitive", ()))
-        unknown = sensitive - set(fields.get("entries", {}))
+        sensitive = frozenset(fields["sensitive"])
+        unknown = sensitive - set(fields["entries"])
         if unknown:
             raise FieldError("sensitive", f"not an entry: {', '.join(sorted(unknown))}")
         spec = FileSpec(
-            path=path, content=render(entries), mode=parse_mode(fields.get("mode", "0600"), "mode"),
-            uid=parse_owner(fields.get("owner", "root"), "owner"),
-            gid=parse_owner(fields.get("group", "root"), "group", group=True),
-            dir_mode=parse_mode(fields.get("dir_mode", "0700"), "dir_mode"),
-            enforce_dir_mode="dir_mode" in fields,
+            path=path, content=render(entries), mode=parse_mode(fields["mode"], "mode"),
+            uid=parse_owner(fields["owner"], "owner"),
+            gid=parse_owner(fields["group"], "group", group=True),
+            dir_mode=parse_mode(fields["dir_mode"], "dir_mode"),
+            enforce_dir_mode="dir_mode" in meta.given,
         )
         return EnvFileSpec(path, True, entries, sensitive, spec)
 

@@ -66,7 +66,7 @@ class IptablesChain(TableResource[ChainSpec, dict[str, ChainState]]):
     identity_fields = frozenset({"table", "chain", "family"})
 
     def parse(self, fields: Mapping[str, Any], meta: Meta) -> ChainSpec:
-        table = fields.get("table", "filter")
+        table = fields["table"]
         chain = f.chain(fields["chain"])
         builtin = chain in BUILTIN[table]
         policy = fields.get("policy")
@@ -76,15 +76,15 @@ class IptablesChain(TableResource[ChainSpec, dict[str, ChainState]]):
         if policy is not None and not builtin:
             raise FieldError("policy", f"only built-in chains have a policy ({chain} is a "
                              f"user chain; built-in in {table}: {', '.join(BUILTIN[table])})")
-        ignore = tuple(str(p) for p in fields.get("ignore", ()))
+        ignore = tuple(str(p) for p in fields["ignore"])
         for pattern in ignore:
             _compile(pattern)
         if ignore and not fields.get("purge"):
             raise FieldError("ignore", "only with purge: true (it names foreign rules that "
                              "purging keeps)")
-        families = f.FAMILIES[fields.get("family", "ipv4")]
+        families = f.FAMILIES[fields["family"]]
         return ChainSpec(meta.id, table, chain, families, builtin, meta.present, policy,
-                         bool(fields.get("purge", False)) and meta.present, ignore,
+                         bool(fields["purge"]) and meta.present, ignore,
                          phase=meta.phase)
 
     def link(self, specs: Sequence[ChainSpec],

@@ -93,7 +93,7 @@ def _target(fields: Mapping[str, Any], table: str) -> Target:
 
 
 def _template(fields: Mapping[str, Any], meta: Meta, chain: str, table: str) -> Rule:
-    protocol = str(fields.get("protocol", "all")).lower()
+    protocol = str(fields["protocol"]).lower()
     for key in ("sport", "dport"):
         if key in fields and protocol not in _PORT_PROTOCOLS:
             raise FieldError(key, f"only with protocol tcp or udp (protocol is {protocol})")
@@ -105,7 +105,7 @@ def _template(fields: Mapping[str, Any], meta: Meta, chain: str, table: str) -> 
         out_interface=f.interface(fields.get("out_interface"), "out_interface", chain),
         sport=f.port(fields["sport"], "sport") if "sport" in fields else None,
         dport=f.port(fields["dport"], "dport") if "dport" in fields else None,
-        ctstate=tuple(fields.get("ctstate", ())),
+        ctstate=tuple(fields["ctstate"]),
     )
 
 
@@ -174,9 +174,9 @@ class IptablesRule(TableResource[RuleSpec, RuleCurrent]):
     identity_fields = frozenset({"table", "chain", "family"})
 
     def parse(self, fields: Mapping[str, Any], meta: Meta) -> RuleSpec:
-        table = fields.get("table", "filter")
+        table = fields["table"]
         chain = f.chain(fields["chain"])
-        families = f.FAMILIES[fields.get("family", "ipv4")]
+        families = f.FAMILIES[fields["family"]]
         if not meta.present:
             return RuleSpec(meta.id, table, chain, families, present=False, phase=meta.phase)
         names, literals = _hosts(fields.get("destination_host"))
@@ -189,11 +189,11 @@ class IptablesRule(TableResource[RuleSpec, RuleCurrent]):
             meta.id, table, chain, families, True, template,
             sources=f.networks(fields.get("source"), "source", families),
             destinations=f.networks(dests, "destination", families), hosts=names,
-            position=_position(fields.get("position", "first")),
-            resolve_timeout=float(fields.get("resolve_timeout", 5.0)),
+            position=_position(fields["position"]),
+            resolve_timeout=float(fields["resolve_timeout"]),
             resolvers=tuple(str(f.network(r, "resolvers")).split("/")[0]
-                            for r in fields.get("resolvers", ())),
-            order=int(fields.get("order", 500)), phase=meta.phase,
+                            for r in fields["resolvers"]),
+            order=int(fields["order"]), phase=meta.phase,
         )
 
     def link(self, specs: Sequence[RuleSpec],
