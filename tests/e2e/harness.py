@@ -308,7 +308,14 @@ def raise_system_exit(signum: int, frame: object) -> None:
 def upstream_corefile(hosts_file: Path, zone_file: Path, binds: Sequence[str]) -> str:
     """The internet's DNS: ``hosts`` answers A from ``hosts_file`` (AAAA empty), re-read
     every 200 ms; every other name falls through to an empty root zone (``zone_file``):
-    NXDOMAIN, negative TTL 1 s. Each query is logged (``log``)."""
+    NXDOMAIN, negative TTL 1 s. Each query is logged (``log``).
+
+    The negative TTL is the SOA record's own TTL in :data:`ROOT_ZONE`, not its MINIMUM
+    field: the ``file`` plugin sends the SOA with its zone TTL in an NXDOMAIN, and a
+    CoreDNS ``cache`` (the container's) keeps the answer for the lowest TTL in it,
+    MINIMUM unread. With a 60 s SOA TTL the container's CoreDNS kept a name's NXDOMAIN
+    for 60 s after the name came back (docs/failure-model.md, "A name that does not
+    resolve")."""
     return (f".:53 {{\n    bind {' '.join(binds)}\n    hosts {hosts_file} {{\n"
             f"        ttl 1\n        reload 200ms\n        no_reverse\n"
             f"        fallthrough\n    }}\n    file {zone_file} .\n"
@@ -317,7 +324,7 @@ def upstream_corefile(hosts_file: Path, zone_file: Path, binds: Sequence[str]) -
 
 ROOT_ZONE = """\
 $ORIGIN .
-@ 60 IN SOA ns.upstream.test. hostmaster.upstream.test. 1 7200 3600 1209600 1
+@ 1 IN SOA ns.upstream.test. hostmaster.upstream.test. 1 7200 3600 1209600 1
 @ 60 IN NS ns.upstream.test.
 """
 
