@@ -76,16 +76,17 @@ class IptablesChain(TableResource[ChainSpec, dict[str, ChainState]]):
         if policy is not None and not builtin:
             raise FieldError("policy", f"only built-in chains have a policy ({chain} is a "
                              f"user chain; built-in in {table}: {', '.join(BUILTIN[table])})")
+        families = f.FAMILIES[fields["family"]]
+        if not meta.present:  # only the identity fields are given
+            return ChainSpec(meta.id, table, chain, families, builtin, False, phase=meta.phase)
         ignore = tuple(str(p) for p in fields["ignore"])
         for pattern in ignore:
             _compile(pattern)
-        if ignore and not fields.get("purge"):
+        if ignore and not fields["purge"]:
             raise FieldError("ignore", "only with purge: true (it names foreign rules that "
                              "purging keeps)")
-        families = f.FAMILIES[fields["family"]]
-        return ChainSpec(meta.id, table, chain, families, builtin, meta.present, policy,
-                         bool(fields["purge"]) and meta.present, ignore,
-                         phase=meta.phase)
+        return ChainSpec(meta.id, table, chain, families, builtin, True, policy,
+                         bool(fields["purge"]), ignore, phase=meta.phase)
 
     def link(self, specs: Sequence[ChainSpec],
              program: Mapping[str, Sequence[Any]] = EMPTY) -> list[ChainSpec]:
