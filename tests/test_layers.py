@@ -17,7 +17,7 @@ from __future__ import annotations
 import ast
 from pathlib import Path
 
-import pytest
+from statekit.run.graph import cycle_in
 
 PACKAGE = Path(__file__).resolve().parents[1] / "statekit"
 
@@ -89,24 +89,8 @@ def test_every_import_points_down() -> None:
 
 def test_no_import_cycle() -> None:
     deps = graph()
-    seen: dict[str, int] = {}
-    stack: list[str] = []
-
-    def visit(node: str) -> list[str] | None:
-        seen[node] = 1
-        stack.append(node)
-        for nxt in sorted(deps.get(node, ())):
-            if seen.get(nxt) == 1:
-                return [*stack[stack.index(nxt):], nxt]
-            if nxt not in seen and (cycle := visit(nxt)):
-                return cycle
-        stack.pop()
-        seen[node] = 2
-        return None
-
-    for start in sorted(deps):
-        if start not in seen and (cycle := visit(start)):
-            pytest.fail("import cycle: " + " -> ".join(cycle))
+    cycle = cycle_in({name: sorted(deps[name]) for name in sorted(deps)})
+    assert cycle is None, "import cycle: " + " -> ".join(cycle or ())
 
 
 def test_the_check_sees_a_cycle_and_an_upward_import(tmp_path: Path) -> None:
@@ -115,3 +99,4 @@ def test_the_check_sees_a_cycle_and_an_upward_import(tmp_path: Path) -> None:
     planted.write_text("from statekit.cli import main\nfrom statekit import digits\n")
     assert imports(planted, {"statekit.digits"}) == {"statekit.cli", "statekit.digits"}
     assert layer("statekit.cli") < layer("statekit.run.runner")
+    assert cycle_in({"a": ["b"], "b": ["c"], "c": ["a"]}) == ["a", "b", "c", "a"]

@@ -13,7 +13,7 @@ from statekit.program import State
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from collections.abc import Mapping
+    from collections.abc import Mapping, Sequence
 
     from statekit.load.yamlsource import Source
 
@@ -55,7 +55,12 @@ def _fail(state: State, key: str, problem: str, sources: Mapping[str, Source]) -
 
 def find_cycle(states: list[State]) -> list[str] | None:
     """A cycle as ``[a, b, a]`` (each requires the next), or None."""
-    deps = {s.id: [t for _, t in edges(s)] for s in states}
+    return cycle_in({s.id: [t for _, t in edges(s)] for s in states})
+
+
+def cycle_in(deps: Mapping[str, Sequence[str]]) -> list[str] | None:
+    """A cycle of the graph ``deps`` (node -> the nodes it points to) as ``[a, b, a]``,
+    or None; nodes are visited in the mapping's order."""
     color: dict[str, int] = {}
     stack: list[str] = []
 
@@ -71,8 +76,8 @@ def find_cycle(states: list[State]) -> list[str] | None:
         color[node] = 2
         return None
 
-    for state in states:
-        if state.id not in color and (found := visit(state.id)):
+    for node in deps:
+        if node not in color and (found := visit(node)):
             return found
     return None
 
