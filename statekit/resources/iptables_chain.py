@@ -134,7 +134,7 @@ class IptablesChain(TableResource[ChainSpec, dict[str, ChainState]]):
                     op is not None and op.kind == "new_chain")):
                 for mark, line in _chain_diff(state.live, state.desired):
                     diff.append(f"{mark} {where}{line}")
-                    changes.append(Change(_ACTIONS[mark], where + line,
+                    changes.append(Change(iptables_rule.ACTIONS[mark], where + line,
                                           "not declared" if mark == "-" else ""))
                 ops = _rewrite(spec.chain, ops, state.desired)
             if ops:
@@ -142,16 +142,13 @@ class IptablesChain(TableResource[ChainSpec, dict[str, ChainState]]):
         return Plan(tuple(changes), "\n".join(diff), payload=payload)
 
 
-_ACTIONS = {"-": "remove", "+": "add", "~": "move"}
-
-
 def _members(spec: ChainSpec, rules: list[RuleSpec]) -> tuple[RuleSpec, ...]:
-    """The present rules of ``spec``'s table and chain, by (order, declaration)."""
-    index = {id(r): i for i, r in enumerate(rules)}
+    """The present rules of ``spec``'s table and chain, by order (``rules`` are in
+    declaration order, and the sort is stable: ties keep it)."""
     return tuple(sorted(
         (r for r in rules if r.present and (r.table, r.chain) == (spec.table, spec.chain)
          and set(r.families) & set(spec.families)),
-        key=lambda r: (r.order, index[id(r)])))
+        key=lambda r: r.order))
 
 
 def _compile(pattern: str) -> Any:

@@ -62,8 +62,8 @@ class RuleCurrent(Record):
 
 
 def _resolve() -> Any:
-    """The resolver module, imported only by states that resolve names (it pulls in
-    socket and threading: a no-op converge without names does without them)."""
+    """The resolver module, imported only by states that resolve names (a converge
+    without names does without it and the stub client)."""
     from statekit.netfilter import resolve
 
     return resolve
@@ -256,17 +256,19 @@ class IptablesRule(TableResource[RuleSpec, RuleCurrent]):
 def lookup(host: Host, spec: RuleSpec) -> tuple[dict[str, tuple[str, ...]], dict[str, str]]:
     """Each name's addresses, resolved once per phase (verify and the chain state reuse
     the answers: nothing is asked twice), and the names that failed, with why."""
-    missing = [n for n in spec.hosts
-               if ("resolved", n, spec.families, spec.resolvers) not in host.cache]
+    def key(name: str) -> tuple[str, str, tuple[str, ...], tuple[str, ...]]:
+        return ("resolved", name, spec.families, spec.resolvers)
+
+    missing = [n for n in spec.hosts if key(n) not in host.cache]
     if missing:
         answers = _resolve().resolve_each(missing, spec.families, spec.resolve_timeout,
                                           spec.resolvers)
         for name, answer in answers.items():
-            host.cache[("resolved", name, spec.families, spec.resolvers)] = answer
+            host.cache[key(name)] = answer
     resolved: dict[str, tuple[str, ...]] = {}
     failed: dict[str, str] = {}
     for name in spec.hosts:
-        answer = host.cache[("resolved", name, spec.families, spec.resolvers)]
+        answer = host.cache[key(name)]
         if isinstance(answer, tuple):
             resolved[name] = answer
         else:
@@ -288,7 +290,8 @@ def member_diff(chain: Chain, state_id: str, desired: list[str]) -> BlockPlan:
     return out
 
 
-_ACTIONS = {"-": "remove", "+": "add", "~": "move"}
+#: A diff line's mark, as the verb of its Change (rules and purged chains alike).
+ACTIONS = {"-": "remove", "+": "add", "~": "move"}
 
 
 def _plan(spec: RuleSpec, blocks: list[tuple[str, BlockPlan]],
@@ -300,7 +303,7 @@ def _plan(spec: RuleSpec, blocks: list[tuple[str, BlockPlan]],
         for line in block.diff:
             mark, text = line[0], line[2:]
             diff.append(f"{mark} {where}{text}")
-            changes.append(Change(_ACTIONS[mark], where + text.removesuffix(" (moved)"),
+            changes.append(Change(ACTIONS[mark], where + text.removesuffix(" (moved)"),
                                   "misplaced" if mark == "~" else ""))
     facts = {"resolved": {k: list(v) for k, v in resolved.items()}} if spec.hosts else {}
     payload = [(family, block.ops) for family, block in blocks if block.ops]
