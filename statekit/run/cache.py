@@ -185,11 +185,11 @@ def sealed(program: Program) -> Program:
     """``program`` as it may be written: no secret values, and every state whose spec
     holds a secret (or a sensitive field) sealed, its spec left out."""
     from statekit import resources
-    from statekit.out.masking import base64_forms
+    from statekit.out.masking import quick_forms
 
-    needles = set(program.secrets)
-    for secret in program.secrets:
-        needles |= base64_forms(secret)
+    needles: set[str] = set()
+    for secret in program.secrets:  # plain, hex, percent-encoded and base64 forms
+        needles |= quick_forms(secret)
     states = [_sealed_copy(s) if s.spec is not None and (
                   any(v for v in resources.get(s.type).secret_values(s.spec))
                   or _holds(encode(s.spec), needles)) else s
