@@ -181,3 +181,74 @@ def test_blocked_by_is_data(world: World) -> None:
     assert (outcomes["marker"].status, outcomes["marker"].blocked_by) == ("skipped", "broken")
     assert outcomes["after-marker"].blocked_by == "marker"  # a skip propagates
     assert outcomes["lo"].blocked_by is None and outcomes["lo"].status == "changed"
+
+
+# --- fail closed by construction: any exception in one member (issue 19) ----------------
+
+FAULTS = (ValueError("inet_ntop: illegal IP address string"), KeyError("x"),
+          ZeroDivisionError("division by zero"), RecursionError("deep"), OSError(5, "EIO"))
+
+
+@pytest.mark.parametrize("fault", FAULTS, ids=lambda e: type(e).__name__)
+def test_a_resolver_that_raises_at_first_boot_still_gets_the_lockdown(
+        world: World, monkeypatch: pytest.MonkeyPatch, fault: Exception) -> None:
+    def explode(*_args: Any, **_kw: Any) -> Any:
+        raise fault
+
+    monkeypatch.setattr(resolve, "resolve_each", explode)
+    outcomes = {o.state.id: o for o in world.converge()}
+    assert world.runner.policy() == "DROP"
+    assert world.runner.rules() == [EXPECTED[0], EXPECTED[3]]  # no name: none accepted
+    assert outcomes["allow"].status == "failed"
+    assert type(fault).__name__ in str(outcomes["allow"].error)
+    assert "internal error" not in str(outcomes["allow"].error)
+    assert outcomes["out"].status == "changed"
+
+
+def test_a_resolver_that_raises_at_refresh_keeps_every_last_known_address(
+        world: World, monkeypatch: pytest.MonkeyPatch) -> None:
+    world.converge()
+
+    def explode(*_args: Any, **_kw: Any) -> Any:
+        raise ValueError("illegal IP address string passed to inet_ntop")
+
+    monkeypatch.setattr(resolve, "resolve_each", explode)
+    outcomes = {o.state.id: o for o in world.converge()}
+    assert world.runner.rules() == EXPECTED and world.runner.policy() == "DROP"
+    assert outcomes["allow"].status == "failed"
+    assert outcomes["out"].status == "ok"
+
+
+@pytest.mark.parametrize("fault", FAULTS, ids=lambda e: type(e).__name__)
+@pytest.mark.parametrize("member", ["lo", "allow", "drop-udp"])
+def test_a_member_whose_rules_cannot_be_computed_fails_alone(
+        world: World, monkeypatch: pytest.MonkeyPatch, member: str, fault: Exception) -> None:
+    """Whatever raises while one member's rules are computed, the chain, its policy and
+    every other member are written; that member keeps its live rules (none at first
+    boot), at first boot and at refresh."""
+    from statekit.resources import iptables_rule
+
+    real = iptables_rule.expand
+    broken = {"on": False}
+
+    def expand(spec: Any, *args: Any, **kwargs: Any) -> list[str]:
+        if broken["on"] and spec.id == member:
+            raise fault
+        return real(spec, *args, **kwargs)
+
+    monkeypatch.setattr(iptables_rule, "expand", expand)
+    own = {"lo": [EXPECTED[0]], "allow": EXPECTED[1:3], "drop-udp": [EXPECTED[3]]}[member]
+    broken["on"] = True
+    first = {o.state.id: o for o in world.converge()}
+    assert world.runner.policy() == "DROP"
+    assert world.runner.rules() == [r for r in EXPECTED if r not in own]
+    assert first[member].status == "failed"
+    assert type(fault).__name__ in str(first[member].error)
+    assert first["out"].status == "changed"
+    broken["on"] = False
+    world.converge()
+    assert world.runner.rules() == EXPECTED
+    broken["on"] = True
+    again = {o.state.id: o for o in world.converge()}
+    assert world.runner.rules() == EXPECTED  # its last-known rules, in place
+    assert again[member].status == "failed" and again["out"].status == "ok"

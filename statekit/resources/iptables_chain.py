@@ -171,9 +171,20 @@ def _desired(spec: ChainSpec, family: str, chain: Chain, host: Host) -> list[str
                 if who not in members and any(p.search(line) for p in patterns)]
     lines = list(kept)
     for member in spec.members:
-        resolved = iptables_rule.lookup(host, member)[0] if member.hosts else {}
-        lines += iptables_rule.expand(member, family, resolved, chain)
+        lines += _member_lines(member, family, chain, host)
     return lines
+
+
+def _member_lines(member: RuleSpec, family: str, chain: Chain, host: Host) -> list[str]:
+    """One member's rules; if computing them fails in any way, its rules in the live
+    chain (its last-known rules; none at first boot): one member's fault never keeps the
+    chain, its policy or the other members from being written. The member's own plan
+    reports the fault (it fails the same way)."""
+    try:
+        resolved = iptables_rule.lookup(host, member)[0] if member.hosts else {}
+        return iptables_rule.expand(member, family, resolved, chain)
+    except Exception:
+        return [chain.rules[i] for i in chain.owned_by(member.id)]
 
 
 def _chain_diff(live: Sequence[str], desired: Sequence[str]) -> list[tuple[str, str]]:

@@ -230,9 +230,18 @@ class IptablesRule(TableResource[RuleSpec, RuleCurrent]):
 
     def plan(self, spec: RuleSpec, current: RuleCurrent) -> Plan:
         blocks: list[tuple[str, BlockPlan]] = []
+        faults: list[str] = []
         for family in spec.families:
             chain = current.chains[family]
-            desired = expand(spec, family, current.resolved, chain)
+            try:
+                desired = expand(spec, family, current.resolved, chain)
+            except Exception as exc:
+                if not (spec.exclusive and chain is not None):
+                    raise
+                # as the purged chain does (iptables_chain._member_lines): kept as is
+                desired = [chain.rules[i] for i in chain.owned_by(spec.id)]
+                faults.append(f"{type(exc).__name__}: {exc}; its rules in {spec.chain} "
+                              "are kept as they are")
             if chain is None and desired and not spec.exclusive:
                 raise ApplyError(f"chain {spec.chain} does not exist in table {spec.table} "
                                  f"({family})")
@@ -244,7 +253,7 @@ class IptablesRule(TableResource[RuleSpec, RuleCurrent]):
                 blocks.append((family, plan_block(chain, spec.chain, spec.id, desired,
                                                   spec.position)))
         errors = tuple(f"cannot resolve {name!r}: {why}; its last-known addresses are kept"
-                       for name, why in sorted(current.failed.items()))
+                       for name, why in sorted(current.failed.items())) + tuple(faults)
         return _plan(spec, blocks, current.resolved, errors)
 
     def stage(self, spec: RuleSpec, plan: Plan, host: Host) -> None:
@@ -261,10 +270,15 @@ def lookup(host: Host, spec: RuleSpec) -> tuple[dict[str, tuple[str, ...]], dict
 
     missing = [n for n in spec.hosts if key(n) not in host.cache]
     if missing:
-        answers = _resolve().resolve_each(missing, spec.families, spec.resolve_timeout,
-                                          spec.resolvers)
-        for name, answer in answers.items():
-            host.cache[key(name)] = answer
+        resolve = _resolve()
+        try:
+            answers = resolve.resolve_each(missing, spec.families, spec.resolve_timeout,
+                                           spec.resolvers)
+        except Exception as exc:  # a fault of the resolver: every name keeps its rules
+            why = f"{type(exc).__name__}: {exc}"
+            answers = {name: resolve.Failure(name, why) for name in missing}
+        for name in missing:
+            host.cache[key(name)] = answers.get(name) or resolve.Failure(name, "no answer")
     resolved: dict[str, tuple[str, ...]] = {}
     failed: dict[str, str] = {}
     for name in spec.hosts:

@@ -103,8 +103,8 @@ class Engine:
             return self._converge_state(state, resource)
         except ApplyError as exc:
             return Outcome(state, FAILED, error=str(exc))
-        except Exception as exc:
-            return Outcome(state, FAILED, error=f"internal error: {type(exc).__name__}: {exc}")
+        except Exception as exc:  # any fault of one state fails that state alone
+            return Outcome(state, FAILED, error=f"{type(exc).__name__}: {exc}")
 
     def _converge_state(self, state: State, resource: Resource[Any, Any]) -> Outcome:
         plan = resource.plan(state.spec, resource.read(state.spec, self.host))
@@ -177,6 +177,8 @@ class Engine:
                 self._verify(outcome.state, resources.get(outcome.state.type))
             except ApplyError as exc:
                 outcome.status, outcome.error = FAILED, str(exc)
+            except Exception as exc:  # as in _run_state: this state alone fails
+                outcome.status, outcome.error = FAILED, f"{type(exc).__name__}: {exc}"
         self.outcomes[sid] = _with_errors(outcome)
 
 

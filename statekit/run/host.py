@@ -103,6 +103,9 @@ class Host:
             except ApplyError as exc:
                 failures[key] = str(exc)
                 txn.discard(self)
+            except Exception as exc:  # the others are still committed
+                failures[key] = f"{type(exc).__name__}: {exc}"
+                txn.discard(self)
         return failures
 
     def discard(self) -> None:
