@@ -15,7 +15,7 @@ from __future__ import annotations
 import os
 import sys
 
-from statekit.contract import EXIT_FAILED, EXIT_INVALID
+from statekit.contract import EXIT_FAILED, EXIT_INVALID, EXIT_UNLOCKED
 from statekit.errors import StateError, StatekitError
 from statekit.out.masking import Masker
 
@@ -106,6 +106,8 @@ COMMANDS: dict[str, tuple[str, tuple[Arg, ...]]] = {
         Arg("--lock-timeout", VALUE, type=seconds, default=30.0, metavar="SECONDS"),
         Arg("--yes", FLAG, help="do not ask before a converge on / that cuts this machine's"
             " outbound traffic (asked only when stdin is a terminal)"),
+        Arg("--require-lockdown", FLAG, help="after the run, whatever happened, exit 4 "
+            "unless the lockdown is in place (the entrypoint's guard before the agent)"),
     )),
     "validate": ("check files, schema and templates; touch nothing", (_PATHS, _VAR)),
     "show": ("print the rendered desired states, secrets masked", (_PATHS, _VAR)),
@@ -236,6 +238,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             _json_error(StateError("usage error: see the message on stderr"), EXIT_INVALID)
         raise
     masker = Masker()
+    code = _run(args, masker)
+    if getattr(args, "require_lockdown", False):
+        return _require_lockdown(args, masker, code)
+    return code
+
+
+def _run(args: Namespace, masker: Masker) -> int:
     try:
         from statekit import subcommands as commands
 
@@ -251,6 +260,25 @@ def main(argv: Sequence[str] | None = None) -> int:
         _traceback(exc, masker)
         _error(masker(f"internal error: {type(exc).__name__}: {exc}"))
         return EXIT_FAILED
+
+
+def _require_lockdown(args: Namespace, masker: Masker, code: int) -> int:
+    """``code``, or 4 when the lockdown is not in place (read afresh, whatever the run
+    did: the program it loaded, if any, says what the lockdown is)."""
+    try:
+        from statekit import lockdown
+        from statekit.run.host import Host
+
+        found = lockdown.problems(Host(root=args.root), getattr(args, "program", None),
+                                  args.phase)
+    except Exception as exc:  # cannot tell: not in place
+        found = [f"cannot check: {type(exc).__name__}: {exc}"]
+    if not found:
+        return code
+    for problem in found:
+        _error(masker(f"the lockdown is not in place: {problem}"))
+    _error(f"exit {EXIT_UNLOCKED}: do not start the agent (the run itself exited {code})")
+    return EXIT_UNLOCKED
 
 
 def _fail(exc: StatekitError, args: Namespace, masker: Masker, code: int) -> int:

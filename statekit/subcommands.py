@@ -17,7 +17,8 @@ if TYPE_CHECKING:
 def run(args: argparse.Namespace, masker: Masker) -> int:
     if args.command == "converge":
         _check_root(args.root)
-        return _converge(args, _load_cached(args, masker), masker)
+        args.program = _load_cached(args, masker)  # for --require-lockdown's check
+        return _converge(args, args.program, masker)
     program = _load(args, masker)
     if args.command == "validate":
         if program.input_errors:

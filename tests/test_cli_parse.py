@@ -157,7 +157,7 @@ def test_defaults_are_argparse_defaults_and_fresh_lists() -> None:
     assert vars(first) == {
         "command": "converge", "paths": [], "var": [], "phase": [], "check": False,
         "diff": False, "format": "text", "root": "/", "detailed_exitcode": False,
-        "lock_file": None, "lock_timeout": 30.0, "yes": False}
+        "lock_file": None, "lock_timeout": 30.0, "yes": False, "require_lockdown": False}
     first.phase.append("x")
     second = cli.fast_parse(["converge"])
     assert second is not None

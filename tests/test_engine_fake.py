@@ -252,3 +252,34 @@ def test_a_member_whose_rules_cannot_be_computed_fails_alone(
     again = {o.state.id: o for o in world.converge()}
     assert world.runner.rules() == EXPECTED  # its last-known rules, in place
     assert again[member].status == "failed" and again["out"].status == "ok"
+
+
+# --- the entrypoint's guard: converge --require-lockdown (statekit/lockdown.py) ----------
+
+def test_the_lockdown_check_reads_policy_and_the_static_rules(world: World) -> None:
+    from statekit import lockdown
+
+    program = loader.load([str(world.file)], environ={})
+    host = Host(root=str(world.root), runner=world.runner)
+    assert lockdown.problems(host, program) == [
+        "OUTPUT (ipv4 filter): policy is ACCEPT, not DROP"]
+    assert lockdown.problems(host, None) == [
+        "OUTPUT (ipv4 filter): policy is ACCEPT, not DROP"]
+    world.converge()
+    assert lockdown.problems(Host(root=str(world.root), runner=world.runner), program) == []
+    assert lockdown.problems(Host(root=str(world.root), runner=world.runner), None) == []
+    world.runner.table("ipv4", "filter")["OUTPUT"].rules.remove(EXPECTED[0])
+    assert lockdown.problems(Host(root=str(world.root), runner=world.runner), program) == [
+        "OUTPUT (ipv4 filter): the rules of 'lo' are missing"]
+    world.runner.table("ipv4", "filter")["OUTPUT"].rules.clear()
+    assert lockdown.problems(Host(root=str(world.root), runner=world.runner), None) == [
+        "OUTPUT (ipv4 filter): no rule of statekit's (no loopback, no DNS)"]
+
+
+def test_a_dead_name_is_no_reason_to_stop_the_boot(world: World) -> None:
+    from statekit import lockdown
+
+    world.answers = {n: resolve.Failure(n, "timed out") for n in world.answers}
+    world.converge()
+    program = loader.load([str(world.file)], environ={})
+    assert lockdown.problems(Host(root=str(world.root), runner=world.runner), program) == []

@@ -88,18 +88,38 @@ def test_a_wheel_install_ignores_the_plant(plant: Path, arena: Path, tmp_path: P
     assert not (arena / "marker").exists()
 
 
+#: The smallest lockdown the entrypoint's guard (--require-lockdown) accepts.
+LOCKDOWN = """\
+  - id: out
+    type: iptables_chain
+    phase: network
+    chain: OUTPUT
+    policy: DROP
+    purge: true
+  - id: lo
+    type: iptables_rule
+    phase: network
+    chain: OUTPUT
+    out_interface: lo
+    jump: ACCEPT
+"""
+
+
+@pytest.mark.netns
 def test_the_entrypoint_default_runs_statekit_isolated(plant: Path, arena: Path, root: Path,
-                                                      tmp_path: Path) -> None:
+                                                      tmp_path: Path, netns: str) -> None:
     states = tmp_path / "states"
     states.mkdir()
     write(states / "s.yaml", "phases: [network, auth]\nstates:\n  - id: env\n"
           "    type: env_file\n    phase: auth\n    path: /tmp/otel/otel-env\n"
-          "    entries: {OTEL_LOG_TOOL_CONTENT: '0'}\n")
+          "    entries: {OTEL_LOG_TOOL_CONTENT: '0'}\n" + LOCKDOWN)
     env = hostile_env(plant, f"{VENV_BIN}:/usr/sbin:/usr/bin:/sbin:/bin")
     env.update(STATES=str(states), STATEKIT_ROOT=str(root), REFRESH="0")
     env.pop("STATEKIT", None)
-    result = run(["sh", str(REPO / "examples" / "entrypoint.sh"), "sh", "-c",
-                  'echo "agent: $OTEL_LOG_TOOL_CONTENT"'], env, plant)
+    ip = shutil.which("ip", path="/usr/sbin:/usr/bin:/sbin:/bin")
+    assert ip is not None
+    result = run([ip, "netns", "exec", netns, "sh", str(REPO / "examples" / "entrypoint.sh"),
+                  "sh", "-c", 'echo "agent: $OTEL_LOG_TOOL_CONTENT"'], env, plant)
     clean(result, 0, "agent: 0")
     assert (root / "tmp/otel/otel-env").read_text() == "OTEL_LOG_TOOL_CONTENT=0\n"
     assert not (arena / "marker").exists()

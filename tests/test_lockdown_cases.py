@@ -13,6 +13,7 @@ The allowlist is a, b, c.allowed.test (198.18.0.30-32); 198.18.0.40 is on no all
 
 from __future__ import annotations
 
+import shutil
 import sys
 import time
 from collections.abc import Iterator
@@ -320,6 +321,59 @@ def test_9_entrypoint_with_a_dead_name_starts_the_agent_locked_down(world: Lockd
     assert marker.read_text() == "agent --flag value\n", out
     assert_locked_down(world, {A: ALLOWED_HOSTS[A], B: ALLOWED_HOSTS[B]})
     assert world.box.dns_query(C).rcode == "NXDOMAIN"
+
+
+def run_entrypoint(world: Lockdown, **hooks: str) -> tuple[int, str, bool]:
+    """The entrypoint with the test hooks (and ``hooks`` over them): its exit code, its
+    output, and whether the agent started."""
+    marker = world.root.parent / "agent-started"
+    agent = world.root.parent / "agent.sh"
+    agent.write_text(f'#!/bin/sh\necho "agent $*" > {marker}\n')
+    agent.chmod(0o755)
+    entry = world.box.run_in_container(
+        ["sh", str(REPO / "examples/entrypoint.sh"), str(agent)],
+        env={**entrypoint_hooks(world), **hooks}, timeout=120)
+    return entry.returncode, entry.stdout + entry.stderr, marker.exists()
+
+
+def test_9_entrypoint_with_a_broken_network_yaml_does_not_start_the_agent(
+        world: Lockdown, tmp_path: Path) -> None:
+    states = tmp_path / "states"
+    shutil.copytree(REPO / "states", states)
+    network = states / "network.yaml"
+    network.write_text(network.read_text().replace("jump: DROP", "jump: DROPP", 1))
+    rc, out, started = run_entrypoint(world, STATES=str(states))
+    assert rc != 0 and not started, out
+    assert "the lockdown is not in place" in out, out
+    assert world.policy() == "ACCEPT"  # the restore failed whole: nothing written
+
+
+def test_9_entrypoint_without_statekit_does_not_start_the_agent(world: Lockdown) -> None:
+    rc, out, started = run_entrypoint(world, STATEKIT="/nonexistent/statekit")
+    assert rc != 0 and not started, out
+    assert "not starting the agent" in out, out
+
+
+def test_9_entrypoint_with_an_invalid_telemetry_input_boots_on_locked_down(
+        world: Lockdown) -> None:
+    rc, out, started = run_entrypoint(world, **{**ON, "GRAFANA_INSTANCE_ID": "abc"})
+    assert rc == 0 and started, out
+    assert "exited 3" in out and TOKEN not in out, out
+    assert_locked_down(world, ALLOWED_HOSTS)
+    assert not world.env_file.exists()
+
+
+def test_9_a_broken_network_yaml_after_a_good_boot_keeps_the_lockdown_and_boots_on(
+        world: Lockdown, tmp_path: Path) -> None:
+    """The guard reads the live firewall: locked down by an earlier run is locked down."""
+    assert world.boot().rc == 0
+    states = tmp_path / "states"
+    shutil.copytree(REPO / "states", states)
+    (states / "network.yaml").write_text("phases: [network, auth]\nstates: [\n")
+    rc, out, started = run_entrypoint(world, STATES=str(states))
+    assert rc == 0 and started, out
+    assert "exited 3" in out, out
+    assert_locked_down(world, ALLOWED_HOSTS)
 
 
 # --- 11. verify does not resolve again -------------------------------------------------------
