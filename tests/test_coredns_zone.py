@@ -11,7 +11,7 @@ import pytest
 
 from statekit.errors import ApplyError, FieldError
 from statekit.resources.base import Meta
-from statekit.resources.coredns_zone import CorednsZone, desired
+from statekit.resources.coredns_zone import CorednsZone, ZoneCurrent, desired
 from statekit.run.files import ReadResult
 from tests.conftest import Run, dns_query, statekit, write
 
@@ -128,7 +128,7 @@ def test_conflicts(existing: str, conflict: bool) -> None:
 
 def test_absent_touches_nothing_else_and_a_missing_file_is_fine() -> None:
     absent = spec_of({"corefile": "/c"}, ensure="absent")
-    assert not RESOURCE.plan(absent, ReadResult(None, None)).changed
+    assert not RESOURCE.plan(absent, ZoneCurrent(ReadResult(None, None))).changed
     other = FOREIGN.encode() + b"\n# statekit:other\nz.test:53 {\n}\n"
     assert desired(other, absent) == other
 
@@ -145,7 +145,7 @@ def test_unparseable_corefile_fails_without_writing() -> None:
 
     broken = FileState(b"a.test {\n", 0o644, 0, 0, 1, 1)
     with pytest.raises(ApplyError, match="Corefile:1: cannot parse"):
-        RESOURCE.plan(spec_of(OTLP), ReadResult(broken, None))
+        RESOURCE.plan(spec_of(OTLP), ZoneCurrent(ReadResult(broken, None)))
 
 
 # --- through the CLI, under a temporary --root -----------------------------------------

@@ -42,7 +42,7 @@ from statekit import cli
 from statekit.corefile import parse as parse_corefile
 from statekit.errors import StateError
 from statekit.load import loader
-from statekit.resources.coredns_zone import CorednsZone, ZoneSpec
+from statekit.resources.coredns_zone import CorednsZone, ZoneCurrent, ZoneSpec
 from statekit.resources.iptables_rule import RuleSpec, expand
 from statekit.run.files import ReadResult
 from tests.conftest import REPO, in_netns, record_output, register_token, saved
@@ -276,7 +276,7 @@ def test_zone_inputs_render_only_the_wanted_block(tmp_path: Path, data: Any, key
     if specs is None:
         return
     spec: ZoneSpec = specs[0]
-    plan = CorednsZone().plan(spec, ReadResult(None, None))
+    plan = CorednsZone().plan(spec, ZoneCurrent(ReadResult(None, None)))
     content: bytes = plan.payload.content
     blocks = parse_corefile(content).servers()
     assert len(blocks) == len(spec.zones) == 1

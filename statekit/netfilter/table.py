@@ -7,6 +7,7 @@ predict. :class:`Op` is one change; :meth:`Table.apply` plays it on the model ex
 
 from __future__ import annotations
 
+from statekit.digits import digits
 from statekit.typeshim import Record
 
 BUILTIN: dict[str, tuple[str, ...]] = {
@@ -19,6 +20,54 @@ TAG_PREFIX = "statekit:"
 _MARK = f'-m comment --comment "{TAG_PREFIX}'
 _ID_START = "abcdefghijklmnopqrstuvwxyz0123456789"
 _ID_CHARS = _ID_START + "_-"
+
+
+#: Marks the rule of an address that left its name's answers, and when (Unix seconds):
+#: ``statekit:<id> <name> gone=<when>`` (kept for the rule's ``pin_grace``).
+GONE = " gone="
+#: iptables' limit on a comment, and the room a ``gone=`` mark takes.
+COMMENT_LIMIT = 255
+_GONE_ROOM = len(GONE) + 10
+_COMMENT = " --comment "
+
+
+def name_tag(base: str, name: str) -> str:
+    """The tag of the rules of one ``destination_host`` name: ``<base> <name>``. A name
+    too long to fit with a ``gone=`` mark is cut, and a digest of the whole name keeps
+    it unique (``<base> <head>~<digest>``); tags are compared, never parsed back."""
+    tag = f"{base} {name}"
+    if len(tag) + _GONE_ROOM <= COMMENT_LIMIT:
+        return tag
+    from _blake2 import blake2b
+
+    digest = blake2b(name.encode(), digest_size=6).hexdigest()
+    room = COMMENT_LIMIT - _GONE_ROOM - len(base) - 2 - len(digest)
+    return f"{base} {name[:max(room, 0)]}~{digest}"
+
+
+def comment_of(line: str) -> str | None:
+    """The comment of a saved rule line (statekit's tags have no quote or backslash,
+    which ``fields.text`` and DNS names exclude), or None."""
+    at = line.find(_COMMENT)
+    if at < 0:
+        return None
+    rest = line[at + len(_COMMENT):]
+    if rest.startswith('"'):
+        end = rest.find('"', 1)
+        return rest[1:end] if end > 0 else None
+    return rest.split(" ", 1)[0]
+
+
+def split_gone(comment: str, tag: str) -> tuple[bool, int | None]:
+    """Whether ``comment`` is ``tag``'s (plain or with a ``gone=`` mark), and the mark's
+    time (None: plain, a current pin)."""
+    if comment == tag:
+        return True, None
+    if comment.startswith(tag + GONE):
+        when = comment[len(tag) + len(GONE):]
+        if digits(when) and len(when) <= 12:
+            return True, int(when)
+    return False, None
 
 
 def owner(line: str) -> str | None:

@@ -19,9 +19,32 @@ The canonical block, directives in this fixed order (each only when asked for)::
             rcode NXDOMAIN
         }
         forward . <forward...>      # answer: forward (the default)
+        <the pins' templates>       # answer: pinned (below)
         errors
         log
         cache <seconds>
+        reload <seconds>s           # CoreDNS re-reads a changed Corefile by itself
+    }
+
+With ``answer: pinned`` (``pins_from: <iptables_rule id>``), the block answers the name
+itself only with its pins: the addresses the firewall accepts for that name right now,
+read from the rule's lines in the live table (``statekit:<rule> <name>``, not those in
+grace), after the table is committed. So no answer is ever ahead of the firewall, by
+construction: a failed restore leaves the old pins, a name that failed to resolve keeps
+its last-known pins, and at first boot a name without pins answers NXDOMAIN::
+
+    template IN A {                 # the pins, with a short TTL (pin_ttl)
+        match "^api[.]example[.]com[.]$"
+        fallthrough
+        answer "api.example.com. 30 IN A 192.0.2.1"
+    }
+    template ANY ANY {              # other types of the name: no data
+        match "^api[.]example[.]com[.]$"
+        fallthrough
+        rcode NOERROR
+    }
+    template ANY ANY {              # anything else in the zone (subdomains): NXDOMAIN
+        rcode NXDOMAIN
     }
 
 A zone that a block this state does not own already serves on the same port and an
@@ -34,7 +57,7 @@ from __future__ import annotations
 from statekit import dnsname
 from statekit.digits import digits
 from statekit.errors import ApplyError, FieldError
-from statekit.resources.base import Meta, Plan, Resource
+from statekit.resources.base import EMPTY, Meta, Plan, Resource
 from statekit.resources.managed_file import (
     FileSpec,
     apply_file,
@@ -48,7 +71,7 @@ from statekit.typeshim import Record
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from collections.abc import Mapping, Sequence
+    from collections.abc import Iterable, Mapping, Sequence
     from typing import Any
 
     from statekit.corefile import Block, Corefile
@@ -56,9 +79,17 @@ if TYPE_CHECKING:
 #: A Corefile holds other blocks too, so one over this cap is an error, never replaced.
 COREFILE_LIMIT = 4 << 20
 
-#: Host name labels (RFC 1123): letters, digits, inner hyphens. No underscore: this
-#: allowlists hosts to connect to, and ``_service`` labels name records, not hosts.
+#: One level of indentation inside a rendered block.
 _INDENT = "    "
+
+
+class PinSource(Record):
+    """Where a pinned zone reads its answers: the lines of one ``iptables_rule`` state."""
+
+    rule: str  # the rule state's id
+    table: str = "filter"
+    chain: str = "OUTPUT"
+    tag: str = ""  # the rule's tag before the name (``statekit:<id>[ <comment>]``)
 
 
 class ZoneSpec(Record):
@@ -79,6 +110,18 @@ class ZoneSpec(Record):
     uid: int = 0
     gid: int = 0
     where: str = ""  # the state's file:line, for the conflict message
+    pins_from: str = ""  # answer: pinned: the iptables_rule state whose lines are the pins
+    pin_ttl: int = 30
+    reload: int | None = None
+    source: PinSource | None = None  # pins_from, once linked
+    after: tuple[str, ...] = ()  # pins_from and the purged chains that write its lines
+
+
+class ZoneCurrent(Record):
+    """The Corefile, and each zone's pins in the live firewall (answer: pinned)."""
+
+    file: ReadResult
+    pins: Mapping[str, tuple[str, ...]] = EMPTY
 
 
 # --- validation --------------------------------------------------------------------
@@ -137,28 +180,51 @@ def _answer(fields: Mapping[str, Any]) -> str:
         raise FieldError("forward", "answer: forward needs at least one forward address")
     if answer == "nxdomain" and (fields.get("forward") or fields.get("aaaa") == "noerror"):
         raise FieldError("answer", "answer: nxdomain takes neither forward nor aaaa: noerror")
+    if answer == "pinned" and (fields.get("forward") or not fields.get("pins_from")):
+        raise FieldError("answer", "answer: pinned needs pins_from (the iptables_rule state "
+                         "whose addresses it answers) and takes no forward")
+    if fields.get("pins_from") and answer != "pinned":
+        raise FieldError("pins_from", "only with answer: pinned")
     return answer
 
 
 # --- rendering and planning (pure) ----------------------------------------------------
 
 
-def render_block(spec: ZoneSpec, zone: str) -> str:
-    """The canonical block for ``zone`` (ends with ``}``, no newline)."""
+def render_block(spec: ZoneSpec, zone: str, pins: Sequence[str] = ()) -> str:
+    """The canonical block for ``zone`` (ends with ``}``, no newline); ``pins``: the
+    addresses a pinned zone answers."""
     lines = [f"{zone}:{spec.port} {{"]
     if spec.bind:
         lines.append(f"bind {' '.join(spec.bind)}")
     if spec.aaaa == "noerror":
         lines += ["template IN AAAA {", f"{_INDENT}rcode NOERROR", "}"]
-    if spec.answer == "nxdomain":
+    if spec.answer == "pinned":
+        lines += _pinned(spec, zone, pins)
+    if spec.answer in ("nxdomain", "pinned"):
         lines += ["template ANY ANY {", f"{_INDENT}rcode NXDOMAIN", "}"]
     if spec.forward:
         lines.append(f"forward . {' '.join(spec.forward)}")
     lines += [name for name, on in (("errors", spec.errors), ("log", spec.log)) if on]
     if spec.cache is not None:
         lines.append(f"cache {spec.cache}")
+    if spec.reload is not None:
+        lines.append(f"reload {spec.reload}s")
     body = [f"{_INDENT}{line}" for line in lines[1:]]
     return "\n".join([lines[0], *body, "}"])
+
+
+def _pinned(spec: ZoneSpec, zone: str, pins: Sequence[str]) -> list[str]:
+    """The templates that answer ``zone`` itself with its pins (none: NXDOMAIN, from the
+    catch-all template that follows); its subdomains fall through to NXDOMAIN."""
+    if not pins or zone == ".":
+        return []
+    # CoreDNS matches the lower-cased name; a name the regex does not match falls
+    # through to the next template (without `fallthrough`, it would be SERVFAIL)
+    match = [f'{_INDENT}match "^{zone.replace(".", "[.]")}[.]$"', f"{_INDENT}fallthrough"]
+    return ["template IN A {", *match,
+            *(f'{_INDENT}answer "{zone}. {spec.pin_ttl} IN A {addr}"' for addr in pins),
+            "}", "template ANY ANY {", *match, f"{_INDENT}rcode NOERROR", "}"]
 
 
 def _overlap(a: Sequence[str], b: Sequence[str]) -> bool:
@@ -255,7 +321,8 @@ def _assign(owned: Sequence[Block], zones: Sequence[str]) -> tuple[list[str | No
     return result, free
 
 
-def desired(data: bytes, spec: ZoneSpec) -> bytes:
+def desired(data: bytes, spec: ZoneSpec,
+            pins: Mapping[str, Sequence[str]] = EMPTY) -> bytes:
     """The Corefile ``data`` with this state's blocks as ``spec`` wants them."""
     corefile = _corefile()
     cf = corefile.parse(data)
@@ -272,16 +339,32 @@ def desired(data: bytes, spec: ZoneSpec) -> bytes:
         if zone is None:
             data = corefile.remove(data, block)
         else:
-            data = corefile.replace(data, block, _owned(spec, by_zone[zone]))
+            data = corefile.replace(data, block, _owned(spec, by_zone[zone], pins))
     for zone in new:
-        data = corefile.insert(data, _owned(spec, by_zone[zone]))
+        data = corefile.insert(data, _owned(spec, by_zone[zone], pins))
     return data
 
 
-def _owned(spec: ZoneSpec, zone: str) -> bytes:
+def _owned(spec: ZoneSpec, zone: str, pins: Mapping[str, Sequence[str]]) -> bytes:
     corefile = _corefile()
-    text: bytes = corefile.owned_text(spec.owner, render_block(spec, zone))
+    text: bytes = corefile.owned_text(spec.owner, render_block(spec, zone,
+                                                               pins.get(zone, ())))
     return text
+
+
+def read_pins(source: PinSource, zones: Sequence[str], host: Host) -> dict[str, tuple[str, ...]]:
+    """Each zone's pins: the destinations of the source rule's current (not in grace)
+    IPv4 lines for that name in the live (or, in check mode, staged) table."""
+    from statekit.netfilter import save
+    from statekit.netfilter.table import name_tag
+    from statekit.resources.iptables_rule import pinned
+
+    chain = save.load(host, source.table, "ipv4").chains.get(source.chain)
+    out: dict[str, tuple[str, ...]] = {}
+    for zone in zones:
+        found = pinned(chain, source.rule, name_tag(source.tag, zone))
+        out[zone] = tuple(d.removesuffix("/32") for d, gone in found.items() if gone is None)
+    return out
 
 
 def _refuse(cf: Corefile, spec: ZoneSpec) -> None:
@@ -293,43 +376,78 @@ def _refuse(cf: Corefile, spec: ZoneSpec) -> None:
                          "no other block then: add braces to it first")
 
 
+def _with_pins(plan: Plan, spec: ZoneSpec, pins: Mapping[str, Sequence[str]]) -> Plan:
+    """A pinned zone's plan tells its pins (the report's facts, `statekit status`)."""
+    if spec.answer != "pinned":
+        return plan
+    return plan._replace(facts={**plan.facts, "pins": {z: list(pins.get(z, ()))
+                                                       for z in spec.zones}})
+
+
 def _display(content: bytes) -> str:
     return content.decode("utf-8", "replace")
 
 
-class CorednsZone(Resource[ZoneSpec, ReadResult]):
+class CorednsZone(Resource[ZoneSpec, ZoneCurrent]):
     type_name = "coredns_zone"
     identity_fields = frozenset({"corefile"})
 
     def parse(self, fields: Mapping[str, Any], meta: Meta) -> ZoneSpec:
         path = str(fields["corefile"])
         if not meta.present:
-            return ZoneSpec(meta.id, path, False)
-        cache = fields.get("cache")
+            return ZoneSpec(owner=meta.id, path=path, present=False)
+        cache, reload = fields.get("cache"), fields.get("reload")
         return ZoneSpec(
-            meta.id, path, True, _zones(fields.get("zone")), int(fields["port"]),
-            tuple(parse_ip(str(b), "bind") for b in fields["bind"]),
-            tuple(parse_upstream(str(f)) for f in fields["forward"]),
-            _answer(fields), str(fields["aaaa"]),
-            None if cache is None else int(cache), bool(fields["log"]),
-            bool(fields["errors"]), bool(fields["adopt"]),
-            parse_mode(fields["mode"], "mode"),
-            parse_owner(fields["owner"], "owner"),
-            parse_owner(fields["group"], "group", group=True), meta.where,
+            owner=meta.id, path=path, present=True, zones=_zones(fields.get("zone")),
+            port=int(fields["port"]),
+            bind=tuple(parse_ip(str(b), "bind") for b in fields["bind"]),
+            forward=tuple(parse_upstream(str(f)) for f in fields["forward"]),
+            answer=_answer(fields), aaaa=str(fields["aaaa"]),
+            cache=None if cache is None else int(cache), log=bool(fields["log"]),
+            errors=bool(fields["errors"]), adopt=bool(fields["adopt"]),
+            mode=parse_mode(fields["mode"], "mode"), uid=parse_owner(fields["owner"], "owner"),
+            gid=parse_owner(fields["group"], "group", group=True), where=meta.where,
+            pins_from=str(fields.get("pins_from") or ""), pin_ttl=int(fields["pin_ttl"]),
+            reload=None if reload is None else int(reload),
         )
 
-    def read(self, spec: ZoneSpec, host: Host) -> ReadResult:
-        return host.fs.read(spec.path, COREFILE_LIMIT)
+    def link(self, specs: Sequence[ZoneSpec],
+             program: Mapping[str, Sequence[Any]] = EMPTY) -> list[ZoneSpec]:
+        """A pinned zone learns its rule (the table, chain and tag its pins are read
+        from) and runs after it and after the purged chains that write its lines."""
+        rules = {r.id: r for r in program.get("iptables_rule", ())}
+        out = []
+        for spec in specs:
+            rule = rules.get(spec.pins_from)
+            if not (spec.present and spec.pins_from):
+                out.append(spec)
+                continue
+            chains = tuple(c.id for c in program.get("iptables_chain", ())
+                           if rule is not None and c.purge
+                           and (c.table, c.chain) == (rule.table, rule.chain))
+            source = None if rule is None or rule.template is None else PinSource(
+                rule=rule.id, table=rule.table, chain=rule.chain, tag=rule.template.tag)
+            out.append(spec._replace(source=source, after=(spec.pins_from, *chains)))
+        return out
 
-    def plan(self, spec: ZoneSpec, current: ReadResult) -> Plan:
-        old = current.file
+    def ordering(self, spec: ZoneSpec) -> Iterable[str]:
+        return spec.after
+
+    def read(self, spec: ZoneSpec, host: Host) -> ZoneCurrent:
+        current = host.fs.read(spec.path, COREFILE_LIMIT)
+        if spec.source is None:
+            return ZoneCurrent(current)
+        return ZoneCurrent(current, read_pins(spec.source, spec.zones, host))
+
+    def plan(self, spec: ZoneSpec, current: ZoneCurrent) -> Plan:
+        read, old = current.file, current.file.file
         if old is None and not spec.present:
             return Plan(notes=(f"{spec.path} does not exist: no block to remove",))
         if old is not None and not spec.present and _marker(spec) not in old.content:
             return Plan(notes=(f"no block owned by {spec.owner!r}",))  # no parse needed
         corefile = _corefile()
         try:
-            content = desired(old.content if old else b"", spec)
+            content = desired(old.content if old else b"", spec, current.pins)
         except corefile.CorefileError as exc:
             raise ApplyError(f"{spec.path}:{exc.line}: cannot parse the Corefile: "
                              f"{exc.message}") from None
@@ -337,9 +455,9 @@ class CorednsZone(Resource[ZoneSpec, ReadResult]):
             if content == old.content:
                 return Plan(notes=(f"no block owned by {spec.owner!r}",))
             keep = FileSpec(spec.path, content, old.mode, old.uid, old.gid)
-            return plan_file(keep, current, _display)
+            return plan_file(keep, read, _display)
         target = FileSpec(spec.path, content, spec.mode, spec.uid, spec.gid)
-        return plan_file(target, current, _display)
+        return _with_pins(plan_file(target, read, _display), spec, current.pins)
 
     def apply(self, spec: ZoneSpec, plan: Plan, host: Host) -> None:
         if isinstance(plan.payload, FileSpec):

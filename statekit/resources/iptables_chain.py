@@ -182,7 +182,7 @@ def _member_lines(member: RuleSpec, family: str, chain: Chain, host: Host) -> li
     reports the fault (it fails the same way)."""
     try:
         resolved = iptables_rule.lookup(host, member)[0] if member.hosts else {}
-        return iptables_rule.expand(member, family, resolved, chain)
+        return iptables_rule.expand(member, family, resolved, chain, host.now)
     except Exception:
         return [chain.rules[i] for i in chain.owned_by(member.id)]
 

@@ -18,12 +18,22 @@ go in. The state is then ``failed``, naming the name, with everything else appli
 
 from __future__ import annotations
 
+import time
+
 from statekit.errors import ApplyError, FieldError
 from statekit.netfilter import fields as f
 from statekit.netfilter import save, transaction
 from statekit.netfilter.block import BlockPlan, Position, plan_block
-from statekit.netfilter.rule import Rule, Target, save_string
-from statekit.netfilter.table import TAG_PREFIX, Chain
+from statekit.netfilter.rule import Rule, Target
+from statekit.netfilter.table import (
+    COMMENT_LIMIT,
+    GONE,
+    TAG_PREFIX,
+    Chain,
+    comment_of,
+    name_tag,
+    split_gone,
+)
 from statekit.resources.base import EMPTY, Change, Meta, Plan
 from statekit.resources.iptables_table import TableResource
 from statekit.run.host import Host
@@ -50,6 +60,7 @@ class RuleSpec(Record):
     position: Position = Position()
     resolve_timeout: float = 5.0
     resolvers: tuple[str, ...] = ()
+    pin_grace: int = 0  # seconds an address that left a name's answers stays accepted
     order: int = 500
     exclusive: bool = False  # a member of a purged chain (see iptables_chain)
     phase: str = ""
@@ -59,6 +70,7 @@ class RuleCurrent(Record):
     chains: Mapping[str, Chain | None]  # family -> snapshot (None: no such chain)
     resolved: Mapping[str, tuple[str, ...]] = EMPTY
     failed: Mapping[str, str] = EMPTY  # name -> why it did not resolve
+    now: int = 0  # the converge's clock (Unix seconds), for the pins' grace
 
 
 def _resolve() -> Any:
@@ -125,10 +137,14 @@ def _hosts(value: Any) -> tuple[tuple[str, ...], list[str]]:
 
 
 def expand(spec: RuleSpec, family: str, resolved: Mapping[str, Iterable[str]],
-           live: Chain | None = None) -> list[str]:
+           live: Chain | None = None, now: int = 0) -> list[str]:
     """The desired lines of one family: the static destinations, then each name's
-    addresses (names sorted). A name missing from ``resolved`` keeps its lines in the
-    ``live`` chain (its last-known addresses; none at first boot)."""
+    addresses (names sorted): its pins, then the addresses in grace.
+
+    A name's pins are its addresses in ``resolved``; a name missing from it keeps its
+    pins in the ``live`` chain (its last-known addresses; none at first boot). An address
+    that left the pins stays, tagged ``gone=<when>``, until ``pin_grace`` seconds after
+    ``when`` (the first converge that no longer saw it), then goes."""
     if spec.template is None:
         return []
     want = f"ipv{6 if family == 'ipv6' else 4}"
@@ -141,27 +157,36 @@ def expand(spec: RuleSpec, family: str, resolved: Mapping[str, Iterable[str]],
     if dsts or not (spec.destinations or spec.hosts):
         out += base.lines((s, d) for s in _or_any(srcs) for d in _or_any(dsts))
     for name in spec.hosts:
-        named = base._replace(tag=f"{base.tag} {name}")
+        tag = name_tag(base.tag, name)
+        had = pinned(live, spec.id, tag)
         if name in resolved:  # canonical text from the resolver, sorted, IPv4 first
-            addrs = [f"{a}/128" if ":" in a else f"{a}/32" for a in resolved[name]
-                     if (":" in a) == (want == "ipv6")]
+            pins = [f"{a}/128" if ":" in a else f"{a}/32" for a in resolved[name]
+                    if (":" in a) == (want == "ipv6")]
         else:
-            addrs = last_known(live, named)
-        out += named.lines((s, d) for s in _or_any(srcs) for d in addrs)
+            pins = [dest for dest, gone in had.items() if gone is None]
+        out += base._replace(tag=tag).lines((s, d) for s in _or_any(srcs) for d in pins)
+        for dest, gone in had.items():
+            when = now if gone is None else gone
+            if dest not in pins and now < when + spec.pin_grace:
+                out += base._replace(tag=f"{tag}{GONE}{when}").lines(
+                    (s, dest) for s in _or_any(srcs))
     return out
 
 
-def last_known(live: Chain | None, named: Rule) -> list[str]:
-    """The destinations of ``named``'s rules (same tag) in the live chain, in order."""
+def pinned(live: Chain | None, state_id: str, tag: str) -> dict[str, int | None]:
+    """The destinations of ``tag``'s rules in the live chain, in order, each with its
+    ``gone=`` time (None: a current pin)."""
+    out: dict[str, int | None] = {}
     if live is None:
-        return []
-    mark = f"--comment {save_string(named.tag)} -j "
-    out: list[str] = []
-    for line in live.rules:
-        if mark in line and " -d " in line:
-            dest = line.split(" -d ", 1)[1].split(" ", 1)[0]
-            if dest not in out:
-                out.append(dest)
+        return out
+    for line, who in zip(live.rules, live.owners, strict=True):
+        comment = comment_of(line) if who == state_id and " -d " in line else None
+        if comment is None:
+            continue
+        mine, gone = split_gone(comment, tag)
+        dest = line.split(" -d ", 1)[1].split(" ", 1)[0]
+        if mine and (dest not in out or gone is None):
+            out[dest] = gone
     return out
 
 
@@ -182,9 +207,10 @@ class IptablesRule(TableResource[RuleSpec, RuleCurrent]):
         names, literals = _hosts(fields.get("destination_host"))
         dests = [*f.as_list(fields.get("destination")), *literals]
         template = _template(fields, meta, chain, table)
-        if names and len(template.tag) + 1 + max(map(len, names)) > 255:
+        if names and len(name_tag(template.tag, "x" * 253)) > COMMENT_LIMIT:
             raise FieldError("comment", "the tag (statekit:<id> <comment> <host name>) "
-                             "would exceed iptables' 255 characters: shorten the comment")
+                             "leaves no room for a host name in iptables' 255 characters: "
+                             "shorten the comment")
         return RuleSpec(
             meta.id, table, chain, families, True, template,
             sources=f.networks(fields.get("source"), "source", families),
@@ -194,6 +220,7 @@ class IptablesRule(TableResource[RuleSpec, RuleCurrent]):
             resolvers=tuple(str(f.network(r, "resolvers")).split("/")[0]
                             for r in fields["resolvers"]),
             order=int(fields["order"]), phase=meta.phase,
+            pin_grace=int(fields["pin_grace"]),
         )
 
     def link(self, specs: Sequence[RuleSpec],
@@ -226,7 +253,7 @@ class IptablesRule(TableResource[RuleSpec, RuleCurrent]):
         if not (spec.present and spec.hosts):
             return RuleCurrent(chains)
         resolved, failed = lookup(host, spec)
-        return RuleCurrent(chains, resolved, failed)
+        return RuleCurrent(chains, resolved, failed, host.now)
 
     def plan(self, spec: RuleSpec, current: RuleCurrent) -> Plan:
         blocks: list[tuple[str, BlockPlan]] = []
@@ -234,7 +261,7 @@ class IptablesRule(TableResource[RuleSpec, RuleCurrent]):
         for family in spec.families:
             chain = current.chains[family]
             try:
-                desired = expand(spec, family, current.resolved, chain)
+                desired = expand(spec, family, current.resolved, chain, current.now)
             except Exception as exc:
                 if not (spec.exclusive and chain is not None):
                     raise
@@ -254,7 +281,7 @@ class IptablesRule(TableResource[RuleSpec, RuleCurrent]):
                                                   spec.position)))
         errors = tuple(f"cannot resolve {name!r}: {why}; its last-known addresses are kept"
                        for name, why in sorted(current.failed.items())) + tuple(faults)
-        return _plan(spec, blocks, current.resolved, errors)
+        return _plan(spec, blocks, current.resolved, errors, current.now)
 
     def stage(self, spec: RuleSpec, plan: Plan, host: Host) -> None:
         """A member of a purged chain stages nothing: the chain writes its rules."""
@@ -304,21 +331,49 @@ def member_diff(chain: Chain, state_id: str, desired: list[str]) -> BlockPlan:
     return out
 
 
+def pin_reason(mark: str, line: str, names: Mapping[str, str], spec: RuleSpec,
+               now: int) -> str:
+    """Why a line of a ``destination_host`` name comes or goes, in words (the dry run
+    shows each pin change); ``""`` for other lines. ``names``: tag -> name."""
+    comment = comment_of(line)
+    for tag, name in names.items() if comment else ():
+        mine, gone = split_gone(str(comment), tag)
+        if not mine:
+            continue
+        if gone is None:
+            return f"{name}: in its answers" if mark == "+" else (
+                f"{name}: no longer in its answers" + (
+                    "" if spec.pin_grace else " (pin_grace 0: closed at once)"))
+        until = _utc(gone + spec.pin_grace)
+        if mark == "+":
+            return (f"{name}: left its answers; accepted until {until} "
+                    f"(pin_grace {spec.pin_grace} s)")
+        return (f"{name}: its grace ran out at {until}" if now >= gone + spec.pin_grace
+                else f"{name}: back in its answers")
+    return ""
+
+
+def _utc(when: int) -> str:
+    return time.strftime("%Y-%m-%d %H:%M:%SZ", time.gmtime(when))
+
+
 #: A diff line's mark, as the verb of its Change (rules and purged chains alike).
 ACTIONS = {"-": "remove", "+": "add", "~": "move"}
 
 
 def _plan(spec: RuleSpec, blocks: list[tuple[str, BlockPlan]],
-          resolved: Mapping[str, tuple[str, ...]], errors: tuple[str, ...] = ()) -> Plan:
+          resolved: Mapping[str, tuple[str, ...]], errors: tuple[str, ...] = (),
+          now: int = 0) -> Plan:
     diff: list[str] = []
     changes: list[Change] = []
+    names = {name_tag(spec.template.tag, n): n for n in spec.hosts} if spec.template else {}
     for family, block in blocks:
         where = transaction.where(family, spec.table)
         for line in block.diff:
             mark, text = line[0], line[2:]
-            diff.append(f"{mark} {where}{text}")
-            changes.append(Change(ACTIONS[mark], where + text.removesuffix(" (moved)"),
-                                  "misplaced" if mark == "~" else ""))
+            why = "misplaced" if mark == "~" else pin_reason(mark, text, names, spec, now)
+            diff.append(f"{mark} {where}{text}" + (f"  # {why}" if why and mark != "~" else ""))
+            changes.append(Change(ACTIONS[mark], where + text.removesuffix(" (moved)"), why))
     facts = {"resolved": {k: list(v) for k, v in resolved.items()}} if spec.hosts else {}
     payload = [(family, block.ops) for family, block in blocks if block.ops]
     return Plan(tuple(changes), "\n".join(diff), facts=facts, payload=payload,

@@ -9,6 +9,7 @@ each a :class:`Transaction`).
 from __future__ import annotations
 
 import os
+import time
 from abc import ABC, abstractmethod
 
 from statekit import testhook
@@ -40,8 +41,11 @@ class Transaction(ABC):
 class Host:
     def __init__(
         self, *, root: str = "/", runner: Runner | None = None,
-        env: Mapping[str, str] | None = None,
+        env: Mapping[str, str] | None = None, now: int | None = None,
     ) -> None:
+        #: the converge's clock, read once (Unix seconds): every state of the run plans
+        #: and verifies against the same instant (the pins' grace)
+        self.now = int(time.time()) if now is None else now
         self.fs = FileSystem(root)
         self.runner = runner or Runner()
         self.env: Mapping[str, str] = env or {}
