@@ -166,20 +166,47 @@ def test_2_nxdomain_name_at_boot_still_locks_down_and_recovers(world: Lockdown) 
 
 # --- 3. changed addresses on refresh ------------------------------------------------------------
 
+NO_GRACE = ("--var", "pin_grace=0")
+
+
 def test_3_changed_address_replaces_the_old_one(world: Lockdown) -> None:
+    """With pin_grace 0 (as before pins had a grace), the old address closes at once."""
     assert world.boot().rc == 0
     old, new = ALLOWED_HOSTS[B], SPARE_ADDRS[0]
     world.box.set_hosts({B: new})
-    refresh = world.refresh()
+    refresh = world.refresh(None, *NO_GRACE)
     assert refresh.rc == 0, refresh.output
+    assert local_answer(world, B, [new]) == [new]
     assert connects(world, new)
     assert blocked(world, old)
+
+
+def test_3_a_moved_name_keeps_its_old_address_for_the_grace_then_closes_it(
+        world: Lockdown) -> None:
+    """The answers move to the new address at once; the old one stays open for
+    pin_grace seconds after the refresh that stopped seeing it (clients cache answers),
+    and the first refresh after that closes it."""
+    assert world.boot().rc == 0
+    old, new = ALLOWED_HOSTS[B], SPARE_ADDRS[0]
+    world.box.set_hosts({B: new})
+    grace = ("--var", "pin_grace=4")
+    refresh = world.refresh(None, *grace)
+    assert refresh.rc == 0, refresh.output
+    assert local_answer(world, B, [new]) == [new]
+    assert connects(world, new) and connects(world, old)
+    assert any("gone=" in rule and old in rule for rule in world.chain())
+    time.sleep(4.5)
+    later = world.refresh(None, *grace)
+    assert later.rc == 0, later.output
+    assert connects(world, new)
+    assert blocked(world, old)
+    assert world.box.dns_query(B).answers == [new]
 
 
 def test_3_failed_name_keeps_its_address_while_others_change(world: Lockdown) -> None:
     assert world.boot().rc == 0
     world.box.set_hosts({A: None, B: SPARE_ADDRS[0]})
-    refresh = world.refresh()
+    refresh = world.refresh(None, *NO_GRACE)
     assert_names(refresh, A)
     assert world.policy() == "DROP"
     assert connects(world, ALLOWED_HOSTS[A])  # last-known address kept
