@@ -140,6 +140,11 @@ class Resource(ABC, Generic[SpecT, CurrentT]):
         May return facts learnt while applying (a command's output) for the report.
         """
 
+    def predict(self, spec: SpecT, plan: Plan, host: Host) -> None:
+        """Check mode, after a plan that would change something: record what ``apply``
+        would leave (in ``host.cache``), so the states after this one plan against it,
+        as they would in a real converge. By default nothing is recorded."""
+
     #: An action (``signal``, ``command``) changes nothing that can be read back, so it is
     #: not verified, and it only runs when its plan says so.
     is_action: ClassVar[bool] = False

@@ -64,6 +64,8 @@ from statekit.resources.managed_file import (
     parse_mode,
     parse_owner,
     plan_file,
+    predict_file,
+    read_file,
 )
 from statekit.run.files import ReadResult
 from statekit.run.host import Host
@@ -434,7 +436,7 @@ class CorednsZone(Resource[ZoneSpec, ZoneCurrent]):
         return spec.after
 
     def read(self, spec: ZoneSpec, host: Host) -> ZoneCurrent:
-        current = host.fs.read(spec.path, COREFILE_LIMIT)
+        current = read_file(host, spec.path, COREFILE_LIMIT)
         if spec.source is None:
             return ZoneCurrent(current)
         return ZoneCurrent(current, read_pins(spec.source, spec.zones, host))
@@ -458,6 +460,9 @@ class CorednsZone(Resource[ZoneSpec, ZoneCurrent]):
             return plan_file(keep, read, _display)
         target = FileSpec(spec.path, content, spec.mode, spec.uid, spec.gid)
         return _with_pins(plan_file(target, read, _display), spec, current.pins)
+
+    def predict(self, spec: ZoneSpec, plan: Plan, host: Host) -> None:
+        predict_file(plan, host)
 
     def apply(self, spec: ZoneSpec, plan: Plan, host: Host) -> None:
         if isinstance(plan.payload, FileSpec):

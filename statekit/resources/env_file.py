@@ -16,8 +16,10 @@ from statekit.resources.managed_file import (
     parse_owner,
     plan_absent,
     plan_file,
+    predict_file,
+    read_file,
 )
-from statekit.run.files import ReadResult
+from statekit.run.files import MAX_READ, ReadResult
 from statekit.run.host import Host
 from statekit.typeshim import Record
 
@@ -87,12 +89,15 @@ class EnvFile(Resource[EnvFileSpec, ReadResult]):
         return [v for k, v in spec.entries if k in spec.sensitive]
 
     def read(self, spec: EnvFileSpec, host: Host) -> ReadResult:
-        return host.fs.read(spec.path, oversize_ok=True)  # over the cap: replaced
+        return read_file(host, spec.path, MAX_READ, oversize_ok=True)  # over the cap: replaced
 
     def plan(self, spec: EnvFileSpec, current: ReadResult) -> Plan:
         if spec.file is None:
             return plan_absent(spec.path, current, spec.display)
         return plan_file(spec.file, current, spec.display)
+
+    def predict(self, spec: EnvFileSpec, plan: Plan, host: Host) -> None:
+        predict_file(plan, host)
 
     def apply(self, spec: EnvFileSpec, plan: Plan, host: Host) -> None:
         if spec.file is None:

@@ -21,7 +21,7 @@ from __future__ import annotations
 from statekit.errors import ApplyError, FieldError
 from statekit.netfilter import fields as f
 from statekit.netfilter import save, transaction
-from statekit.netfilter.table import BUILTIN, Chain, Op
+from statekit.netfilter.table import BUILTIN, Chain, Op, owner
 from statekit.resources import iptables_rule
 from statekit.resources.base import EMPTY, Change, Meta, Plan
 from statekit.resources.iptables_table import TableResource
@@ -132,14 +132,27 @@ class IptablesChain(TableResource[ChainSpec, dict[str, ChainState]]):
                 ops.append(op)
             if spec.purge and (state.live != state.desired or (
                     op is not None and op.kind == "new_chain")):
+                members = {m.id for m in spec.members}
                 for mark, line in _chain_diff(state.live, state.desired):
-                    diff.append(f"{mark} {where}{line}")
+                    who = owner(line)
+                    if mark == "~" or who not in members:  # a member shows its own
+                        diff.append(f"{mark} {where}{line}")
                     changes.append(Change(iptables_rule.ACTIONS[mark], where + line,
-                                          "not declared" if mark == "-" else ""))
+                                          _why(mark, who, members)))
                 ops = _rewrite(spec.chain, ops, state.desired)
             if ops:
                 payload.append((family, ops))
         return Plan(tuple(changes), "\n".join(diff), payload=payload)
+
+
+def _why(mark: str, who: str | None, members: set[str]) -> str:
+    """A purged chain's change, in words: its own (a rule nobody declared goes, a rule
+    moves back into order) or a member's (shown in the member's own diff)."""
+    if mark == "~":
+        return "misplaced"
+    if who in members:
+        return f"the rules of {who}"
+    return "not declared" if mark == "-" else ""
 
 
 def _members(spec: ChainSpec, rules: list[RuleSpec]) -> tuple[RuleSpec, ...]:

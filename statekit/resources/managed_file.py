@@ -120,6 +120,35 @@ def unified(path: str, before: str, after: str, created: bool, removed: bool = F
     return "".join(line if line.endswith("\n") else line + "\n" for line in diff).rstrip("\n")
 
 
+def _predicted(path: str) -> tuple[str, str]:
+    return ("predicted file", path)
+
+
+def read_file(host: Host, path: str, limit: int, *, oversize_ok: bool = False) -> ReadResult:
+    """``path`` as read, or, in check mode, as an earlier state of the phase would have
+    left it (:func:`predict_file`): each state's dry-run diff is against the file the
+    states before it would have written, as in a real converge."""
+    predicted: ReadResult | None = host.cache.get(_predicted(path))
+    if predicted is not None:
+        return predicted
+    return host.fs.read(path, limit, oversize_ok=oversize_ok)
+
+
+def predict_file(plan: Plan, host: Host) -> None:
+    """Check mode: remember the file a changed plan would write, for :func:`read_file`."""
+    spec = plan.payload
+    if not (plan.changed and isinstance(spec, FileSpec)):
+        return
+    from statekit.run.files import DirState, FileState
+
+    before = read_file(host, spec.path, len(spec.content) + 1, oversize_ok=True)
+    parent = before.parent or DirState(spec.dir_mode, spec.uid, spec.gid)
+    if spec.enforce_dir_mode:
+        parent = DirState(spec.dir_mode, spec.uid, spec.gid)
+    host.cache[_predicted(spec.path)] = ReadResult(
+        FileState(spec.content, spec.mode, spec.uid, spec.gid, 0, 0), parent)
+
+
 def apply_file(spec: FileSpec, host: Host) -> None:
     host.fs.write(spec.path, spec.content, mode=spec.mode, uid=spec.uid, gid=spec.gid,
                   dir_mode=spec.dir_mode, enforce_dir_mode=spec.enforce_dir_mode,

@@ -116,6 +116,7 @@ class Engine:
             self.pending[state.id] = _Pending(outcome, resource.transaction_keys(state.spec))
             return outcome
         if self.check:
+            resource.predict(state.spec, plan, self.host)
             return _with_errors(Outcome(state, CHANGED, plan))
         learnt = resource.apply(state.spec, plan, self.host)
         if learnt:
