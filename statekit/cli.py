@@ -109,6 +109,15 @@ COMMANDS: dict[str, tuple[str, tuple[Arg, ...]]] = {
         Arg("--require-lockdown", FLAG, help="after the run, whatever happened, exit 4 "
             "unless the lockdown is in place (the entrypoint's guard before the agent)"),
     )),
+    "status": ("the lockdown's health: last converge, names, drift, CoreDNS, telemetry", (
+        _PATHS,
+        _VAR,
+        Arg("--root", VALUE, default="/", metavar="DIR", help="take every file path under DIR"),
+        Arg("--format", VALUE, choices=("text", "json"), default="text"),
+        Arg("--lock-file", VALUE, metavar="PATH",
+            help="lock file (default /run/statekit/lock under --root)"),
+        Arg("--lock-timeout", VALUE, type=seconds, default=30.0, metavar="SECONDS"),
+    )),
     "validate": ("check files, schema and templates; touch nothing", (_PATHS, _VAR)),
     "show": ("print the rendered desired states, secrets masked", (_PATHS, _VAR)),
 }

@@ -19,6 +19,11 @@ def run(args: argparse.Namespace, masker: Masker) -> int:
         _check_root(args.root)
         args.program = _load_cached(args, masker)  # for --require-lockdown's check
         return _converge(args, args.program, masker)
+    if args.command == "status":
+        from statekit import status
+
+        _check_root(args.root)
+        return status.run(args, _load_cached(args, masker), masker)
     program = _load(args, masker)
     if args.command == "validate":
         if program.input_errors:
@@ -69,13 +74,13 @@ def _load_cached(args: argparse.Namespace, masker: Masker) -> Program:
     fs = FileSystem(args.root)
     key = cache.key(collect(args.paths or [DEFAULT_PATH]), _raw_vars(args.var))
     program = cache.load(fs, key, os.environ)
-    phases = set(args.phase or ())
+    phases = set(getattr(args, "phase", None) or ())
     if program is not None and not any(
             s.sealed and (not phases or s.phase in phases) for s in program.states):
         masker.add(program.secrets)
         return program
     program = _load(args, masker)
-    if not args.check:
+    if args.command == "converge" and not args.check:
         cache.save(fs, key, os.environ, program)
     return program
 
@@ -142,7 +147,14 @@ def _converge(args: argparse.Namespace, program: Program, masker: Masker) -> int
                                         input_errors=program.input_errors) + "\n")
     else:
         text.recap(outcomes)
-    counts = report.summary(outcomes)
+    code = _exit_code(report.summary(outcomes), program, args, masker)
+    if not args.check:
+        _record(host, outcomes, args.phase or program.phases, code, masker)
+    return code
+
+
+def _exit_code(counts: dict[str, int], program: Program, args: argparse.Namespace,
+               masker: Masker) -> int:
     if program.input_errors:
         _input_errors(program, masker)
         return EXIT_INVALID
@@ -151,6 +163,19 @@ def _converge(args: argparse.Namespace, program: Program, masker: Masker) -> int
     if counts["changed"] and args.detailed_exitcode:
         return EXIT_CHANGED
     return EXIT_OK
+
+
+def _record(host: Any, outcomes: list[Any], phases: list[str], code: int,
+            masker: Masker) -> None:
+    """Keep this run for `statekit status` and `drops`; never fails the converge."""
+    from statekit.out import last_run
+
+    try:
+        last_run.record(host.fs, outcomes, now=host.now, phases=phases, exit_code=code,
+                        mask=masker)
+    except Exception as exc:
+        sys.stderr.write(masker(f"statekit: warning: the run was not recorded for "
+                                f"`statekit status`: {exc}") + "\n")
 
 
 # --- the guard: ask before cutting the machine's own traffic (as `terraform apply`) ------

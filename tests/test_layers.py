@@ -2,7 +2,8 @@
 
 The layers, top to bottom (ARCHITECTURE.md)::
 
-    cli -> subcommands, lockdown -> out.report -> load/ and run/engine, run/cache -> resources/
+    cli -> subcommands, lockdown, status -> out.report, out.last_run
+        -> load/ and run/engine, run/cache -> resources/
         -> netfilter/, run/host, corefile -> run/runner, run/files, run/lock, out.masking,
            program -> errors, digits, dnsname, typeshim, testhook, contract
 
@@ -23,15 +24,15 @@ PACKAGE = Path(__file__).resolve().parents[1] / "statekit"
 
 LAYERS: list[tuple[str, ...]] = [
     ("statekit.cli", "statekit.__main__"),
-    ("statekit.subcommands", "statekit.lockdown"),
-    ("statekit.out.report",),
+    ("statekit.subcommands", "statekit.lockdown", "statekit.status"),
+    ("statekit.out.report", "statekit.out.last_run"),
     ("statekit.load.", "statekit.run.engine", "statekit.run.cache", "statekit.run.graph"),
     ("statekit.resources.",),
     ("statekit.netfilter.", "statekit.run.host", "statekit.corefile"),
     ("statekit.run.runner", "statekit.run.files", "statekit.run.lock", "statekit.out.masking",
      "statekit.program"),
     ("statekit.errors", "statekit.digits", "statekit.dnsname", "statekit.typeshim",
-     "statekit.testhook", "statekit.contract", "statekit"),
+     "statekit.testhook", "statekit.contract", "statekit.jsonlite", "statekit"),
 ]
 
 

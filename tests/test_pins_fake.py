@@ -14,7 +14,9 @@ import pytest
 from statekit.load import loader
 from statekit.netfilter import resolve
 from statekit.netfilter.table import COMMENT_LIMIT, comment_of, name_tag
+from statekit.out import last_run
 from statekit.run.engine import Engine, Outcome
+from statekit.run.files import FileSystem
 from statekit.run.host import Host
 from tests.fakehost import FakeRunner
 
@@ -85,11 +87,20 @@ class World:
         monkeypatch.setattr(resolve, "resolve_each", fake_resolve)
 
     def converge(self, *, check: bool = False) -> dict[str, Outcome]:
+        """One converge; recorded for `statekit status` as the command does."""
         program = loader.load([str(self.file)], self.vars, environ={})
         seen: list[Outcome] = []
         host = Host(root=str(self.root), runner=self.runner, now=self.now)
         Engine(program, host, check=check, on_outcome=seen.append).converge()
+        if not check:
+            last_run.record(host.fs, seen, now=self.now, phases=["network"], exit_code=0,
+                            mask=str)
         return {o.state.id: o for o in seen}
+
+    def last(self) -> dict[str, Any]:
+        found = last_run.read(FileSystem(str(self.root)))
+        assert found is not None
+        return found
 
     def answers_of(self, name: str) -> list[str]:
         """The addresses the Corefile answers ``name`` with."""
@@ -271,3 +282,37 @@ def test_a_no_op_refresh_writes_nothing(world: World) -> None:
     outcomes = world.converge()
     assert {o.status for o in outcomes.values()} == {"ok"}
     assert corefile.stat().st_mtime_ns == before and world.restores() == writes
+
+
+def test_the_last_run_keeps_pins_grace_failures_since_when_and_history(world: World) -> None:
+    world.converge()
+    assert world.last()["names"]["a.example"]["pins"] == ["192.0.2.1"]
+    world.answers["a.example"] = ("192.0.2.9",)
+    world.now += 60
+    world.converge()
+    names = world.last()["names"]
+    assert names["a.example"]["grace"] == {"192.0.2.1": T0 + 60}
+    world.answers["b.example"] = resolve.Failure("b.example", "NXDOMAIN")
+    world.now += 60
+    world.converge()
+    world.now += 60
+    world.converge()
+    failing = world.last()["names"]["b.example"]
+    assert (failing["failing"], failing["failing_since"]) == ("NXDOMAIN", T0 + 120)
+    assert failing["pins"] == ["192.0.2.2"] and failing["resolved"] == T0 + 60
+    world.now = T0 + 60 + 600
+    world.converge()
+    last = world.last()
+    assert last["names"]["a.example"]["grace"] == {}
+    assert last["history"] == {"192.0.2.1": {"name": "a.example", "left": T0 + 660}}
+    assert last["time"] == T0 + 660
+
+
+def test_a_damaged_record_is_no_history(world: World) -> None:
+    world.converge()
+    path = world.root / "run/statekit/last-run.json"
+    for junk in (b"{", b"[]", b'{"format_version": 99}', b"\xff\xfe", b"x" * 10):
+        path.write_bytes(junk)
+        assert last_run.read(FileSystem(str(world.root))) is None
+        world.converge()  # rewritten whole
+        assert world.last()["names"]["a.example"]["pins"] == ["192.0.2.1"]

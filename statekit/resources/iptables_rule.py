@@ -173,6 +173,28 @@ def expand(spec: RuleSpec, family: str, resolved: Mapping[str, Iterable[str]],
     return out
 
 
+def name_facts(spec: RuleSpec, lines: list[str],
+               failed: Mapping[str, str]) -> dict[str, dict[str, Any]]:
+    """Each name's pins and addresses in grace (``address -> gone`` time) in ``lines``,
+    and why it failed (None: it resolved): the report's facts, `statekit status`'s and
+    `statekit drops`' source."""
+    if spec.template is None:
+        return {}
+    chain = Chain(rules=lines)
+    out: dict[str, dict[str, Any]] = {}
+    for name in spec.hosts:
+        found = pinned(chain, spec.id, name_tag(spec.template.tag, name))
+        out[name] = {"pins": [_address(d) for d, gone in found.items() if gone is None],
+                     "grace": {_address(d): gone for d, gone in found.items()
+                               if gone is not None},
+                     "failed": failed.get(name)}
+    return out
+
+
+def _address(dest: str) -> str:
+    return dest.rsplit("/", 1)[0]
+
+
 def pinned(live: Chain | None, state_id: str, tag: str) -> dict[str, int | None]:
     """The destinations of ``tag``'s rules in the live chain, in order, each with its
     ``gone=`` time (None: a current pin)."""
@@ -258,6 +280,7 @@ class IptablesRule(TableResource[RuleSpec, RuleCurrent]):
     def plan(self, spec: RuleSpec, current: RuleCurrent) -> Plan:
         blocks: list[tuple[str, BlockPlan]] = []
         faults: list[str] = []
+        wanted: list[str] = []
         for family in spec.families:
             chain = current.chains[family]
             try:
@@ -272,6 +295,7 @@ class IptablesRule(TableResource[RuleSpec, RuleCurrent]):
             if chain is None and desired and not spec.exclusive:
                 raise ApplyError(f"chain {spec.chain} does not exist in table {spec.table} "
                                  f"({family})")
+            wanted += desired
             if chain is None:
                 continue
             if spec.exclusive:
@@ -281,7 +305,11 @@ class IptablesRule(TableResource[RuleSpec, RuleCurrent]):
                                                   spec.position)))
         errors = tuple(f"cannot resolve {name!r}: {why}; its last-known addresses are kept"
                        for name, why in sorted(current.failed.items())) + tuple(faults)
-        return _plan(spec, blocks, current.resolved, errors, current.now)
+        plan = _plan(spec, blocks, current.resolved, errors, current.now)
+        if not spec.hosts:
+            return plan
+        return plan._replace(facts={**plan.facts, "names": name_facts(spec, wanted,
+                                                                      current.failed)})
 
     def stage(self, spec: RuleSpec, plan: Plan, host: Host) -> None:
         """A member of a purged chain stages nothing: the chain writes its rules."""
@@ -296,6 +324,8 @@ def lookup(host: Host, spec: RuleSpec) -> tuple[dict[str, tuple[str, ...]], dict
         return ("resolved", name, spec.families, spec.resolvers)
 
     missing = [n for n in spec.hosts if key(n) not in host.cache]
+    if missing and not host.ask_names:
+        return {}, dict.fromkeys(spec.hosts, "not asked")
     if missing:
         resolve = _resolve()
         try:

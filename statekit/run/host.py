@@ -42,10 +42,14 @@ class Host:
     def __init__(
         self, *, root: str = "/", runner: Runner | None = None,
         env: Mapping[str, str] | None = None, now: int | None = None,
+        ask_names: bool = True,
     ) -> None:
         #: the converge's clock, read once (Unix seconds): every state of the run plans
         #: and verifies against the same instant (the pins' grace)
         self.now = int(time.time()) if now is None else now
+        #: False: names are not resolved, each keeps its rules (`statekit status`'s drift
+        #: check compares the tables with the last converge's answers, offline and fast)
+        self.ask_names = ask_names
         self.fs = FileSystem(root)
         self.runner = runner or Runner()
         self.env: Mapping[str, str] = env or {}
