@@ -10,8 +10,9 @@ every rule of its members that does not depend on a name (loopback, the DNS rule
 drops, the log): those are what make it a lockdown with DNS working; a name that failed
 to resolve is the converge's to report, not a reason to stop the boot. Without a program
 (the files did not load), the IPv4 filter OUTPUT chain must have policy DROP and at least
-one rule of statekit's. A family the machine lacks (no IPv6 in the kernel, no ip6tables)
-has nothing to lock down.
+one rule of statekit's. A family the kernel lacks (no IPv6: ``save.family_missing``) has
+nothing to lock down; an ip6tables that fails on a kernel with IPv6 is a door left open,
+so the lockdown is not in place.
 """
 
 from __future__ import annotations
@@ -24,10 +25,6 @@ from statekit.run.host import Host
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Iterable
-
-#: What ip6tables says (or the runner, for a missing tool) on a machine without IPv6.
-NO_FAMILY = ("Address family not supported", "command not found", "can't initialize",
-             "Protocol not supported")
 
 
 def problems(host: Host, program: Program | None, phases: Iterable[str] = ()) -> list[str]:
@@ -59,12 +56,13 @@ def _chain_problems(host: Host, state: State) -> list[str]:
     for family in spec.families:
         where = f"{spec.chain} ({family} {spec.table})"
         try:
-            chain = save.load(host, spec.table, family).chains.get(spec.chain)
+            model = save.load(host, spec.table, family)
         except ApplyError as exc:
-            if family == "ipv6" and any(m in str(exc) for m in NO_FAMILY):
-                continue  # no IPv6 on this machine: nothing to reach over it
             out.append(f"{where}: cannot be read: {exc}")
             continue
+        if model.missing:
+            continue  # no IPv6 in this kernel: nothing to reach over it
+        chain = model.chains.get(spec.chain)
         if chain is None or chain.policy != spec.policy:
             policy = chain.policy if chain is not None else "missing"
             out.append(f"{where}: policy is {policy}, not {spec.policy}")

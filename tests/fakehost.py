@@ -52,6 +52,9 @@ class FakeRunner(Runner):
         self.calls_made: list[tuple[str, ...]] = []
         self.tables: dict[tuple[str, str], Chains] = {}
         self.fail_restore: str | None = None  # set to make the next restore fail
+        #: family -> stderr: its save and restore fail, as on a machine whose ip6tables
+        #: cannot work (e.g. "Address family not supported by protocol")
+        self.broken: dict[str, str] = {}
 
     def table(self, family: str, name: str) -> Chains:
         key = (family, name)
@@ -72,6 +75,12 @@ class FakeRunner(Runner):
         self.calls_made.append(args)
         self.calls += 1
         tool = args[0].rsplit("/", 1)[-1]
+        family = _SAVE.get(tool) or _RESTORE.get(tool)
+        if family in self.broken and (tool in _SAVE or tool in _RESTORE):
+            if check:
+                raise ApplyError("command failed", argv=args, returncode=1,
+                                 stderr=self.broken[family])
+            return Result(args, 1, "", self.broken[family])
         if tool in _SAVE and len(args) == 3 and args[1] == "-t":
             return Result(args, 0, self.save(_SAVE[tool], args[2]), "")
         if tool in _RESTORE and args[1:] == ("--noflush", "--wait"):
@@ -125,9 +134,16 @@ def _rules(work: Chains, chain: str) -> list[str]:
     return work[chain].rules
 
 
+#: Built-in chains where the kernel refuses an owner match (the owner of a packet is
+#: known only on its way out of a local socket).
+_NO_OWNER = ("INPUT", "FORWARD", "PREROUTING")
+
+
 def _apply(work: Chains, line: str) -> None:
     words = line.split(" ", 3)
     op, chain = words[0], words[1] if len(words) > 1 else ""
+    if op in ("-A", "-I") and chain in _NO_OWNER and " -m owner " in line:
+        raise RestoreError(f"RULE_APPEND failed (Invalid argument): rule in chain {chain}")
     if op == "-A":
         _rules(work, chain).append(line)
     elif op == "-I":

@@ -213,6 +213,16 @@ def test_policy_change_back_to_accept(ctx: Ctx) -> None:
     ({"jump": "no/such"}, "jump", "neither a target"),
     ({"jump": "INPUT"}, "jump", "built-in chain"),
     ({"jump": "LOG", "nflog_group": 3}, "nflog_group", "only with jump NFLOG"),
+    ({"chain": "INPUT", "uid_owner": 0}, "uid_owner", "cannot be used in chain INPUT"),
+    ({"uid_owner": "no-such-user-sk"}, "uid_owner", "no such user 'no-such-user-sk'"),
+    ({"uid_owner": -1}, "uid_owner", "is not valid"),
+    ({"protocol": "udp", "syn": False}, "syn", "only with protocol tcp (protocol is udp)"),
+    ({"protocol": "icmp", "icmpv6_type": 133}, "icmpv6_type",
+     "only with protocol icmp and family ipv6"),
+    ({"protocol": "icmp", "family": "ipv6", "icmpv6_type": ["echo", 2]}, "icmpv6_type",
+     "'echo' is not an ICMPv6 type"),
+    ({"protocol": "icmp", "family": "ipv6", "icmpv6_type": 256}, "icmpv6_type",
+     "is not valid"),
 ])
 def test_invalid_input_exits_3_and_touches_nothing(
     ctx: Ctx, extra: dict[str, Any], field: str, message: str,
@@ -300,3 +310,51 @@ def test_waits_for_xtables_lock_held_by_another_process(ctx: Ctx) -> None:
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "LOCK-HELD" in proc.stdout
     assert ctx.rules() == EXPECTED_V4
+
+
+def test_owner_syn_and_icmpv6_fields_converge_then_are_a_noop(ctx: Ctx) -> None:
+    """A user name is resolved at load (root: 0); every line reads back as rendered."""
+    ctx.write("""
+- id: root-dns
+  type: iptables_rule
+  phase: network
+  chain: OUTPUT
+  family: both
+  protocol: udp
+  dport: 53
+  uid_owner: root
+  jump: ACCEPT
+- id: replies
+  type: iptables_rule
+  phase: network
+  chain: OUTPUT
+  family: ipv6
+  protocol: tcp
+  sport: 22
+  syn: false
+  destination: fdaa::/16
+  jump: ACCEPT
+- id: nd
+  type: iptables_rule
+  phase: network
+  chain: OUTPUT
+  family: ipv6
+  protocol: icmp
+  icmpv6_type: [neighbour-solicitation, 136]
+  jump: ACCEPT
+""")
+    first = ctx.converge()
+    assert first.returncode == 0, first.output
+    owner = "-p udp -m udp --dport 53 -m owner --uid-owner 0 -m comment --comment"
+    assert ctx.rules() == [f'-A OUTPUT {owner} "statekit:root-dns" -j ACCEPT']
+    assert ctx.rules("ipv6") == [
+        '-A OUTPUT -p ipv6-icmp -m icmp6 --icmpv6-type 135 -m comment --comment '
+        '"statekit:nd" -j ACCEPT',
+        '-A OUTPUT -p ipv6-icmp -m icmp6 --icmpv6-type 136 -m comment --comment '
+        '"statekit:nd" -j ACCEPT',
+        '-A OUTPUT -d fdaa::/16 -p tcp -m tcp --sport 22 ! --tcp-flags FIN,SYN,RST,ACK SYN '
+        '-m comment --comment "statekit:replies" -j ACCEPT',
+        f'-A OUTPUT {owner} "statekit:root-dns" -j ACCEPT']
+    second = ctx.converge("--detailed-exitcode")
+    assert second.returncode == 0, second.output
+    assert "changed=0" in second.output

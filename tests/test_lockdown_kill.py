@@ -8,7 +8,8 @@ killed at N (``kill:N``), and:
 
 - the filter table (its OUTPUT chain and policy included) is exactly "before" or exactly
   "after" (iptables-save without counters): never a mix, never the DROP policy without
-  its accepts nor the accepts without the DROP;
+  its accepts nor the accepts without the DROP; the same for the IPv6 filter table, its
+  own transaction (each family before or after on its own);
 - the next converge completes and reaches "after" (the Corefile included; on the way it
   may be written more than once, by each coredns_zone state, each write atomic).
 
@@ -36,6 +37,7 @@ EMPTY = "*filter\n:INPUT ACCEPT [0:0]\n:FORWARD ACCEPT [0:0]\n:OUTPUT ACCEPT [0:
 @dataclass(frozen=True)
 class Snapshot:
     table: tuple[str, ...]
+    table6: tuple[str, ...]
     corefile: bytes | None
 
 
@@ -47,15 +49,16 @@ class Machine:
 
     def snapshot(self) -> Snapshot:
         path = self.world.corefile
-        return Snapshot(tuple(self.world.table()),
+        return Snapshot(tuple(self.world.table()), tuple(self.world.table("ipv6")),
                         path.read_bytes() if path.exists() else None)
 
     def restore(self, snap: Snapshot) -> None:
-        """Put the filter table and the Corefile back as ``snap`` saw them."""
-        text = "\n".join(snap.table) + "\n" if snap.table else EMPTY
-        proc = self.world.box.run_in_container(["iptables-restore"], input=text,
-                                               resolver=None)
-        assert proc.returncode == 0, proc.stderr
+        """Put the filter tables and the Corefile back as ``snap`` saw them."""
+        for tool, table in (("iptables-restore", snap.table),
+                            ("ip6tables-restore", snap.table6)):
+            text = "\n".join(table) + "\n" if table else EMPTY
+            proc = self.world.box.run_in_container([tool], input=text, resolver=None)
+            assert proc.returncode == 0, proc.stderr
         if snap.corefile is None:
             self.world.corefile.unlink(missing_ok=True)
         else:
@@ -93,21 +96,26 @@ def older_lockdown(machine: Machine) -> Snapshot:
 def crash_at(machine: Machine, point: int, before: Snapshot,
              after: Snapshot) -> tuple[list[str], str]:
     """Kill a converge from ``before`` at ``point``: what went wrong (nothing: []) and
-    which table the kill left (``before``, ``after`` or ``mix``)."""
+    which tables the kill left (``before``, ``after``, ``same`` when the converge does
+    not change that table, or ``mix``; IPv4/IPv6)."""
     machine.restore(before)
     killed = machine.converge(f"kill:{point}")
     problems = [] if killed.rc == -9 else [f"not killed: rc {killed.rc}"]
     got = machine.snapshot()
-    left = {before.table: "before", after.table: "after"}.get(got.table, "mix")
-    if got.table not in (before.table, after.table):
-        problems.append("the filter table is neither before nor after:\n  "
-                        + "\n  ".join(got.table))
+    left = []
+    for family, old, new, now in (("IPv4", before.table, after.table, got.table),
+                                  ("IPv6", before.table6, after.table6, got.table6)):
+        left.append("same" if old == new == now else
+                    {old: "before", new: "after"}.get(now, "mix"))
+        if now not in (old, new):
+            problems.append(f"the {family} filter table is neither before nor after:\n  "
+                            + "\n  ".join(now))
     done = machine.converge()
     if done.rc != 0:
         problems.append(f"the next converge failed: {done.output.strip()[-300:]}")
     elif machine.snapshot() != after:
         problems.append("the next converge did not reach after")
-    return [f"kill at point {point}: {p}" for p in problems], left
+    return [f"kill at point {point}: {p}" for p in problems], "/".join(left)
 
 
 @pytest.mark.parametrize("start", ["fresh", "older-lockdown"])
@@ -129,7 +137,10 @@ def test_sigkill_at_every_point_leaves_the_old_table_or_the_new(machine: Machine
         problems += found
         left.append(table)
     assert problems == [], "\n".join(problems)
-    assert set(left) == {"before", "after"}, f"the kills do not straddle the change: {left}"
+    for family in (0, 1):
+        seen = {pair.split("/")[family] for pair in left}
+        assert seen in ({"before", "after"}, {"same"}), f"not straddling the change: {left}"
+    assert {pair.split("/")[0] for pair in left} == {"before", "after"}
     beyond, _ = crash_at(machine, len(points) + 1, before, after)
     assert beyond == [f"kill at point {len(points) + 1}: not killed: rc 0"]
     print(f"\n{start}: {len(points)} kill points, tables left: {left}")

@@ -16,7 +16,9 @@ from pathlib import Path
 import pytest
 
 from tests.e2e.harness import (
+    AGENT_UID,
     ALLOWED_HOSTS,
+    CONTAINER_ADDR6,
     ECHO_ADDRS,
     ECHO_PORT,
     GATEWAY_ADDR,
@@ -25,8 +27,10 @@ from tests.e2e.harness import (
     NOT_ALLOWED_ADDR,
     OTHER_PORT,
     OTLP_PORT,
+    OUTSIDE_ADDR6,
     PRIVATE_ADDR,
     REPO,
+    ROUTER6,
     SPARE_ADDRS,
     UPSTREAM_RESOLVERS,
     Sandbox,
@@ -96,6 +100,27 @@ def test_set_hosts_is_served_and_counted(box: Sandbox) -> None:
 def test_every_echo_target_connects_without_a_firewall(box: Sandbox) -> None:
     for addr in ECHO_ADDRS:
         assert box.tcp_probe(addr, ECHO_PORT) == "connected", addr
+
+
+def test_ipv6_and_the_agent_reach_everything_without_a_firewall(box: Sandbox) -> None:
+    """What the side-door tests (tests/test_lockdown_side_doors.py) see blocked answers
+    when nothing is in the way: IPv6 TCP, UDP and ICMPv6 echo, as root and as the agent;
+    DNS to the upstream resolvers as the agent, from a chosen source port too; a
+    connection from port 22; and the container's port 22 from inside and outside
+    fdaa::/16."""
+    for user in (None, AGENT_UID):
+        for proto in ("tcp", "udp", "icmp"):
+            assert box.probe(proto, OUTSIDE_ADDR6, user=user) == "answer", (proto, user)
+        for server in UPSTREAM_RESOLVERS:
+            reply = box.dns_query("a.allowed.test", server=server, user=user,
+                                  source_port=40053)
+            assert reply.answers == [ALLOWED_HOSTS["a.allowed.test"]], (server, user)
+    assert box.probe("tcp", OUTSIDE_ADDR6, source_port=22) == "answer"
+    assert box.probe("tcp", "a.allowed.test", user=AGENT_UID, resolver="upstream") == "answer"
+    box.start_container_server(22)
+    for source in (ROUTER6, OUTSIDE_ADDR6):
+        assert box.probe("tcp", CONTAINER_ADDR6, 22, where="internet",
+                         source=source) == "answer", source
 
 
 def test_a_held_connection_sees_a_later_drop(box: Sandbox) -> None:

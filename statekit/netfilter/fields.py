@@ -24,6 +24,18 @@ _IFACE = r"[A-Za-z0-9_.-]{1,15}\+?"
 _TEXT = r"[ !#-&(-\[\]-~]*"  # printable ASCII without quotes and backslash
 _NO_IN = ("OUTPUT", "POSTROUTING")
 _NO_OUT = ("INPUT", "PREROUTING")
+#: Where a packet's local owner is known: it leaves a socket of this machine.
+OWNER_CHAINS = _NO_IN
+#: ip6tables' ICMPv6 type names (``ip6tables -p ipv6-icmp -h``) and the numbers
+#: ip6tables-save prints for them.
+ICMPV6_TYPES = {
+    "destination-unreachable": 1, "packet-too-big": 2, "time-exceeded": 3,
+    "ttl-exceeded": 3, "parameter-problem": 4, "echo-request": 128, "ping": 128,
+    "echo-reply": 129, "pong": 129, "router-solicitation": 133,
+    "router-advertisement": 134, "neighbour-solicitation": 135,
+    "neighbor-solicitation": 135, "neighbour-advertisement": 136,
+    "neighbor-advertisement": 136, "redirect": 137,
+}
 
 
 class Network(Record):
@@ -96,6 +108,26 @@ def port(value: Any, name: str) -> str:
     if (lo, hi) == (0, 65535):
         raise FieldError(name, "0:65535 matches every port: leave the field out")
     return str(lo) if lo == hi else f"{lo}:{hi}"
+
+
+def icmpv6_types(value: Any) -> tuple[str, ...]:
+    """ICMPv6 types (numbers 0-255 or ip6tables' names) as ip6tables-save prints them:
+    numbers, unique, in the order written."""
+    out: list[str] = []
+    for item in as_list(value):
+        number = item if isinstance(item, int) else ICMPV6_TYPES.get(str(item))
+        if number is None or not 0 <= number <= 255:
+            raise FieldError("icmpv6_type", f"{item!r} is not an ICMPv6 type: a number "
+                             f"0-255 or one of {', '.join(sorted(ICMPV6_TYPES))}")
+        out.append(str(number))
+    return tuple(dict.fromkeys(out))
+
+
+def uid_owner(uid: int, chain_name: str) -> int:
+    if chain_name not in OWNER_CHAINS:
+        raise FieldError("uid_owner", f"cannot be used in chain {chain_name}: a packet's "
+                         f"owner is known only in {' and '.join(OWNER_CHAINS)}")
+    return uid
 
 
 def interface(value: str | None, name: str, chain_name: str) -> str | None:

@@ -23,13 +23,43 @@ def cache_key(table: str, family: str) -> Hashable:
 
 
 def load(host: Host, table: str, family: str) -> Table:
-    """The (possibly staged-upon) model of ``table``: saved once per phase."""
+    """The (possibly staged-upon) model of ``table``: saved once per phase. On a machine
+    that has no such family at all, a table with no chains that says why
+    (``Table.missing``), and no tool is run."""
     key = cache_key(table, family)
     if key not in host.cache:
-        result = host.run([SAVE[family], "-t", table])
-        host.cache[key] = parse_save(result.stdout, table, family)
+        missing = family_missing(family)
+        if missing:
+            host.cache[key] = Table(table, family, {}, missing=missing)
+        else:
+            result = host.run([SAVE[family], "-t", table])
+            host.cache[key] = parse_save(result.stdout, table, family)
     model: Table = host.cache[key]
     return model
+
+
+def family_missing(family: str) -> str:
+    """Why this machine has no ``family`` at all, or ``""``.
+
+    IPv6 is missing when the kernel refuses an IPv6 socket (EAFNOSUPPORT: built without
+    IPv6, or booted with ``ipv6.disable=1``): then no process, the agent included, can
+    send an IPv6 packet, and there is nothing to filter. IPv6 turned off with the
+    ``disable_ipv6`` sysctl is not missing: its tables work and are written, so the
+    lockdown holds if it is turned back on. A kernel that has IPv6 but whose ip6tables
+    fails is not missing either: that is an open door statekit cannot close, and the
+    save's failure fails the states (docs/failure-model.md)."""
+    if family != "ipv6":
+        return ""
+    import _socket  # the C module: the socket module would import enum and selectors
+    import errno  # builtin
+
+    try:
+        _socket.socket(_socket.AF_INET6, _socket.SOCK_DGRAM).close()
+    except OSError as exc:
+        if exc.errno == errno.EAFNOSUPPORT:
+            return "this kernel has no IPv6 (an IPv6 socket is refused: " \
+                   f"{exc.strerror}): no IPv6 packet can leave, nothing to filter"
+    return ""
 
 
 def forget(host: Host, table: str, family: str) -> None:

@@ -144,14 +144,17 @@ class Op(Record):
 
 
 class Table:
-    """One table of one family: chains in save order."""
+    """One table of one family: chains in save order. ``missing`` says why this machine
+    has no such family at all (then there are no chains, and nothing is written)."""
 
-    __slots__ = ("chains", "family", "name")
+    __slots__ = ("chains", "family", "missing", "name")
 
-    def __init__(self, name: str, family: str, chains: dict[str, Chain] | None = None) -> None:
+    def __init__(self, name: str, family: str, chains: dict[str, Chain] | None = None,
+                 missing: str = "") -> None:
         self.name = name
         self.family = family
         self.chains: dict[str, Chain] = chains if chains is not None else {}
+        self.missing = missing
 
     def apply(self, op: Op) -> None:
         if op.kind == "insert":

@@ -59,6 +59,7 @@ class ChainState(Record):
     references: tuple[str, ...] = ()
     desired: tuple[str, ...] = ()  # purge: the whole chain as it must be
     live: tuple[str, ...] = ()  # purge: the whole chain as it is
+    missing: str = ""  # why this machine has no such family (nothing to write)
 
 
 class IptablesChain(TableResource[ChainSpec, dict[str, ChainState]]):
@@ -94,12 +95,15 @@ class IptablesChain(TableResource[ChainSpec, dict[str, ChainState]]):
         rules = list(program.get("iptables_rule", ()))
         return [spec._replace(members=_members(spec, rules), after=tuple(
                     r.id for r in rules if (r.table, r.chain, r.phase) ==
-                    (spec.table, spec.chain, spec.phase))) if spec.purge else spec
+                    (spec.table, spec.chain, spec.phase)
+                    and set(r.families) & set(spec.families))) if spec.purge else spec
                 for spec in specs]
 
     def ordering(self, spec: ChainSpec) -> Iterable[str]:
-        """A purged chain runs after its phase's rule states (their plans and answers,
-        and the removals they report, come first); it does not wait for their success."""
+        """A purged chain runs after its phase's rule states of its families (their plans
+        and answers, and the removals they report, come first); it does not wait for their
+        success. Only its families: waiting for another family's staged rules would
+        commit that family, and verify this one's members, before this chain is staged."""
         return spec.after
 
     def read(self, spec: ChainSpec, host: Host) -> dict[str, ChainState]:
@@ -107,6 +111,9 @@ class IptablesChain(TableResource[ChainSpec, dict[str, ChainState]]):
         for family in spec.families:
             model = save.load(host, spec.table, family)
             chain = model.chains.get(spec.chain)
+            if model.missing:
+                out[family] = ChainState(None, missing=model.missing)
+                continue
             if chain is None:
                 out[family] = ChainState(None)
                 continue
@@ -122,7 +129,11 @@ class IptablesChain(TableResource[ChainSpec, dict[str, ChainState]]):
         diff: list[str] = []
         changes: list[Change] = []
         payload: list[tuple[str, list[Op]]] = []
+        notes = [f"{family}: {state.missing}" for family, state in current.items()
+                 if state.missing]
         for family, state in current.items():
+            if state.missing:
+                continue
             where = transaction.where(family, spec.table)
             ops: list[Op] = []
             op, text = _op(spec, state, family)
@@ -142,7 +153,7 @@ class IptablesChain(TableResource[ChainSpec, dict[str, ChainState]]):
                 ops = _rewrite(spec.chain, ops, state.desired)
             if ops:
                 payload.append((family, ops))
-        return Plan(tuple(changes), "\n".join(diff), payload=payload)
+        return Plan(tuple(changes), "\n".join(diff), tuple(notes), payload=payload)
 
 
 def _why(mark: str, who: str | None, members: set[str]) -> str:

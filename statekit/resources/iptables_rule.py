@@ -36,6 +36,7 @@ from statekit.netfilter.table import (
 )
 from statekit.resources.base import EMPTY, Change, Meta, Plan
 from statekit.resources.iptables_table import TableResource
+from statekit.resources.managed_file import parse_owner
 from statekit.run.host import Host
 from statekit.typeshim import Record
 
@@ -71,6 +72,7 @@ class RuleCurrent(Record):
     resolved: Mapping[str, tuple[str, ...]] = EMPTY
     failed: Mapping[str, str] = EMPTY  # name -> why it did not resolve
     now: int = 0  # the converge's clock (Unix seconds), for the pins' grace
+    missing: Mapping[str, str] = EMPTY  # family -> why this machine has none (skipped)
 
 
 def _resolve() -> Any:
@@ -106,10 +108,9 @@ def _target(fields: Mapping[str, Any], table: str) -> Target:
 
 def _template(fields: Mapping[str, Any], meta: Meta, chain: str, table: str) -> Rule:
     protocol = str(fields["protocol"]).lower()
-    for key in ("sport", "dport"):
-        if key in fields and protocol not in _PORT_PROTOCOLS:
-            raise FieldError(key, f"only with protocol tcp or udp (protocol is {protocol})")
+    _check_protocol(fields, protocol)
     comment = f.text(fields.get("comment"), "comment", 200)
+    owner = fields.get("uid_owner")
     return Rule(
         chain=chain, family="", tag=TAG_PREFIX + meta.id + (f" {comment}" if comment else ""),
         target=_target(fields, table), protocol=protocol,
@@ -117,8 +118,23 @@ def _template(fields: Mapping[str, Any], meta: Meta, chain: str, table: str) -> 
         out_interface=f.interface(fields.get("out_interface"), "out_interface", chain),
         sport=f.port(fields["sport"], "sport") if "sport" in fields else None,
         dport=f.port(fields["dport"], "dport") if "dport" in fields else None,
-        ctstate=tuple(fields["ctstate"]),
+        ctstate=tuple(fields["ctstate"]), syn=fields.get("syn"),
+        icmpv6_types=f.icmpv6_types(fields.get("icmpv6_type")),
+        uid_owner=None if owner is None else f.uid_owner(
+            parse_owner(owner, "uid_owner"), chain),
     )
+
+
+def _check_protocol(fields: Mapping[str, Any], protocol: str) -> None:
+    """Ports and TCP flags need their protocol; ICMPv6 types need an ipv6-only rule."""
+    for key, allowed in (("sport", _PORT_PROTOCOLS), ("dport", _PORT_PROTOCOLS),
+                         ("syn", ("tcp",))):
+        if key in fields and protocol not in allowed:
+            raise FieldError(key, f"only with protocol {' or '.join(allowed)} (protocol "
+                             f"is {protocol})")
+    if "icmpv6_type" in fields and (protocol, fields["family"]) != ("icmp", "ipv6"):
+        raise FieldError("icmpv6_type", "only with protocol icmp and family ipv6 (protocol "
+                         f"is {protocol}, family {fields['family']})")
 
 
 def _hosts(value: Any) -> tuple[tuple[str, ...], list[str]]:
@@ -268,21 +284,24 @@ class IptablesRule(TableResource[RuleSpec, RuleCurrent]):
         return [spec.position.before]
 
     def read(self, spec: RuleSpec, host: Host) -> RuleCurrent:
-        chains = {}
+        chains, missing = {}, {}
         for family in spec.families:
-            chain = save.load(host, spec.table, family).chains.get(spec.chain)
+            model = save.load(host, spec.table, family)
+            if model.missing:
+                missing[family] = model.missing
+                continue
+            chain = model.chains.get(spec.chain)
             chains[family] = chain.copy() if chain is not None else None
-        if not (spec.present and spec.hosts):
-            return RuleCurrent(chains)
+        if not (spec.present and spec.hosts and chains):
+            return RuleCurrent(chains, missing=missing)
         resolved, failed = lookup(host, spec)
-        return RuleCurrent(chains, resolved, failed, host.now)
+        return RuleCurrent(chains, resolved, failed, host.now, missing)
 
     def plan(self, spec: RuleSpec, current: RuleCurrent) -> Plan:
         blocks: list[tuple[str, BlockPlan]] = []
         faults: list[str] = []
         wanted: list[str] = []
-        for family in spec.families:
-            chain = current.chains[family]
+        for family, chain in current.chains.items():  # the families this machine has
             try:
                 desired = expand(spec, family, current.resolved, chain, current.now)
             except Exception as exc:
@@ -306,6 +325,8 @@ class IptablesRule(TableResource[RuleSpec, RuleCurrent]):
         errors = tuple(f"cannot resolve {name!r}: {why}; its last-known addresses are kept"
                        for name, why in sorted(current.failed.items())) + tuple(faults)
         plan = _plan(spec, blocks, current.resolved, errors, current.now)
+        plan = plan._replace(notes=tuple(f"{family}: {why}" for family, why
+                                         in current.missing.items()))
         if not spec.hosts:
             return plan
         return plan._replace(facts={**plan.facts, "names": name_facts(spec, wanted,

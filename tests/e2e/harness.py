@@ -22,6 +22,14 @@ default route goes through it, so every address below is "the internet")::
               169.254.169.254   TCP echo on :443 (the metadata service)
               172.16.0.10       TCP echo on :443 (private space)
     container 198.18.0.2        default route via 198.18.0.1; its own CoreDNS on 127.0.0.53
+
+IPv6 on the same veth (no DAD, so usable at once), for the IPv6 lockdown::
+
+    internet  fdaa::1           the container's IPv6 gateway, and a client in fdaa::/16
+                                (Fly's 6PN range, where SSH replies may go)
+              2001:db8::10      a documentation address: TCP and UDP echo on :443
+    container fdaa::2           default IPv6 route via fdaa::1; ping sockets allowed to
+                                every group (an unprivileged ICMPv6 echo needs one)
 """
 
 from __future__ import annotations
@@ -65,6 +73,10 @@ UPSTREAM_DNS = UPSTREAM_RESOLVERS[0]
 GATEWAY_ADDR = "198.18.0.10"
 OTHER_ADDR = "198.18.0.20"
 CONTAINER_ADDR = "198.18.0.2"
+ROUTER6 = "fdaa::1"  # the internet's end of the veth, in fdaa::/16
+CONTAINER_ADDR6 = "fdaa::2"
+OUTSIDE_ADDR6 = "2001:db8::10"  # TCP and UDP echo on ECHO_PORT
+AGENT_UID = 1000  # the agent's user in the container
 LOCAL_DNS = "127.0.0.53"
 OTLP_PORT = 443
 OTHER_PORT = 8443
@@ -92,11 +104,12 @@ Resolver = Literal["upstream", "local"] | None
 DNS_PROBE = """\
 import json, sys
 import dns.exception, dns.message, dns.query, dns.rcode, dns.rdatatype
-name, rdtype, server, port, timeout, transport = sys.argv[1:7]
+name, rdtype, server, port, timeout, transport, source_port = sys.argv[1:8]
 query = dns.message.make_query(name, rdtype)
 send = dns.query.tcp if transport == "tcp" else dns.query.udp
 try:
-    reply = send(query, server, port=int(port), timeout=float(timeout))
+    reply = send(query, server, port=int(port), timeout=float(timeout),
+                 source_port=int(source_port))
 except dns.exception.Timeout:
     print(json.dumps({"rcode": "TIMEOUT", "answers": []}))
 except OSError as exc:
@@ -119,6 +132,41 @@ except ConnectionRefusedError:
     print("refused")
 except OSError as exc:
     print(errno.errorcode.get(exc.errno or 0, str(exc)))
+"""
+
+NET_PROBE = """\
+import errno, socket, sys
+proto, addr, port, timeout, source, source_port = sys.argv[1:7]
+def say(word):
+    print(word)
+    sys.exit(0)
+try:
+    family, kind, _, _, where = socket.getaddrinfo(
+        addr, int(port), type=socket.SOCK_DGRAM if proto != "tcp" else socket.SOCK_STREAM)[0]
+except socket.gaierror:
+    say("unresolved")
+icmp = socket.IPPROTO_ICMPV6 if family == socket.AF_INET6 else socket.IPPROTO_ICMP
+sock = socket.socket(family, socket.SOCK_STREAM if proto == "tcp" else socket.SOCK_DGRAM,
+                     icmp if proto == "icmp" else 0)
+sock.settimeout(float(timeout))
+try:
+    if source or int(source_port):
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((source, int(source_port)))
+    if proto == "tcp":
+        sock.connect(where)
+        sock.sendall(b"ping")
+        say("answer" if sock.recv(4) == b"ping" else "closed")
+    request = bytes([128 if family == socket.AF_INET6 else 8, 0, 0, 0, 0, 0, 0, 1]) + b"ping"
+    sock.sendto(request if proto == "icmp" else b"ping", where)
+    data = sock.recv(64)
+    if proto == "icmp":
+        say("answer" if data[:1] == bytes([129 if family == socket.AF_INET6 else 0]) else "other")
+    say("answer" if data == b"ping" else "other")
+except TimeoutError:
+    say("timeout")
+except OSError as exc:
+    say(errno.errorcode.get(exc.errno or 0, str(exc)))
 """
 
 HTTPS_POST = """\
@@ -493,9 +541,15 @@ class Sandbox:
         for addr in self.info.upstream_resolvers:
             run(["ip", "-n", inet, "addr", "add", f"{addr}/32", "dev", "lo"])
         run(["ip", "-n", ctr, "addr", "add", f"{CONTAINER_ADDR}/24", "dev", vc])
+        for ns, dev, addr in ((inet, vi, f"{ROUTER6}/64"), (inet, vi, f"{OUTSIDE_ADDR6}/128"),
+                              (ctr, vc, f"{CONTAINER_ADDR6}/64")):
+            run(["ip", "-n", ns, "addr", "add", addr, "dev", dev, "nodad"])
         run(["ip", "-n", inet, "link", "set", vi, "up"])
         run(["ip", "-n", ctr, "link", "set", vc, "up"])
         run(["ip", "-n", ctr, "route", "add", "default", "via", ROUTER])
+        run(["ip", "-n", ctr, "-6", "route", "add", "default", "via", ROUTER6])
+        run(["ip", "netns", "exec", ctr, "sysctl", "-qw",
+             "net.ipv4.ping_group_range=0 2147483647"])
 
     def spawn(self, label: str, netns: str, argv: Sequence[str]) -> subprocess.Popen[bytes]:
         """Start a long-running ``argv`` in ``netns``, output to ``<workdir>/<label>.log``."""
@@ -536,8 +590,9 @@ class Sandbox:
         ready_file = self.workdir / "echo.ready"
         argv = [sys.executable, "-I", str(E2E / "echo_server.py"), "--ready-file",
                 str(ready_file)]
-        for addr in ECHO_ADDRS:
+        for addr in (*ECHO_ADDRS, OUTSIDE_ADDR6):
             argv += ["--listen", f"{addr}:{ECHO_PORT}"]
+        argv += ["--udp", f"{OUTSIDE_ADDR6}:{ECHO_PORT}"]
         self.spawn("echo", self.internet, argv)
 
         def ready() -> bool:
@@ -564,6 +619,24 @@ class Sandbox:
 
         wait_until(ready, timeout, "the OTLP receiver", lambda: self.log("receiver"))
 
+    def start_container_server(self, port: int = 22, timeout: float = 15.0) -> None:
+        """A TCP echo on the container's ``[::]:port``: an SSH-like server, which answers
+        whoever connects (the container's firewall decides whether its replies leave).
+        Stopped by :meth:`reset_container` like every process in the container."""
+        label = f"container-server-{port}"
+        ready_file = self.workdir / f"{label}.ready"
+        ready_file.unlink(missing_ok=True)
+        self.spawn(label, self.container, [sys.executable, "-I", str(E2E / "echo_server.py"),
+                                           "--listen", f":::{port}", "--ready-file",
+                                           str(ready_file)])
+
+        def ready() -> bool:
+            self.alive_or_raise(label)
+            return ready_file.exists()
+
+        wait_until(ready, timeout, f"the container's server on port {port}",
+                   lambda: self.log(label))
+
     def start_messages_stub(self, port: int = MESSAGES_STUB_PORT, timeout: float = 15.0) -> Path:
         """The Messages API stub on the container's loopback (the firewall lets ``lo``
         through); its request log. For the real agent: ``ANTHROPIC_BASE_URL`` =
@@ -588,9 +661,14 @@ class Sandbox:
 
     # --- running things in the container ------------------------------------------------
 
-    def container_argv(self, argv: Sequence[str], resolver: Resolver) -> list[str]:
-        """``argv`` wrapped to run in the container, with ``resolver``'s resolv.conf."""
+    def container_argv(self, argv: Sequence[str], resolver: Resolver,
+                       user: int | None = None) -> list[str]:
+        """``argv`` wrapped to run in the container, with ``resolver``'s resolv.conf, as
+        ``user`` (a uid, its own group, no other groups) if given."""
         wrapped = ["ip", "netns", "exec", self.container]
+        if user is not None:
+            argv = [which("setpriv"), f"--reuid={user}", f"--regid={user}",
+                    "--clear-groups", *argv]
         if resolver is None:
             return [*wrapped, *argv]
         return [*wrapped, which("unshare"), "--mount", "--propagation", "private",
@@ -599,17 +677,19 @@ class Sandbox:
     def run_in_container(self, argv: Sequence[str], *, env: Mapping[str, str] | None = None,
                          resolver: Resolver = "upstream", timeout: float = 60.0,
                          input: str | None = None, cwd: Path | None = None,
-                         base_env: bool = True) -> subprocess.CompletedProcess[str]:
+                         base_env: bool = True,
+                         user: int | None = None) -> subprocess.CompletedProcess[str]:
         """Run ``argv`` in the container namespace; never raises on a non-zero exit.
 
         ``resolver``: ``"upstream"`` (8.8.8.8, 1.1.1.1), ``"local"`` (127.0.0.53, the
         container's CoreDNS) or None (leave /etc/resolv.conf alone). The environment is
         ``env`` on top of PATH and LANG (or ``env`` alone when ``base_env`` is false).
+        ``user``: run as that uid (root by default).
         """
         full_env = {"PATH": os.environ.get("PATH", MINIMAL_PATH), "LANG": "C.UTF-8"} \
             if base_env else {}
         full_env.update(env or {})
-        return subprocess.run(self.container_argv(argv, resolver), capture_output=True,
+        return subprocess.run(self.container_argv(argv, resolver, user), capture_output=True,
                               text=True, env=full_env, timeout=timeout, input=input,
                               cwd=cwd, check=False)
 
@@ -628,12 +708,14 @@ class Sandbox:
 
     def dns_query(self, name: str, rdtype: str = "A", server: str = LOCAL_DNS, *,
                   port: int = 53, timeout: float = 2.0,
-                  transport: Literal["udp", "tcp"] = "udp") -> DnsAnswer:
+                  transport: Literal["udp", "tcp"] = "udp", user: int | None = None,
+                  source_port: int = 0) -> DnsAnswer:
         """Ask ``server`` for ``name``/``rdtype`` from inside the container (dnspython),
-        over UDP or TCP."""
+        over UDP or TCP, as ``user`` (root by default), from ``source_port`` if given."""
         proc = self.run_in_container(
             [sys.executable, "-I", "-c", DNS_PROBE, name, rdtype, server, str(port),
-             str(timeout), transport], resolver=None, timeout=timeout + 30)
+             str(timeout), transport, str(source_port)], resolver=None,
+            timeout=timeout + 30, user=user)
         if proc.returncode != 0:
             raise SandboxError(f"dns probe failed: {proc.stderr.strip()}")
         return DnsAnswer(**json.loads(proc.stdout))
@@ -643,7 +725,7 @@ class Sandbox:
         """What the upstream DNS answers for ``name``/A, asked from inside the internet
         (no container firewall in the way; for the harness's own checks)."""
         proc = run(["ip", "netns", "exec", self.internet, sys.executable, "-I", "-c",
-                    DNS_PROBE, name, "A", server, "53", str(timeout), "udp"],
+                    DNS_PROBE, name, "A", server, "53", str(timeout), "udp", "0"],
                    timeout=timeout + 30)
         return DnsAnswer(**json.loads(proc.stdout))
 
@@ -656,6 +738,26 @@ class Sandbox:
             resolver=None, timeout=timeout + 30)
         if proc.returncode != 0:
             raise SandboxError(f"tcp probe failed: {proc.stderr.strip()}")
+        return proc.stdout.strip()
+
+    def probe(self, proto: Literal["tcp", "udp", "icmp"], addr: str, port: int = ECHO_PORT,
+              *, user: int | None = None, source: str = "", source_port: int = 0,
+              timeout: float = 1.0, resolver: Resolver = None,
+              where: Literal["container", "internet"] = "container") -> str:
+        """Send ``ping`` from inside the container (or the internet) to an echo listener
+        (ICMP: an echo request): ``answer`` when it came back, ``timeout`` when nothing
+        did, an errno name (``EPERM``: the OUTPUT chain dropped it), ``unresolved`` for
+        a name that did not resolve. As ``user`` (root by default), from ``source``
+        and ``source_port`` when given (``addr`` may be a name: ``resolver``)."""
+        argv = [sys.executable, "-I", "-c", NET_PROBE, proto, addr, str(port), str(timeout),
+                source, str(source_port)]
+        if where == "internet":
+            proc = self.run_in_internet(argv, timeout=timeout + 30)
+        else:
+            proc = self.run_in_container(argv, resolver=resolver, timeout=timeout + 30,
+                                         user=user)
+        if proc.returncode != 0:
+            raise SandboxError(f"probe failed: {proc.stderr.strip()}")
         return proc.stdout.strip()
 
     def tcp_connect(self, addr: str, port: int, timeout: float = 2.0) -> bool:

@@ -8,7 +8,9 @@ started on the Corefile statekit wrote; a refresh is ``converge --phase network`
 with the container resolving through 127.0.0.53.
 
 :func:`reference_chain` is the reference container's OUTPUT chain (issue 12), in
-iptables-save form without the statekit comments, for a set of allowlisted addresses.
+iptables-save form without the statekit comments, for a set of allowlisted addresses;
+with ``root_only_dns``, as statekit writes it (issue 20): DNS to the upstream resolvers
+for root only (an owner match), and everyone else's dropped above ESTABLISHED.
 """
 
 from __future__ import annotations
@@ -136,19 +138,21 @@ class Lockdown:
         """The refresh loop's converge: phase network, resolving through 127.0.0.53."""
         return self.converge(*args, env=env, resolver="local")
 
-    def table(self) -> list[str]:
-        """The filter table as iptables-save prints it, without counters and ``#`` lines."""
-        out = self.box.run_in_container(["iptables-save", "-t", "filter"], resolver=None)
+    def table(self, family: str = "ipv4") -> list[str]:
+        """The filter table as iptables-save (ip6tables-save) prints it, without counters
+        and ``#`` lines."""
+        tool = "ip6tables-save" if family == "ipv6" else "iptables-save"
+        out = self.box.run_in_container([tool, "-t", "filter"], resolver=None)
         return [_COUNTERS.sub("", ln) for ln in out.stdout.splitlines()
                 if not ln.startswith("#")]
 
-    def chain(self) -> list[str]:
+    def chain(self, family: str = "ipv4") -> list[str]:
         """The OUTPUT chain's rules, in order, as iptables-save prints them."""
-        return [ln for ln in self.table() if ln.startswith("-A OUTPUT ")]
+        return [ln for ln in self.table(family) if ln.startswith("-A OUTPUT ")]
 
-    def policy(self) -> str:
+    def policy(self, family: str = "ipv4") -> str:
         """The OUTPUT chain's policy."""
-        return next(ln.split()[1] for ln in self.table() if ln.startswith(":OUTPUT "))
+        return next(ln.split()[1] for ln in self.table(family) if ln.startswith(":OUTPUT "))
 
     def iptables(self, *args: str) -> None:
         """Run ``iptables ARGS`` in the container (a foreign hand), or fail."""
@@ -167,15 +171,20 @@ def comment(rule: str) -> str:
     return found.group(1).strip('"') if found else ""
 
 
-def reference_head(resolvers: Sequence[str] = UPSTREAM_RESOLVERS) -> list[str]:
+def reference_head(resolvers: Sequence[str] = UPSTREAM_RESOLVERS,
+                   root_only_dns: bool = False) -> list[str]:
     """The reference chain down to the GitHub ranges (nothing in it depends on DNS)."""
+    owner = " -m owner --uid-owner 0" if root_only_dns else ""
     return [
         "-A OUTPUT -o lo -j ACCEPT",
         "-A OUTPUT -d 169.254.0.0/16 -j DROP",
         "-A OUTPUT -d 172.16.0.0/12 -j DROP",
         f"-A OUTPUT -d {LOCAL_DNS}/32 -p udp -m udp --dport 53 -j ACCEPT",
         f"-A OUTPUT -d {LOCAL_DNS}/32 -p tcp -m tcp --dport 53 -j ACCEPT",
-        *(f"-A OUTPUT -d {r}/32 -p udp -m udp --dport 53 -j ACCEPT" for r in resolvers),
+        *(f"-A OUTPUT -d {r}/32 -p udp -m udp --dport 53{owner} -j ACCEPT"
+          for r in resolvers),
+        *(f"-A OUTPUT -d {r}/32 -p udp -m udp --dport 53 -j DROP"
+          for r in (resolvers if root_only_dns else ())),
         "-A OUTPUT -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT",
         *(f"-A OUTPUT -d {net} -p tcp -m tcp --dport 443 -j ACCEPT" for net in GITHUB_RANGES),
     ]
@@ -187,19 +196,21 @@ REFERENCE_TAIL = [
 ]
 
 
-def reference_chain(allowed: Iterable[str], otlp: Iterable[tuple[str, int]] = ()) -> list[str]:
+def reference_chain(allowed: Iterable[str], otlp: Iterable[tuple[str, int]] = (),
+                    root_only_dns: bool = False) -> list[str]:
     """The whole reference OUTPUT chain, without comments; the allowlist's rules sorted
     (their order among themselves is not part of the reference)."""
-    return [*reference_head(),
+    return [*reference_head(root_only_dns=root_only_dns),
             *sorted(f"-A OUTPUT -d {addr}/32 -j ACCEPT" for addr in allowed),
             *(f"-A OUTPUT -d {addr}/32 -p tcp -m tcp --dport {port} -j ACCEPT"
               for addr, port in otlp),
             *REFERENCE_TAIL]
 
 
-def comparable_chain(rules: Sequence[str], n_allowed: int) -> list[str]:
+def comparable_chain(rules: Sequence[str], n_allowed: int,
+                     root_only_dns: bool = False) -> list[str]:
     """``rules`` without comments, the ``n_allowed`` rules after the head sorted, as
     :func:`reference_chain` writes them."""
     plain = [bare(r) for r in rules]
-    head = len(reference_head())
+    head = len(reference_head(root_only_dns=root_only_dns))
     return [*plain[:head], *sorted(plain[head:head + n_allowed]), *plain[head + n_allowed:]]
