@@ -81,8 +81,14 @@ class Rotation:
         tmp.replace(path)
 
     def next(self) -> None:
+        """The next 2 addresses; returns once the upstream serves them (its hosts plugin
+        re-reads the file every 200 ms)."""
         self.step += 1
         self.write()
+        deadline = time.monotonic() + 5
+        while sorted(self.box.upstream_answer(ROT).answers) != sorted(self.current()):
+            assert time.monotonic() < deadline, "the upstream did not take the rotation"
+            time.sleep(0.05)
 
 
 @pytest.fixture
