@@ -87,7 +87,8 @@ def plan_file(spec: FileSpec, current: ReadResult, display: Display) -> Plan:
           and not parent.mode & 0o1000):
         changes.append(Change("refuse", f"{spec.path} (directory)",
                               f"directory mode {parent.mode:04o}: writable by others"))
-    if spec.enforce_dir_mode and parent is not None and parent.mode != spec.dir_mode:
+    if (spec.enforce_dir_mode and parent is not None and parent.mode != spec.dir_mode
+            and not parent.symlink):  # a symlink is replaced by a dir_mode directory
         changes.append(Change("chmod", f"{spec.path} (directory)",
                               f"directory mode {parent.mode:04o} -> {spec.dir_mode:04o}"))
         lines.append(f"directory mode: {parent.mode:04o} -> {spec.dir_mode:04o}")
