@@ -131,15 +131,17 @@ def test_symlink_is_refused(states: Path, root: Path, tmp_path: Path, where: str
     assert list(outside.iterdir()) == []
 
 
-def test_ancestor_symlink_leaving_the_root_is_refused(states: Path, root: Path,
-                                                      tmp_path: Path) -> None:
-    outside = tmp_path / "elsewhere"
-    outside.mkdir()
-    (root / "tmp").symlink_to(outside)
+@pytest.mark.parametrize("inside", [False, True])
+def test_ancestor_symlink_is_refused_inside_the_root_too(states: Path, root: Path,
+                                                         tmp_path: Path, inside: bool) -> None:
+    elsewhere = root / "var" / "tmp" if inside else tmp_path / "elsewhere"
+    elsewhere.mkdir(parents=True)
+    (root / "tmp").symlink_to(elsewhere)
     result = converge(states, root)
     assert result.returncode == 1
-    assert "points outside the root" in result.stdout
-    assert list(outside.iterdir()) == []
+    assert (f"/tmp/otel/otel-env: refusing the symlink /tmp on its path (-> {elsewhere}): "
+            "no symlink is followed; give the real path") in result.stdout
+    assert list(elsewhere.iterdir()) == []
 
 
 def test_stale_temporary_file_is_cleaned_by_next_converge(states: Path, root: Path) -> None:

@@ -18,6 +18,8 @@ import subprocess
 import time
 from pathlib import Path
 
+import pytest
+
 from tests.conftest import statekit, write
 from tests.hardening import Attacker, arena_fixture, attacker_fixture, clean, tree  # noqa: F401
 
@@ -152,4 +154,54 @@ def test_a_directory_another_user_owns_outside_tmp_is_refused_not_moved(
     clean(run, 1, "/tmp/otel/otel-env: refusing to write into its directory, owned by uid "
                   f"{attacker.uid} (who could swap the file)")
     assert home.stat().st_uid == attacker.uid and list(home.iterdir()) == []
+    assert [p.name for p in (root / "tmp").iterdir()] == ["otel"]
+
+
+def test_a_foreign_symlink_at_tmp_otel_is_moved_aside(arena: Path, attacker: Attacker,
+                                                      tmp_path: Path) -> None:
+    """Issue 19 item 5: the attacker's symlink ``tmp/otel -> their directory`` (holding
+    their own ``otel-env``) is renamed aside, never followed, like their directory."""
+    root = arena / "root"
+    (root / "tmp").mkdir(parents=True)
+    (root / "tmp").chmod(0o1777)
+    theirs = arena / "theirs"
+    theirs.mkdir()
+    (theirs / "otel-env").write_text("OTEL_LOG_TOOL_CONTENT=1\n")
+    link = root / "tmp" / "otel"
+    link.symlink_to(theirs)
+    attacker.own(theirs, theirs / "otel-env", link)
+    before = tree(theirs)
+    states = write(tmp_path / "s.yaml", STATES)
+    env = {"TOKEN": TOKEN, "ROUND": "1", "STATEKIT_NO_CACHE": "1"}
+    check = statekit(["converge", "--root", str(root), "--check", "--diff", str(states)], env=env)
+    clean(check, 0, f"directory (a symlink) owner: {attacker.uid} -> 0\n    --- /dev/null")
+    assert link.is_symlink()
+    run = statekit(["converge", "--root", str(root), str(states)], env=env)
+    clean(run, 0, "changed=1")
+    st = link.lstat()
+    assert not link.is_symlink() and (st.st_uid, st.st_mode & 0o7777) == (0, 0o700)
+    assert (link / "otel-env").read_text().startswith("ROUND=1\n")
+    asides = [p for p in (root / "tmp").iterdir() if p.name.startswith(".otel.statekit-aside-")]
+    assert len(asides) == 1 and asides[0].readlink() == theirs
+    assert tree(theirs) == before
+    again = statekit(["converge", "--root", str(root), str(states)], env=env)
+    clean(again, 0, "changed=0")
+
+
+@pytest.mark.parametrize(("owner", "sticky"), [("root", True), ("attacker", False)])
+def test_a_symlink_at_tmp_otel_is_refused_unless_foreign_in_a_shared_dir(
+        arena: Path, attacker: Attacker, tmp_path: Path, owner: str, sticky: bool) -> None:
+    root = arena / "root"
+    (root / "tmp").mkdir(parents=True)
+    (root / "tmp").chmod(0o1777 if sticky else 0o755)
+    theirs = arena / "theirs"
+    theirs.mkdir()
+    link = root / "tmp" / "otel"
+    link.symlink_to(theirs)
+    if owner == "attacker":
+        attacker.own(link)
+    run = statekit(["converge", "--root", str(root), str(write(tmp_path / "s.yaml", STATES))],
+                   env={"TOKEN": TOKEN, "ROUND": "1", "STATEKIT_NO_CACHE": "1"})
+    clean(run, 1, "/tmp/otel/otel-env: refusing a symlink at its directory /tmp/otel")
+    assert link.is_symlink() and list(theirs.iterdir()) == []
     assert [p.name for p in (root / "tmp").iterdir()] == ["otel"]

@@ -110,16 +110,26 @@ def test_symlink_at_the_lock_file_is_refused(states: Path, root: Path, outside: 
     assert not (root / "tmp").exists() and not (root / "etc").exists()
 
 
-@pytest.mark.parametrize(("lock_file", "rel", "message"), [
-    ("/run/statekit.lock", "run", "refusing a symlink at its directory /run"),
-    ("/var/lock/sk/statekit.lock", "var/lock", "symlink /var/lock points outside the root"),
+@pytest.mark.parametrize(("lock_file", "rel", "inside", "message"), [
+    ("/run/statekit.lock", "run", False, "refusing a symlink at its directory /run"),
+    ("/var/lock/sk/statekit.lock", "var/lock", False,
+     "refusing the symlink /var/lock on its path (-> {target}): no symlink is followed; "
+     "give the real path"),
+    # inside the root too (/var/lock -> /run on Debian): never followed, not even there
+    ("/var/lock/sk/statekit.lock", "var/lock", True,
+     "refusing the symlink /var/lock on its path (-> {target}): no symlink is followed; "
+     "give the real path"),
 ])
 def test_lock_directory_symlinked_is_refused(states: Path, root: Path, outside: Path,
-                                            lock_file: str, rel: str, message: str) -> None:
-    plant(root, rel, outside)
+                                            lock_file: str, rel: str, inside: bool,
+                                            message: str) -> None:
+    target = root / "run" if inside else outside
+    target.mkdir(exist_ok=True)
+    plant(root, rel, target)
     run = converge(states, root, "--lock-file", lock_file)
     assert run.returncode == 1, run.output
-    assert run.stderr == f"statekit: {lock_file}: {message}\n"
+    assert run.stderr == f"statekit: {lock_file}: {message.format(target=target)}\n"
+    assert list((root / "run").iterdir() if inside else []) == []
     assert untouched(outside)
     assert not (root / "tmp").exists()
 

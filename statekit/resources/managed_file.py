@@ -77,15 +77,18 @@ def plan_file(spec: FileSpec, current: ReadResult, display: Display) -> Plan:
             lines.append(f"owner: {old.uid}:{old.gid} -> {spec.uid}:{spec.gid}")
     parent = current.parent
     if parent is not None and parent.uid not in (0, spec.uid):
-        changes.append(Change("replace", f"{spec.path} (directory)", f"directory owned by "
+        what = "a symlink at the directory" if parent.symlink else "directory"
+        changes.append(Change("replace", f"{spec.path} (directory)", f"{what} owned by "
                               f"uid {parent.uid}: moved aside and created afresh (in a "
                               "shared directory such as /tmp), else refused"))
-        lines.append(f"directory owner: {parent.uid} -> {spec.uid}")
+        lines.append(f"directory {'(a symlink) ' if parent.symlink else ''}owner: "
+                     f"{parent.uid} -> {spec.uid}")
     elif (not spec.enforce_dir_mode and parent is not None and parent.mode & 0o022
           and not parent.mode & 0o1000):
         changes.append(Change("refuse", f"{spec.path} (directory)",
                               f"directory mode {parent.mode:04o}: writable by others"))
-    if spec.enforce_dir_mode and parent is not None and parent.mode != spec.dir_mode:
+    if (spec.enforce_dir_mode and parent is not None and parent.mode != spec.dir_mode
+            and not parent.symlink):  # a symlink is replaced by a dir_mode directory
         changes.append(Change("chmod", f"{spec.path} (directory)",
                               f"directory mode {parent.mode:04o} -> {spec.dir_mode:04o}"))
         lines.append(f"directory mode: {parent.mode:04o} -> {spec.dir_mode:04o}")

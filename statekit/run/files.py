@@ -1,8 +1,15 @@
 """Files under ``--root``: safe reads and atomic, symlink-proof writes.
 
-Every path in a state is absolute and taken under the root. ``..`` is refused, an
-ancestor symlink must stay inside the root, and the file's own directory and the file
-itself are opened with ``O_NOFOLLOW``: nothing is ever written through a symlink.
+Every path in a state is absolute and taken under the root. ``..`` is refused, and no
+symlink is ever followed, at any component: the path is walked one name at a time from
+the root's directory fd, each directory opened with ``openat(parent_fd, name,
+O_DIRECTORY|O_NOFOLLOW)`` and each missing one made with ``mkdirat(parent_fd, name)``.
+A name holds no ``/`` and is never ``..``, so each call resolves exactly one name in a
+directory already held open: what ``openat2`` with ``RESOLVE_NO_SYMLINKS|RESOLVE_BENEATH``
+gives, with no ctypes, on every kernel. A symlink at a component fails the state,
+naming it (in a shared directory like /tmp, a symlink at the file's own directory owned
+by another user is moved aside like a foreign directory). A directory swapped for a
+symlink between two steps makes the next ``openat`` fail, never follow it.
 
 A write is a temporary file created in the target's directory with
 ``O_CREAT|O_EXCL|O_NOFOLLOW`` and the final mode from the first instant, written,
@@ -66,6 +73,17 @@ def _shared(fd: int) -> bool:
     return bool(mode & stat.S_ISVTX and mode & stat.S_IWOTH)
 
 
+def _target(fd: int, name: str) -> str:
+    """`` (-> TARGET)`` for the symlink ``name`` in ``fd``, for a message (printable, at
+    most 200 characters), or nothing if it cannot be read."""
+    try:
+        target = os.readlink(name, dir_fd=fd)
+    except OSError:
+        return ""
+    shown = target if target.isprintable() else ascii(target)
+    return f" (-> {shown[:200]})"
+
+
 def os_error(path: str, operation: str, exc: OSError) -> ApplyError:
     """A failed system call as a one-line error: the state's path, the operation, why,
     and the name the call was given (relative to the path's directory)."""
@@ -101,6 +119,16 @@ class DirState(Record):
     mode: int
     uid: int
     gid: int
+    symlink: bool = False  # another user's symlink in its place, to be moved aside
+
+
+class _ForeignLink(ApplyError):
+    """A read met another user's symlink at the file's directory, in a shared directory
+    (like /tmp): the read reports it (:attr:`state`) and a write moves it aside."""
+
+    def __init__(self, message: str, state: DirState) -> None:
+        super().__init__(message)
+        self.state = state
 
 
 class _OpenDir:
@@ -167,13 +195,15 @@ class FileSystem:
              owners: tuple[int, ...] | None = None) -> _OpenDir:
         """The parent directory of ``path``: ``with`` gives its fd (None if missing and not
         created) and closes it. With ``owners``, a parent directory owned by anyone else
-        (pre-created by another user in /tmp, say) is moved aside and created afresh."""
+        (pre-created by another user in /tmp, say), or their symlink in its place, is
+        moved aside and created afresh. No symlink is followed (see the module's doc)."""
         parts = self._parts(path)[:-1]
         fd = os.open(self.root, _DIR_FLAGS)
         try:
             for i, name in enumerate(parts):
                 is_parent = i == len(parts) - 1
-                nfd = self._step(fd, name, parts[: i + 1], is_parent, create_mode, path)
+                nfd = self._step(fd, name, parts[: i + 1], is_parent, create_mode, owners,
+                                 path)
                 if is_parent and owners is not None and nfd >= 0:
                     nfd = self._adopt(fd, nfd, name, owners, create_mode or 0o700, path)
                 os.close(fd)
@@ -188,42 +218,60 @@ class FileSystem:
 
     def _step(
         self, fd: int, name: str, so_far: list[str], is_parent: bool, create_mode: int | None,
-        path: str,
+        owners: tuple[int, ...] | None, path: str,
     ) -> int:
+        """The directory ``name`` in ``fd``, opened without following a symlink (made with
+        ``create_mode`` if missing and asked to); -1 if missing and not created."""
         try:
             return os.open(name, _DIR_FLAGS, dir_fd=fd)
         except FileNotFoundError:
             if create_mode is None:
                 return -1
             testhook.point("mkdir", name)
-            os.mkdir(name, 0o700, dir_fd=fd)
+            os.mkdir(name, 0o700, dir_fd=fd)  # mkdirat: EEXIST on a symlink, never through
             nfd = os.open(name, _DIR_FLAGS, dir_fd=fd)
             os.fchmod(nfd, create_mode)
             return nfd
         except OSError as exc:
             if exc.errno not in (errno.ELOOP, errno.ENOTDIR):
                 raise ApplyError(f"{path}: {exc.strerror}") from exc
+            where = "/" + "/".join(so_far)
             st = os.stat(name, dir_fd=fd, follow_symlinks=False)
             if not stat.S_ISLNK(st.st_mode):
-                raise ApplyError(f"{path}: /{'/'.join(so_far)} is not a directory") from exc
-            if is_parent:
-                raise ApplyError(f"{path}: refusing a symlink at its directory "
-                                 f"/{'/'.join(so_far)}") from exc
-            return self._follow_inside_root(so_far, path)
+                raise ApplyError(f"{path}: {where} is not a directory") from exc
+            if not is_parent:
+                raise ApplyError(f"{path}: refusing the symlink {where} on its path"
+                                 f"{_target(fd, name)}: no symlink is followed; give the real "
+                                 "path") from exc
+            foreign = st.st_uid not in (owners or (0, os.geteuid()))
+            if foreign and _shared(fd):  # another user's, in /tmp: moved aside on write
+                if owners is not None:
+                    return self._move_aside(fd, name, st.st_uid, owners,
+                                            create_mode or 0o700, path, "a symlink")
+                raise _ForeignLink(f"{path}: refusing a symlink at its directory {where}",
+                                   DirState(0o777, st.st_uid, st.st_gid, symlink=True)
+                                   ) from exc
+            raise ApplyError(f"{path}: refusing a symlink at its directory {where}") from exc
 
     def _adopt(self, fd: int, nfd: int, name: str, owners: tuple[int, ...], mode: int,
                path: str) -> int:
-        """``nfd`` if its owner is one of ``owners``. Else, in a shared directory (sticky
-        and world-writable, like /tmp, where anyone may have pre-created it) the directory
-        is renamed aside (``.NAME.statekit-aside-HEX``, left for the operator to inspect)
-        and replaced by a fresh one, made first under a temporary name (root's, 0700) and
-        renamed into place; a directory re-created meanwhile is moved aside again (a few
-        times). Elsewhere it is refused. Nothing is ever written into a directory another
-        user owns or has owned."""
+        """``nfd`` if its owner is one of ``owners``, else moved aside (see
+        :meth:`_move_aside`) and a fresh directory's fd."""
         uid = os.fstat(nfd).st_uid
         if uid in owners:
             return nfd
         os.close(nfd)
+        return self._move_aside(fd, name, uid, owners, mode, path, "its directory")
+
+    def _move_aside(self, fd: int, name: str, uid: int, owners: tuple[int, ...], mode: int,
+                    path: str, what: str) -> int:
+        """In a shared directory (sticky and world-writable, like /tmp, where anyone may
+        have pre-created it) the directory (or symlink) ``name`` another user owns is
+        renamed aside (``.NAME.statekit-aside-HEX``, left for the operator to inspect) and
+        replaced by a fresh directory, made first under a temporary name (root's, 0700)
+        and renamed into place; one re-created meanwhile is moved aside again (a few
+        times). Elsewhere it is refused. Nothing is ever written into a directory another
+        user owns or has owned, nor through their symlink."""
         if not _shared(fd):  # a home directory, say: theirs by right, never moved
             raise ApplyError(f"{path}: refusing to write into its directory, owned by uid "
                              f"{uid} (who could swap the file); make it root's")
@@ -234,8 +282,9 @@ class FileSystem:
             nfd = os.open(name, _DIR_FLAGS, dir_fd=fd)
         except OSError as exc:
             self._rmdir_quietly(fd, fresh)
-            raise ApplyError(f"{path}: its directory was owned by uid {uid}; moving it aside "
-                             f"and creating it afresh failed: {exc.strerror}") from exc
+            raise ApplyError(f"{path}: {what} was owned by uid {uid}; moving it aside "
+                             f"and creating the directory afresh failed: {exc.strerror}"
+                             ) from exc
         if os.fstat(nfd).st_uid not in owners:
             os.close(nfd)
             raise ApplyError(f"{path}: its directory was swapped while being replaced")
@@ -266,12 +315,6 @@ class FileSystem:
         except OSError:
             pass
 
-    def _follow_inside_root(self, so_far: list[str], path: str) -> int:
-        real = os.path.realpath(os.path.join(self.root, *so_far))
-        if real != self.root and not real.startswith(self.root + os.sep):
-            raise ApplyError(f"{path}: symlink /{'/'.join(so_far)} points outside the root")
-        return os.open(real, _DIR_FLAGS)
-
     def open(self, path: str, flags: int, mode: int = 0o600, *,
              dir_mode: int | None = None, owners: tuple[int, ...] | None = None
              ) -> int | None:
@@ -287,8 +330,19 @@ class FileSystem:
             return os.open(name, flags | os.O_NOFOLLOW | os.O_CLOEXEC, mode, dir_fd=dfd)
 
     def exists(self, path: str) -> bool:
-        """Whether anything (file, directory, even a symlink) is at ``path``."""
-        return os.path.lexists(self.host_path(path))
+        """Whether anything (file, directory, even a symlink) is at ``path``, its
+        directories walked as for a read (a symlink on the way is an ApplyError)."""
+        name = self._parts(path)[-1]
+        try:
+            with self._dir(path, None) as dfd:
+                if dfd is None:
+                    return False
+                os.stat(name, dir_fd=dfd, follow_symlinks=False)
+                return True
+        except FileNotFoundError:
+            return False
+        except OSError as exc:
+            raise os_error(path, "check", exc) from exc
 
     def read(self, path: str, limit: int = MAX_READ, *, oversize_ok: bool = False
              ) -> ReadResult:
@@ -302,7 +356,11 @@ class FileSystem:
 
     def _read(self, path: str, limit: int, oversize_ok: bool) -> ReadResult:
         name = self._parts(path)[-1]
-        with self._dir(path, None) as dfd:
+        try:
+            opened = self._dir(path, None)
+        except _ForeignLink as link:  # no file to read there: a write replaces the link
+            return ReadResult(None, link.state)
+        with opened as dfd:
             if dfd is None:
                 return ReadResult(None, None)
             dst = os.fstat(dfd)
