@@ -431,12 +431,12 @@ def _receive(server: _Resolver, ids: dict[tuple[int, int], _Question],
     q = ids.get((server.index, (data[0] << 8) | data[1]))
     if q is None or q.done:
         return
-    server.os_error = ""
     try:
         if len(data) > MAX_REPLY:
             raise _malformed(f"over {MAX_REPLY} bytes")
         q.addresses = parse_reply(data, (data[0] << 8) | data[1], q.name, q.qtype)
         q.done = True
+        server.os_error = ""  # it answered: reachable after all
         return
     except Mismatch:
         return
@@ -444,6 +444,7 @@ def _receive(server: _Resolver, ids: dict[tuple[int, int], _Question],
         why, final = str(exc), exc.final
     except Exception as exc:  # defence in depth: a datagram never ends the resolution
         why, final = f"malformed reply ({type(exc).__name__})", False
+    server.os_error = ""
     q.why[server.index] = why
     if final:  # the name does not exist: no need to ask anyone again
         q.done = q.nxdomain = True
