@@ -203,13 +203,13 @@ def test_the_worst_replies_take_under_a_millisecond_or_so() -> None:
     worst = 0.0
     for data in (cname_flood(7, Q),
                  cname_flood(7, Q, records=dnsquery.MAX_RECORDS - 1, address="192.0.2.1")):
-        start = time.perf_counter()
+        start = time.process_time()
         for _ in range(20):
             with contextlib.suppress(DnsError):
                 parse(data)
-        worst = max(worst, (time.perf_counter() - start) / 20)
+        worst = max(worst, (time.process_time() - start) / 20)
     assert parse(cname_flood(7, Q, records=127, address="192.0.2.1")) == ["192.0.2.1"]
-    assert worst < 0.02, f"{worst * 1000:.1f} ms per reply"
+    assert worst < 0.02, f"{worst * 1000:.1f} ms of CPU per reply"
 
 
 # --- the receive path: nothing escapes ----------------------------------------------------

@@ -85,8 +85,8 @@ def cname_flood(ident: int, qname: str, qtype: int = A, *, size: int = 4000,
     pointer back to the name before (a stem 31 pointers deep, nothing longer is
     valid), every later one a short label and a pointer to the stem's end. Each record
     is ~17 bytes and each name read follows ~31 pointers: a parser that follows CNAMEs
-    in a loop over the records spends O(records^2 x name length) on it (1.2 s of CPU
-    for 4 KB, 235 records). With ``address``, the last name has that A record."""
+    in a loop over the records spends O(records^2 x name length) on it (1.2 to 3 s of
+    CPU for 4 KB, 234 records). With ``address``, the last name has that A record."""
     first = len(header(0)) + len(question(qname, qtype))
     body = b""
     previous, stem, count = 12, 12, 0
