@@ -293,3 +293,17 @@ def test_reasons_name_the_resolvers() -> None:
         "timed out: no reply from 8.8.8.8, 1.1.1.1 within 2 s")
     assert reason([("8.8.8.8", down, False), ("1.1.1.1", "", True)], 2) == (
         "8.8.8.8: network unreachable, 1.1.1.1: no reply within 2 s")
+
+
+def test_the_caller_turns_even_a_client_bug_into_a_failure_per_name(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    from statekit.netfilter import resolve
+
+    def boom(*_: object) -> dict[str, list[str] | str]:
+        raise RuntimeError("a bug")
+
+    monkeypatch.setattr(dnsquery, "resolve_all", boom)
+    out = resolve.resolve_each(["a.example", "b.example"], ["ipv4"], 1, ["192.0.2.53"])
+    assert {n: str(f) for n, f in out.items()} == {
+        n: f"cannot resolve {n!r}: the DNS client failed: RuntimeError: a bug"
+        for n in ("a.example", "b.example")}
