@@ -2,7 +2,10 @@
 
 Two upstreams on 127.0.0.11 and 127.0.0.12 (the ``hosts`` plugin, a CNAME through the
 ``template`` plugin) and a dead address: the answers statekit's firewall is built from,
-each name asked of the resolvers directly.
+each name asked of the resolvers directly. A hostile resolver on 127.0.0.13
+(tests/e2e/hostile_dns.py: an A record cut short, 4 KB of CNAMEs): its malformed reply
+is its error, and the next resolver answers. And when the system will not send (no
+route, a firewall), the reason in words, at once (issue 22, item 6).
 """
 
 from __future__ import annotations
@@ -10,15 +13,17 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.conftest import REPO, dns_query
+from tests.conftest import REPO, dns_query, in_netns
 
 pytestmark = pytest.mark.netns
+STAGGER = 0.3  # dnsquery.STAGGER
 
 COREFILE = """\
 .:53 {
@@ -28,6 +33,7 @@ COREFILE = """\
         192.0.2.8 a.example.test
         2001:db8::7 a.example.test
         192.0.2.9 b.example.test
+        192.0.2.10 truncated.hostile.test
     }
     template IN A alias.example.test {
         answer "alias.example.test. 60 IN CNAME a.example.test."
@@ -94,3 +100,79 @@ def test_no_resolver_answering_times_out_within_the_bound(upstream: str) -> None
     out = ask(upstream, ["a.example.test"], ["127.0.0.99"], timeout=1.5)
     assert out["answers"]["a.example.test"].startswith("FAIL ")
     assert 1.4 < out["took"] < 3
+
+
+# --- a hostile resolver ------------------------------------------------------------------
+
+HOSTILE = "127.0.0.13"
+
+
+@pytest.fixture
+def hostile(upstream: str, tmp_path: Path) -> Iterator[str]:
+    """tests/e2e/hostile_dns.py on 127.0.0.13 beside the CoreDNS upstreams."""
+    ready = tmp_path / "hostile.ready"
+    proc = subprocess.Popen(
+        ["ip", "netns", "exec", upstream, sys.executable, "-I",
+         str(REPO / "tests/e2e/hostile_dns.py"), "--listen", f"{HOSTILE}:53",
+         "--answer", "a.example.test=192.0.2.7", "--truncated", "truncated.hostile.test",
+         "--cnames", "cnames.hostile.test", "--ready-file", str(ready)])
+    try:
+        deadline = time.monotonic() + 15
+        while not ready.exists():
+            assert proc.poll() is None and time.monotonic() < deadline, "no hostile DNS"
+            time.sleep(0.05)
+        yield upstream
+    finally:
+        proc.terminate()
+        proc.wait(timeout=5)
+
+
+def test_a_malformed_reply_is_the_resolvers_error_and_the_next_one_answers(
+        hostile: str) -> None:
+    names = ["truncated.hostile.test", "cnames.hostile.test", "a.example.test"]
+    alone = ask(hostile, names, [HOSTILE], timeout=1.5)["answers"]
+    assert alone == {
+        "truncated.hostile.test":
+            "FAIL malformed reply (a record's data runs past the end) (from 127.0.0.13)",
+        "cnames.hostile.test":
+            "FAIL malformed reply (234 answer records, more than 128) (from 127.0.0.13)",
+        "a.example.test": ["192.0.2.7"]}
+    both = ask(hostile, ["truncated.hostile.test", "a.example.test"], [HOSTILE, "127.0.0.12"],
+               timeout=3)
+    assert both["answers"] == {"truncated.hostile.test": ["192.0.2.10"],
+                               "a.example.test": ["192.0.2.7"]}
+    assert both["took"] < 1.5  # the next resolver asked after the stagger, not a deadline
+    worse = ask(hostile, ["cnames.hostile.test"], [HOSTILE, "127.0.0.12"], timeout=1.5)
+    assert worse["answers"]["cnames.hostile.test"] == (
+        "FAIL 127.0.0.13: malformed reply (234 answer records, more than 128), "
+        "127.0.0.12: SERVFAIL")
+
+
+# --- the system says no: in words, at once -----------------------------------------------------
+
+def test_no_route_to_any_resolver_is_said_in_words_at_once(netns: str) -> None:
+    """The namespace has no route but loopback (a machine offline)."""
+    out = ask(netns, ["example.com", "example.org"], ["8.8.8.8", "1.1.1.1"], timeout=5)
+    reason = "FAIL no resolver reachable (8.8.8.8, 1.1.1.1): network unreachable"
+    assert out["answers"] == {"example.com": reason, "example.org": reason}
+    assert out["took"] < 0.5
+
+
+def test_a_firewall_that_drops_the_query_is_said_and_the_next_resolver_asked_at_once(
+        upstream: str) -> None:
+    in_netns(upstream, ["iptables", "-A", "OUTPUT", "-d", "127.0.0.11", "-p", "udp",
+                        "--dport", "53", "-j", "DROP"])
+    out = ask(upstream, ["a.example.test"], ["127.0.0.11"], timeout=5)
+    assert out["answers"]["a.example.test"] == (
+        "FAIL no resolver reachable (127.0.0.11): sending refused by the local firewall")
+    assert out["took"] < 0.5
+    both = ask(upstream, ["a.example.test"], ["127.0.0.11", "127.0.0.12"], timeout=5)
+    assert both["answers"]["a.example.test"] == ["192.0.2.7", "192.0.2.8"]
+    assert both["took"] < STAGGER  # not asked after the stagger: the first cannot be asked
+
+
+def test_no_listener_says_connection_refused(upstream: str) -> None:
+    out = ask(upstream, ["a.example.test"], ["127.0.0.99"], timeout=1.5)
+    assert out["answers"]["a.example.test"] == (
+        "FAIL no resolver reachable (127.0.0.99): connection refused (nothing listens on "
+        "port 53)")

@@ -66,7 +66,11 @@ def resolve_each(names: Iterable[str], families: Sequence[str], timeout: float,
     if resolvers:
         from statekit.netfilter import dnsquery
 
-        answers = dnsquery.resolve_all(names, tuple(families), resolvers, timeout)
+        try:
+            answers = dnsquery.resolve_all(names, tuple(families), resolvers, timeout)
+        except Exception as exc:  # defence in depth: a failure is data, never raised
+            why = f"the DNS client failed: {type(exc).__name__}: {exc}"
+            return {name: Failure(name, why) for name in names}
         return {name: _answer(name, answers[name], families) for name in names}
     return _system_each(names, tuple(families), timeout)
 

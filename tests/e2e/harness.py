@@ -15,6 +15,8 @@ default route goes through it, so every address below is "the internet")::
               8.8.8.8, 1.1.1.1  upstream DNS (real CoreDNS on its ``lo``): the ``hosts``
                                 plugin on a file the test rewrites (:meth:`Sandbox.set_hosts`),
                                 ``log`` on, so queries can be counted per name
+              9.9.9.9           a hostile upstream DNS on its ``lo``, when a test starts it
+                                (:meth:`Sandbox.start_hostile_dns`, tests/e2e/hostile_dns.py)
               198.18.0.10       OTLP/HTTP receiver over TLS on :443 (and :8443, to stay blocked)
               198.18.0.20       the same receiver on :443 (the "other" name, to stay blocked)
               198.18.0.30-34    TCP echo on :443: a/b/c.allowed.test (.30-.32), spares .33, .34
@@ -70,6 +72,7 @@ ENDPOINT = f"https://{GATEWAY}/otlp"
 ROUTER = "198.18.0.1"  # the internet's end of the veth: the container's default gateway
 UPSTREAM_RESOLVERS = ("8.8.8.8", "1.1.1.1")
 UPSTREAM_DNS = UPSTREAM_RESOLVERS[0]
+HOSTILE_DNS = "9.9.9.9"  # tests/e2e/hostile_dns.py, started by the tests that use it
 GATEWAY_ADDR = "198.18.0.10"
 OTHER_ADDR = "198.18.0.20"
 CONTAINER_ADDR = "198.18.0.2"
@@ -538,7 +541,7 @@ class Sandbox:
         run(["ip", "-n", inet, "addr", "add", f"{ROUTER}/24", "dev", vi])
         for addr in sorted({*HOSTS.values(), *ECHO_ADDRS}):
             run(["ip", "-n", inet, "addr", "add", f"{addr}/32", "dev", vi])
-        for addr in self.info.upstream_resolvers:
+        for addr in (*self.info.upstream_resolvers, HOSTILE_DNS):
             run(["ip", "-n", inet, "addr", "add", f"{addr}/32", "dev", "lo"])
         run(["ip", "-n", ctr, "addr", "add", f"{CONTAINER_ADDR}/24", "dev", vc])
         for ns, dev, addr in ((inet, vi, f"{ROUTER6}/64"), (inet, vi, f"{OUTSIDE_ADDR6}/128"),
@@ -636,6 +639,40 @@ class Sandbox:
 
         wait_until(ready, timeout, f"the container's server on port {port}",
                    lambda: self.log(label))
+
+    def start_hostile_dns(self, answers: Mapping[str, str], *, truncated: Sequence[str] = (),
+                          cnames: Sequence[str] = (), delay: float = 0.0,
+                          timeout: float = 15.0) -> None:
+        """The hostile upstream DNS (tests/e2e/hostile_dns.py) on ``HOSTILE_DNS``:53 (one
+        at a time; a new one replaces the last). It answers the ``answers`` names with
+        their address, the ``truncated`` ones with an A record cut short, the ``cnames``
+        ones with 4 KB of CNAMEs, every other name NXDOMAIN; the healthy answers ``delay``
+        seconds later than the hostile ones. Returns once the container gets an answer
+        from it."""
+        self.stop_hostile_dns()
+        ready_file = self.workdir / "hostile-dns.ready"
+        ready_file.unlink(missing_ok=True)
+        argv = [sys.executable, "-I", str(E2E / "hostile_dns.py"), "--listen",
+                f"{HOSTILE_DNS}:53", "--ready-file", str(ready_file), "--delay", str(delay)]
+        argv += [f"--answer={name}={addr}" for name, addr in answers.items()]
+        argv += [f"--truncated={name}" for name in truncated]
+        argv += [f"--cnames={name}" for name in cnames]
+        self.spawn("hostile-dns", self.internet, argv)
+        probe = next(iter(answers))
+
+        def ready() -> bool:
+            self.alive_or_raise("hostile-dns")
+            return ready_file.exists() and self.dns_query(
+                probe, server=HOSTILE_DNS, timeout=0.5 + delay).answers == [answers[probe]]
+
+        wait_until(ready, timeout, "the hostile DNS", lambda: self.log("hostile-dns"))
+
+    def stop_hostile_dns(self) -> None:
+        """Stop the hostile upstream DNS, if one runs."""
+        proc = self.procs.pop("hostile-dns", None)
+        if proc is not None and proc.poll() is None:
+            proc.terminate()
+            proc.wait(timeout=5)
 
     def start_messages_stub(self, port: int = MESSAGES_STUB_PORT, timeout: float = 15.0) -> Path:
         """The Messages API stub on the container's loopback (the firewall lets ``lo``
