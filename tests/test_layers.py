@@ -2,7 +2,7 @@
 
 The layers, top to bottom (ARCHITECTURE.md)::
 
-    cli -> subcommands -> out.report -> load/ and run/engine, run/cache -> resources/
+    cli -> subcommands, drops -> out.report -> load/ and run/engine, run/cache -> resources/
         -> netfilter/, run/host, corefile -> run/runner, run/files, run/lock, out.masking,
            program -> errors, digits, dnsname, typeshim, testhook, contract
 
@@ -23,7 +23,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "statekit"
 
 LAYERS: list[tuple[str, ...]] = [
     ("statekit.cli", "statekit.__main__"),
-    ("statekit.subcommands",),
+    ("statekit.subcommands", "statekit.drops"),
     ("statekit.out.report",),
     ("statekit.load.", "statekit.run.engine", "statekit.run.cache", "statekit.run.graph"),
     ("statekit.resources.",),

@@ -3,6 +3,7 @@ must never raise), and the socket against the real kernel in a private namespace
 
 from __future__ import annotations
 
+import json
 import random
 import struct
 import subprocess
@@ -275,7 +276,7 @@ else:
         pass
 """
 READ = """\
-import sys, time
+import json, sys, time
 from statekit.netfilter.nflog import Listener
 with Listener((7,)) as listener:
     print("bound", flush=True)
@@ -283,7 +284,7 @@ with Listener((7,)) as listener:
     while len(got) < int(sys.argv[1]) and time.monotonic() < deadline:
         got += listener.read(0.5)
     for drop in got:
-        print(repr(tuple(drop[:3]) + tuple(drop[3:6]) + tuple(drop.packet)), flush=True)
+        print(json.dumps([*drop[:6], *drop.packet]), flush=True)
 """
 
 
@@ -320,7 +321,7 @@ def test_the_kernel_gives_uid_gid_prefix_and_headers_for_both_families(netns: st
     as_user(netns, SEND, "127.0.0.1", "tcp", "10", gid=1001)
     as_user(netns, SEND, "::1", "udp", "9", uid=1002, gid=1003)
     out, err = reader.communicate(timeout=30)
-    rows = [eval(line) for line in out.splitlines()]  # noqa: S307 -- our own repr
+    rows = [json.loads(line) for line in out.splitlines()]
     assert [(r[0] > time.time() - 60, *r[1:5], *r[6:10]) for r in rows] == [
         (True, 7, "P iptables", 1000, 1000, 4, 17, "127.0.0.1", "127.0.0.1"),
         (True, 7, "P iptables", 1000, 1001, 4, 6, "127.0.0.1", "127.0.0.1"),
