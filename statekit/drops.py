@@ -110,8 +110,9 @@ def setup(program: Program | None) -> Setup:
 
 
 def run(args: argparse.Namespace, program: Program | None, masker: Masker,
-        history: Callable[[str], Mapping[str, tuple[str, float]]] = read_history) -> int:
-    """Follow the drops until ``--count``, ``--timeout`` or Ctrl-C."""
+        history: Callable[[str], Mapping[str, tuple[str, float]]] | None = None) -> int:
+    """Follow the drops until ``--count``, ``--timeout`` or Ctrl-C (``history``: the
+    pin history's reader, :func:`read_history` by default)."""
     found = setup(program)
     groups = (args.group,) if args.group is not None else found.groups
     if not groups:
@@ -124,7 +125,8 @@ def run(args: argparse.Namespace, program: Program | None, masker: Masker,
             sys.stderr.write(f"statekit: reading NFLOG group {', '.join(map(str, groups))}"
                              " (Ctrl-C to stop)\n")
             sys.stderr.flush()
-            _follow(listener, Explainer(host, found, history), args, emit, masker)
+            explainer = Explainer(host, found, history or read_history)
+            _follow(listener, explainer, args, emit, masker)
             if listener.lost:
                 sys.stderr.write(f"statekit: the kernel dropped {listener.lost} batch(es) "
                                  "of messages (this reader was too slow)\n")
