@@ -20,12 +20,17 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import REPO, record_output
+from tests.conftest import REPO, record_output, register_token
 from tests.e2e.harness import (
     ALLOWED_HOSTS,
     ECHO_PORT,
+    ENDPOINT,
+    GATEWAY,
+    GATEWAY_ADDR,
     METADATA_ADDR,
+    MINIMAL_PATH,
     NOT_ALLOWED_ADDR,
+    OTHER_PORT,
     SPARE_ADDRS,
     Sandbox,
 )
@@ -34,6 +39,10 @@ from tests.e2e.lockdown import STATES, VARS, Lockdown
 pytestmark = pytest.mark.netns
 
 A = next(iter(ALLOWED_HOSTS))
+TOKEN = "glc_drops_token_9d41c0b7e2"
+register_token(TOKEN)
+ON = {"GRAFANA_INSTANCE_ID": "424242", "GRAFANA_API_TOKEN": TOKEN,
+      "GRAFANA_OTLP_ENDPOINT": ENDPOINT}
 LOG = ["-j", "NFLOG", "--nflog-group", "100", "--nflog-prefix", "CODETAINER_DROP"]
 CONNECT = """\
 import socket, sys
@@ -87,7 +96,8 @@ class Follower:
     """``statekit drops`` running in the container."""
 
     def __init__(self, world: Lockdown, *args: str,
-                 history: dict[str, tuple[str, float]] | None = None) -> None:
+                 history: dict[str, tuple[str, float]] | None = None,
+                 env: dict[str, str] | None = None) -> None:
         argv = ["drops", "--root", str(world.root), *VARS, *args, STATES]
         if history is not None:
             argv = ["-c", WITH_HISTORY, json.dumps(history), *argv]
@@ -96,7 +106,9 @@ class Follower:
         self.started = time.monotonic()
         self.proc = subprocess.Popen(world.box.container_argv([sys.executable, *argv], None),
                                      stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                     text=True, cwd=REPO)
+                                     text=True, cwd=REPO,
+                                     env={"PATH": MINIMAL_PATH, "LANG": "C.UTF-8",
+                                          **(env or {})})
         assert self.proc.stderr is not None
         first = self.proc.stderr.readline()
         assert first == "statekit: reading NFLOG group 100 (Ctrl-C to stop)\n", \
@@ -219,3 +231,17 @@ def test_an_address_that_left_its_name_is_shown_with_the_name(world: Lockdown) -
     rc, [line], err = without.finish()
     assert line.endswith(f"tcp {old}:443 -- on no list: to allow it, add its host name to "
                          "`domains` (and reach it by name)"), line
+
+
+def test_with_telemetry_on_the_otlp_host_on_another_port_is_named(world: Lockdown) -> None:
+    """The OTLP rule opens the gateway's addresses on the endpoint's port only; the token
+    the states hold never shows."""
+    refreshed = world.refresh(ON)
+    assert refreshed.rc == 0, refreshed.output
+    follower = Follower(world, "--count", "1", "--timeout", "30", env=ON)
+    assert as_agent(world, CONNECT, GATEWAY_ADDR, str(OTHER_PORT)) == "blocked"
+    rc, [line], err = follower.finish()
+    assert (rc, err) == (0, "")
+    assert line.endswith(f"tcp {GATEWAY_ADDR}:{OTHER_PORT} {GATEWAY} -- {GATEWAY} is open "
+                         "for tcp/443 only (state otlp-firewall)"), line
+    assert TOKEN not in line
