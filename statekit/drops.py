@@ -31,7 +31,7 @@ import sys
 import time
 
 from statekit.contract import EXIT_OK
-from statekit.errors import ApplyError, StateError
+from statekit.errors import ApplyError, StateError, StatekitError
 from statekit.netfilter import explain as ex
 from statekit.netfilter import nflog, save
 from statekit.out.masking import Masker
@@ -118,22 +118,24 @@ def run(args: argparse.Namespace, program: Program | None, masker: Masker,
     if not groups:
         raise StateError("the states have no NFLOG rule (jump: NFLOG): give --group N, "
                          "the NFLOG group to read")
-    host = Host(root=args.root)
     emit = _json_line if args.format == "json" else _text_line
+    explainer = Explainer(Host(root=args.root), found, history or read_history)
+    listener = nflog.Listener(groups)
     try:
-        with nflog.Listener(groups) as listener:
-            sys.stderr.write(f"statekit: reading NFLOG group {', '.join(map(str, groups))}"
-                             " (Ctrl-C to stop)\n")
-            sys.stderr.flush()
-            explainer = Explainer(host, found, history or read_history)
-            _follow(listener, explainer, args, emit, masker)
-            if listener.lost:
-                sys.stderr.write(f"statekit: the kernel dropped {listener.lost} batch(es) "
-                                 "of messages (this reader was too slow)\n")
+        listener.open()
+        sys.stderr.write(f"statekit: reading NFLOG group {', '.join(map(str, groups))} "
+                         "(Ctrl-C to stop)\n")
+        sys.stderr.flush()
+        _follow(listener, explainer, args, emit, masker)
     except KeyboardInterrupt:
         pass
     except BrokenPipeError:  # `statekit drops | head -3`: the reader has gone
         _quiet_stdout()
+    finally:
+        listener.close()
+    if listener.lost:
+        sys.stderr.write(f"statekit: the kernel dropped {listener.lost} batch(es) of "
+                         "messages: this reader was too slow\n")
     return EXIT_OK
 
 
@@ -170,15 +172,28 @@ class Explainer:
         self.host, self.found, self.history = host, found, history
         self.view = ex.View(())
         self.read_at: float | None = None
-        self.warned = False
+        self.warned: set[str] = set()
 
     def current(self) -> ex.View:
         now = time.monotonic()
         if self.read_at is None or now - self.read_at > VIEW_TTL:
-            self.view = ex.View(self._lines(), self.found.hosts,
-                                self.history(self.host.root))
+            self.view = ex.View(self._lines(), self.found.hosts, self._history())
             self.read_at = now
         return self.view
+
+    def _history(self) -> Mapping[str, tuple[str, float]]:
+        try:
+            return self.history(self.host.root)
+        except (OSError, ValueError, StatekitError) as exc:
+            self._warn("history", f"cannot read the pin history ({exc}): addresses "
+                       "that left their name are not named")
+            return {}
+
+    def _warn(self, kind: str, text: str) -> None:
+        """Say ``text`` on stderr, once per ``kind`` (the tables are read again often)."""
+        if kind not in self.warned:
+            self.warned.add(kind)
+            sys.stderr.write(f"statekit: {text}\n")
 
     def _lines(self) -> list[str]:
         lines: list[str] = []
@@ -187,10 +202,9 @@ class Explainer:
             try:
                 table = save.load(self.host, "filter", family)
             except ApplyError as exc:
-                if family == "ipv4" and not self.warned:  # IPv6 may be absent: no word
-                    sys.stderr.write(f"statekit: cannot read the firewall ({exc}): "
-                                     "names are not shown\n")
-                    self.warned = True
+                if family == "ipv4":  # IPv6 may be absent: no word about it
+                    self._warn("tables", f"cannot read the firewall ({exc}): names are not "
+                               "shown")
                 continue
             lines += [line for chain in table.chains.values() for line in chain.rules]
         return lines

@@ -10,16 +10,21 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
 
 from statekit import drops
+from statekit.errors import ApplyError
 from statekit.load import loader
 from statekit.netfilter.explain import Pin, View
 from statekit.netfilter.nflog import Drop, Packet
 from statekit.out.masking import Masker
+from statekit.run.host import Host
+from statekit.run.runner import Result
 from tests.conftest import REPO, statekit, write
+from tests.fakehost import FakeRunner
 
 STATES = str(REPO / "states")
 NO_LOG = """\
@@ -265,3 +270,49 @@ def test_a_group_another_listener_reads_is_one_line_and_exit_1(logged: str) -> N
     assert (as_user.returncode, as_user.stderr) == (1, (
         "statekit: reading NFLOG group 7 needs root (CAP_NET_ADMIN in this network "
         "namespace): run statekit drops as root\n"))
+
+
+# --- the explainer: the live tables (a fake iptables-save) and the history ---------------
+
+class FailingSave(FakeRunner):
+    def run(self, argv: Sequence[str], *, input: str | None = None, timeout: float = 60.0,
+            check: bool = True) -> Result:
+        raise ApplyError("command failed", argv=argv, returncode=1, stderr="no table")
+
+
+def drop_to(dst: str, dport: int = 443) -> Drop:
+    return Drop(time=1.0, group=100, packet=packet(dst, dport))
+
+
+def test_the_explainer_reads_the_tables_once_per_interval_and_names_addresses(
+        capsys: pytest.CaptureFixture[str]) -> None:
+    runner = FakeRunner()
+    runner.table("ipv4", "filter")["OUTPUT"].rules.extend(LINES)
+    explainer = drops.Explainer(Host(runner=runner), drops.Setup(), lambda root: {
+        "198.18.0.33": ("c.allowed.test", 1.0)})
+    assert explainer.explain(drop_to("198.18.0.30")).pins == (
+        Pin("a.allowed.test", "fw-allowlist"),)
+    assert explainer.explain(drop_to("198.18.0.33")).reason == "left"
+    saves = [c for c in runner.calls_made if c[0].endswith("save")]
+    assert saves == [("iptables-save", "-t", "filter"), ("ip6tables-save", "-t", "filter")]
+    explainer.read_at = time.monotonic() - drops.VIEW_TTL - 1  # stale: read again
+    explainer.explain(drop_to("198.18.0.30"))
+    assert len([c for c in runner.calls_made if c[0].endswith("save")]) == 4
+    assert capsys.readouterr().err == ""
+
+
+def test_a_firewall_or_history_that_cannot_be_read_is_said_once_and_drops_go_on(
+        capsys: pytest.CaptureFixture[str]) -> None:
+    def broken(root: str) -> dict[str, tuple[str, float]]:
+        raise ValueError("bad pin file")
+
+    explainer = drops.Explainer(Host(runner=FailingSave()), drops.Setup(), broken)
+    for _ in range(3):
+        explainer.read_at = None
+        assert explainer.explain(drop_to("198.18.0.40")).reason == "unlisted"
+    err = capsys.readouterr().err.splitlines()
+    assert len(err) == 2, err
+    assert err[0].startswith("statekit: cannot read the firewall (command failed")
+    assert err[0].endswith("names are not shown")
+    assert err[1] == ("statekit: cannot read the pin history (bad pin file): addresses that "
+                      "left their name are not named")
