@@ -307,15 +307,18 @@ class Listener:
 
     def open(self) -> None:
         """Bind every group or raise :class:`ListenError` (nothing stays bound)."""
-        sock = _socket.socket(AF_NETLINK, _socket.SOCK_RAW | _socket.SOCK_CLOEXEC,
-                              NETLINK_NETFILTER)
-        self._sock = sock
         try:
-            sock.setsockopt(_socket.SOL_SOCKET, _socket.SO_RCVBUF, RCVBUF)
-            sock.bind((0, 0))
+            self._sock = _socket.socket(AF_NETLINK, _socket.SOCK_RAW | _socket.SOCK_CLOEXEC,
+                                        NETLINK_NETFILTER)
+            self._sock.setsockopt(_socket.SOL_SOCKET, _socket.SO_RCVBUF, RCVBUF)
+            self._sock.bind((0, 0))
             for seq, group in enumerate(self.groups, 1):
-                sock.send(config_message(group, seq, self.copy_range))
+                self._sock.send(config_message(group, seq, self.copy_range))
                 self._await_ack(seq, group)
+        except OSError as exc:  # no netlink here (a sandboxed kernel), no descriptor left
+            self.close()
+            raise ListenError(f"cannot open a netlink socket for NFLOG: {exc.strerror or exc}"
+                              ) from exc
         except BaseException:
             self.close()
             raise
@@ -361,7 +364,7 @@ class Listener:
             if exc.errno == errno.ENOBUFS:  # the kernel dropped messages; read on
                 self.lost += 1
                 return b""
-            raise
+            raise ListenError(f"reading NFLOG: {exc.strerror or exc}") from exc
 
     def read(self, timeout: float) -> list[Drop]:
         """The drops that arrived within ``timeout`` seconds (at most one datagram's)."""
