@@ -353,12 +353,13 @@ def test_a_second_listener_and_a_listener_without_cap_net_admin_are_refused(
 
 def test_a_kernel_without_netlink_netfilter_is_a_listen_error(
         monkeypatch: pytest.MonkeyPatch) -> None:
+    import _socket
     import errno
 
     def no_netlink(*args: object) -> None:
         raise OSError(errno.EAFNOSUPPORT, "Address family not supported by protocol")
 
-    monkeypatch.setattr(nflog._socket, "socket", no_netlink)
+    monkeypatch.setattr(_socket, "socket", no_netlink)
     with pytest.raises(nflog.ListenError) as raised:
         nflog.Listener((100,)).open()
     assert str(raised.value) == ("cannot open a netlink socket for NFLOG: Address family "
