@@ -1,4 +1,4 @@
-"""The command line: ``statekit converge | validate | show`` (SPEC.md's contract).
+"""The command line: ``statekit converge | validate | show | drops`` (SPEC.md's contract).
 
 Exit codes: 0 success; 1 a state failed (or the lock timed out); 2 something changed (or
 would) and ``--detailed-exitcode`` was given; 3 invalid input, nothing touched.
@@ -85,6 +85,28 @@ def seconds(text: str) -> float:
     return value
 
 
+def count(text: str) -> int:
+    """A number of items: a whole number, 1 or more."""
+    return _whole(text, 1, None, "a count (a whole number, 1 or more)")
+
+
+def nflog_group(text: str) -> int:
+    """An NFLOG group: 0 to 65535."""
+    return _whole(text, 0, 0xFFFF, "an NFLOG group (0 to 65535)")
+
+
+def _whole(text: str, low: int, high: int | None, what: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = low - 1
+    if value < low or (high is not None and value > high):
+        import argparse
+
+        raise argparse.ArgumentTypeError(f"{text!r} is not {what}")
+    return value
+
+
 DESCRIPTION = "Idempotent state engine."
 _PATHS = Arg("paths", PATHS, metavar="PATH", help="state files or directories")
 _VAR = Arg("--var", APPEND, metavar="KEY=VALUE", help="override a var (VALUE is read as YAML)")
@@ -120,6 +142,18 @@ COMMANDS: dict[str, tuple[str, tuple[Arg, ...]]] = {
     )),
     "validate": ("check files, schema and templates; touch nothing", (_PATHS, _VAR)),
     "show": ("print the rendered desired states, secrets masked", (_PATHS, _VAR)),
+    "drops": ("follow the firewall's drops live (NFLOG): who, where, and what to do", (
+        _PATHS,
+        _VAR,
+        Arg("--root", VALUE, default="/", metavar="DIR", help="the machine's files "
+            "(the pin history) under DIR"),
+        Arg("--group", VALUE, type=nflog_group, metavar="N",
+            help="the NFLOG group to read (default: the states' NFLOG rules)"),
+        Arg("--count", VALUE, type=count, metavar="N", help="stop after N drops"),
+        Arg("--timeout", VALUE, type=seconds, metavar="S", help="stop after S seconds"),
+        Arg("--format", VALUE, choices=("text", "json"), default="text",
+            help="json: one object per line"),
+    )),
 }
 
 

@@ -24,6 +24,12 @@ def run(args: argparse.Namespace, masker: Masker) -> int:
 
         _check_root(args.root)
         return status.run(args, _load_cached(args, masker), masker)
+    if args.command == "drops":  # its module only here: off the converge's import path
+        from statekit import drops
+
+        _check_root(args.root)
+        given = args.paths or args.group is None  # --group alone needs no states
+        return drops.run(args, _load(args, masker) if given else None, masker)
     program = _load(args, masker)
     if args.command == "validate":
         if program.input_errors:

@@ -82,6 +82,9 @@ ACCEPTED = [
     ["show", "states", "--var", "a=1", "--var", "b=2"],
     ["converge", "--check", "--diff", "--format", "json", "--root", "/", "--phase", "p",
      "--var", "k=v", "--detailed-exitcode", "--lock-file", "l", "--lock-timeout", "3", "s"],
+    ["drops"],
+    ["drops", "--group", "100", "--count", "3", "--timeout", "2.5", "--format", "json"],
+    ["drops", "--root", "R", "--var", "nflog_group=7", "states", "--group=0", "--count=1"],
 ]
 
 FALLBACK = [
@@ -121,6 +124,12 @@ FALLBACK = [
     ["validate", "--phase", "x"],
     ["validate", "--check"],
     ["show", "a", "--var", "x=1", "b"],
+    ["drops", "--group", "65536"],
+    ["drops", "--group", "-1"],
+    ["drops", "--count", "0"],
+    ["drops", "--count", "1.5"],
+    ["drops", "--timeout", "-1"],
+    ["drops", "--check"],
 ]
 
 
@@ -165,10 +174,10 @@ def test_defaults_are_argparse_defaults_and_fresh_lists() -> None:
     assert vars(cli.fast_parse(["show"]) or {}) == {"command": "show", "paths": [], "var": []}
 
 
-COMMANDS = ["converge", "validate", "show"]
+COMMANDS = ["converge", "validate", "show", "drops"]
 OPTIONS = [
     "--var", "--phase", "--check", "--diff", "--format", "--root", "--detailed-exitcode",
-    "--lock-file", "--lock-timeout",
+    "--lock-file", "--lock-timeout", "--group", "--count", "--timeout",
     "--v", "--ph", "--ch", "--d", "--di", "--de", "--f", "--r", "--l", "--lock", "--lock-f",
     "--lock-t", "--det", "--h", "--he",
     "--nope", "-x", "-c", "-h", "--help", "-", "--", "---check", "-hx",

@@ -11,14 +11,16 @@ Conventions for a fenced block's info string (every block must have one of these
   into one file (phases ``network`` and ``auth``, then any other phase in the order it
   appears) that must pass ``statekit validate``.
 - ``json``: a JSON report sample. One with an ``error`` key must have the keys of the
-  object statekit prints on exit 3 (and its ``error`` object's keys); any other must have
-  the keys of a real ``--format json`` report, of its states, changes and summary.
+  object statekit prints on exit 3 (and its ``error`` object's keys); one with a ``hint``
+  key, those of a ``statekit drops --format json`` line; any other must have the keys of
+  a real ``--format json`` report, of its states, changes and summary.
 - ``sh``: shell lines. The block must pass ``bash -n``; every ``statekit`` command in it
   must be accepted by statekit's own parser; ``validate`` and ``show`` commands whose
   paths exist are run (exit 0) and ``converge`` ones are run with ``--check`` under a
   temporary ``--root`` in a private network namespace (valid input: not exit 3);
   ``make TARGET`` must name a Makefile target; ``pip``/``pipx install .`` needs the
-  ``statekit`` entry point in pyproject.toml.
+  ``statekit`` entry point in pyproject.toml. ``drops`` commands are run in a private
+  network namespace with ``--timeout 0`` (exit 0).
 - ``text``: output or anything shown only; not checked.
 """
 
@@ -35,7 +37,7 @@ from typing import Any
 import pytest
 import yaml
 
-from statekit import cli
+from statekit import cli, drops
 from tests.conftest import REPO, statekit, write
 
 PAGES = [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]
@@ -137,6 +139,13 @@ def real_error(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
 def test_json_samples_have_the_real_keys(page: Path, body: str, real_report: dict[str, Any],
                                          real_error: dict[str, Any]) -> None:
     sample = json.loads(body)
+    if "hint" in sample:  # a `statekit drops --format json` line
+        from tests.test_drops import SHOWN
+
+        real = drops.as_dict(SHOWN)
+        assert keys(sample) == keys(real)
+        assert all(keys(name) == keys(real["names"][0]) for name in sample["names"])
+        return
     if "error" in sample:
         assert keys(sample) == keys(real_error)
         assert keys(sample["error"]) == keys(real_error["error"])
@@ -197,6 +206,9 @@ def run_statekit_sample(argv: list[str], netns: str, tmp: Path) -> None:
         return
     if args.command in ("validate", "show"):
         run = statekit(argv, cwd=REPO)
+        assert run.returncode == 0, run.stderr
+    elif args.command == "drops":  # bound in a private namespace, ended at once
+        run = statekit([*argv, "--timeout", "0"], netns=netns, cwd=REPO)
         assert run.returncode == 0, run.stderr
     elif args.command == "converge":
         root = tmp / "root"

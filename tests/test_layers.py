@@ -2,7 +2,7 @@
 
 The layers, top to bottom (ARCHITECTURE.md)::
 
-    cli -> subcommands, lockdown, status -> out.report, out.last_run
+    cli -> subcommands, lockdown, status, drops -> out.report, out.last_run
         -> load/ and run/engine, run/cache -> resources/
         -> netfilter/, run/host, corefile -> run/runner, run/files, run/lock, out.masking,
            program -> errors, digits, dnsname, typeshim, testhook, contract
@@ -24,7 +24,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "statekit"
 
 LAYERS: list[tuple[str, ...]] = [
     ("statekit.cli", "statekit.__main__"),
-    ("statekit.subcommands", "statekit.lockdown", "statekit.status"),
+    ("statekit.subcommands", "statekit.lockdown", "statekit.status", "statekit.drops"),
     ("statekit.out.report", "statekit.out.last_run"),
     ("statekit.load.", "statekit.run.engine", "statekit.run.cache", "statekit.run.graph"),
     ("statekit.resources.",),

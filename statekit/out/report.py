@@ -36,12 +36,13 @@ def summary(outcomes: list[Outcome]) -> dict[str, int]:
 class TextReport:
     """Streams one line per state as outcomes arrive, then the recap."""
 
-    def __init__(self, mask: Mask, *, check: bool, diff: bool, stream: TextIO = sys.stdout):
+    def __init__(self, mask: Mask, *, check: bool, diff: bool,
+                 stream: TextIO | None = None) -> None:
         self.mask = mask
         self.check = check
         self.diff = diff
-        self.stream = stream
-        self.color = use_color(stream)
+        self.stream = sys.stdout if stream is None else stream  # the one of now, not of
+        self.color = use_color(self.stream)  # this module's import (a redirect holds)
 
     def outcome(self, o: Outcome) -> None:
         label = "would change" if (o.status == CHANGED and self.check) else o.status
