@@ -157,11 +157,22 @@ def _follow(listener: nflog.Listener, explainer: Explainer, args: argparse.Names
         if wait <= 0:
             return
         for drop in listener.read(wait):
+            if kernel_signalling(drop):
+                continue
             sys.stdout.write(emit(explainer.explain(drop), masker) + "\n")
             sys.stdout.flush()
             shown += 1
             if shown == args.count:
                 return
+
+
+def kernel_signalling(drop: nflog.Drop) -> bool:
+    """The kernel's own IPv6 link-local signalling, which the IPv6 lockdown drops and
+    logs: ICMPv6 (MLD reports, router solicitations) from no process (no uid) to a
+    link-local multicast group (ff02::/16). Not a connection anyone made: not shown."""
+    packet = drop.packet
+    return (drop.uid is None and packet.version == 6 and packet.protocol == 58
+            and packet.destination.lower().startswith("ff02:"))
 
 
 def _quiet_stdout() -> None:

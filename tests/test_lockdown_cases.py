@@ -129,8 +129,8 @@ def test_1_healthy_boot_writes_the_reference_order(world: Lockdown) -> None:
     assert world.boot().rc == 0
     rules = world.chain()
     assert world.policy() == "DROP"
-    assert comparable_chain(rules, len(ALLOWED_HOSTS), root_only_dns=True) == \
-        reference_chain(ALLOWED_HOSTS.values(), root_only_dns=True)
+    assert comparable_chain(rules, len(ALLOWED_HOSTS), statekit=True) == \
+        reference_chain(ALLOWED_HOSTS.values(), statekit=True)
     assert all(comment(rule).startswith("statekit:") for rule in rules), rules
 
 
@@ -242,9 +242,9 @@ def test_5_otlp_rule_sits_below_the_private_drops(world: Lockdown) -> None:
     first = world.boot(ON)
     assert first.rc == 0, first.output
     assert connects(world, GATEWAY_ADDR, OTLP_PORT)
-    assert comparable_chain(world.chain(), len(ALLOWED_HOSTS), root_only_dns=True) == \
+    assert comparable_chain(world.chain(), len(ALLOWED_HOSTS), statekit=True) == \
         reference_chain(ALLOWED_HOSTS.values(), otlp=[(GATEWAY_ADDR, OTLP_PORT)],
-                        root_only_dns=True)
+                        statekit=True)
 
 
 # --- 6. a foreign ACCEPT --------------------------------------------------------------------------

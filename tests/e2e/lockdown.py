@@ -9,8 +9,9 @@ with the container resolving through 127.0.0.53.
 
 :func:`reference_chain` is the reference container's OUTPUT chain (issue 12), in
 iptables-save form without the statekit comments, for a set of allowlisted addresses;
-with ``root_only_dns``, as statekit writes it (issue 20): DNS to the upstream resolvers
-for root only (an owner match), and everyone else's dropped above ESTABLISHED.
+with ``statekit``, as the shipped states write it: DNS to the upstream resolvers for
+root only (an owner match), everyone else's dropped above ESTABLISHED (issue 20), and
+each drop logged to NFLOG first (issue 21: `statekit drops` sees every drop).
 """
 
 from __future__ import annotations
@@ -171,46 +172,53 @@ def comment(rule: str) -> str:
     return found.group(1).strip('"') if found else ""
 
 
+LOG = "-j NFLOG --nflog-prefix CODETAINER_DROP --nflog-group 100"
+BLOCKED = ("169.254.0.0/16", "172.16.0.0/12")
+
+
 def reference_head(resolvers: Sequence[str] = UPSTREAM_RESOLVERS,
-                   root_only_dns: bool = False) -> list[str]:
-    """The reference chain down to the GitHub ranges (nothing in it depends on DNS)."""
-    owner = " -m owner --uid-owner 0" if root_only_dns else ""
+                   statekit: bool = False) -> list[str]:
+    """The reference chain down to the GitHub ranges (nothing in it depends on DNS); with
+    ``statekit``, as the shipped states write it: the upstream resolvers for root only
+    (everyone else's DNS to them dropped above ESTABLISHED) and each drop logged first."""
+    owner = " -m owner --uid-owner 0" if statekit else ""
+    upstream = [f"-A OUTPUT -d {r}/32 -p udp -m udp --dport 53" for r in resolvers]
     return [
         "-A OUTPUT -o lo -j ACCEPT",
-        "-A OUTPUT -d 169.254.0.0/16 -j DROP",
-        "-A OUTPUT -d 172.16.0.0/12 -j DROP",
+        *(f"-A OUTPUT -d {net} {LOG}" for net in (BLOCKED if statekit else ())),
+        *(f"-A OUTPUT -d {net} -j DROP" for net in BLOCKED),
         f"-A OUTPUT -d {LOCAL_DNS}/32 -p udp -m udp --dport 53 -j ACCEPT",
         f"-A OUTPUT -d {LOCAL_DNS}/32 -p tcp -m tcp --dport 53 -j ACCEPT",
-        *(f"-A OUTPUT -d {r}/32 -p udp -m udp --dport 53{owner} -j ACCEPT"
-          for r in resolvers),
-        *(f"-A OUTPUT -d {r}/32 -p udp -m udp --dport 53 -j DROP"
-          for r in (resolvers if root_only_dns else ())),
+        *(f"{rule}{owner} -j ACCEPT" for rule in upstream),
+        *(f"{rule} {LOG}" for rule in (upstream if statekit else ())),
+        *(f"{rule} -j DROP" for rule in (upstream if statekit else ())),
         "-A OUTPUT -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT",
         *(f"-A OUTPUT -d {net} -p tcp -m tcp --dport 443 -j ACCEPT" for net in GITHUB_RANGES),
     ]
 
 
-REFERENCE_TAIL = [
-    "-A OUTPUT -p udp -j DROP",
-    "-A OUTPUT -j NFLOG --nflog-prefix CODETAINER_DROP --nflog-group 100",
-]
+def reference_tail(statekit: bool = False) -> list[str]:
+    """The reference chain after the allowlist: drop UDP, log the rest (statekit logs
+    the UDP it drops too)."""
+    return [*([f"-A OUTPUT -p udp {LOG}"] if statekit else []), "-A OUTPUT -p udp -j DROP",
+            f"-A OUTPUT {LOG}"]
 
 
 def reference_chain(allowed: Iterable[str], otlp: Iterable[tuple[str, int]] = (),
-                    root_only_dns: bool = False) -> list[str]:
+                    statekit: bool = False) -> list[str]:
     """The whole reference OUTPUT chain, without comments; the allowlist's rules sorted
     (their order among themselves is not part of the reference)."""
-    return [*reference_head(root_only_dns=root_only_dns),
+    return [*reference_head(statekit=statekit),
             *sorted(f"-A OUTPUT -d {addr}/32 -j ACCEPT" for addr in allowed),
             *(f"-A OUTPUT -d {addr}/32 -p tcp -m tcp --dport {port} -j ACCEPT"
               for addr, port in otlp),
-            *REFERENCE_TAIL]
+            *reference_tail(statekit)]
 
 
 def comparable_chain(rules: Sequence[str], n_allowed: int,
-                     root_only_dns: bool = False) -> list[str]:
+                     statekit: bool = False) -> list[str]:
     """``rules`` without comments, the ``n_allowed`` rules after the head sorted, as
     :func:`reference_chain` writes them."""
     plain = [bare(r) for r in rules]
-    head = len(reference_head(root_only_dns=root_only_dns))
+    head = len(reference_head(statekit=statekit))
     return [*plain[:head], *sorted(plain[head:head + n_allowed]), *plain[head + n_allowed:]]
