@@ -85,7 +85,7 @@ class _Degrade(Exception):
 
 
 def _degrades(source: Source) -> bool:
-    return source.data.get("on_invalid_input") == "absent"
+    return bool(source.data.get("on_invalid_input") == "absent")
 
 
 def _refused_secrets(sources: list[Source], names: set[str], environ: Mapping[str, str],
