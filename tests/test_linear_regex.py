@@ -46,7 +46,7 @@ PATTERNS = st.builds(
 TEXTS = st.text(alphabet=ALPHABET, max_size=12)
 
 
-@settings(max_examples=1500, deadline=None)
+@settings(max_examples=600, deadline=None)
 @given(pattern=PATTERNS, texts=st.lists(TEXTS, min_size=1, max_size=4))
 def test_search_answers_as_re_search(pattern: str, texts: list[str]) -> None:
     try:
