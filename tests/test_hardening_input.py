@@ -142,3 +142,40 @@ def test_a_directory_swapped_for_a_symlink_mid_write(tmp_path: Path, root: Path,
     record_output(run.stdout, run.stderr)
     clean(run, 1, "/tmp/otel/otel-env: cannot write: File exists (otel)")
     assert tree(outside) == before
+
+
+# --- issue 19, item 8: template work and ignore patterns are bounded --------------------
+
+TEMPLATE_STATE = """\
+phases: [network]
+states:
+  - id: app
+    type: env_file
+    phase: network
+    path: /etc/app.env
+    entries:
+      A: "{template}"
+"""
+HOSTILE_TEMPLATES = [  # issue 19: 3.9 GB and 19 s; over 20 s
+    ("{{ 'x' * 1000000000 }}", "'*' would make a value of 1000000000 characters"),
+    ("{% for i in range(99999) %}{% for j in range(99999) %}{% endfor %}{% endfor %}",
+     "range() would give more than 100000 numbers in all"),
+]
+
+
+@pytest.mark.parametrize(("template", "message"), HOSTILE_TEMPLATES)
+def test_a_template_that_would_run_away_is_exit_3_at_once(tmp_path: Path, root: Path,
+                                                          template: str, message: str) -> None:
+    from tests.test_hardening_reads import measured
+
+    states = write(tmp_path / "s.yaml", TEMPLATE_STATE.format(template=template))
+    start = time.monotonic()
+    run, kib = measured(["converge", "--root", str(root), str(states)])
+    elapsed = time.monotonic() - start
+    clean(run, 3, f"{states}:8: states[0].entries.A: template error: {message}",
+          "templates compute names and small values")
+    assert len(run.stderr.splitlines()) == 1
+    assert list(root.iterdir()) == []
+    print(f"\n{template[:30]}...: exit 3 in {elapsed:.2f} s (interpreter included), "
+          f"peak {kib // 1024} MiB")
+    assert kib < 100 * 1024 and elapsed < 5

@@ -157,3 +157,78 @@ def test_missing_path_is_invalid_input() -> None:
     result = statekit(["validate", "/nonexistent/states"])
     assert result.returncode == 3
     assert "statekit: /nonexistent/states: no such file or directory" in result.stderr
+
+
+# --- on_invalid_input: absent degrades the file on any error from its input ---------------
+
+OPTIONAL = """\
+phases: [a]
+on_invalid_input: absent
+secrets: [OPT_TOKEN]
+vars:
+  opt_dir: /etc/opt
+states:
+  - id: opt-env
+    type: env_file
+    phase: a
+    path: "{{ opt_dir }}/env"
+    mode: "{{ env.OPT_MODE or '0600' }}"
+    entries:
+      TOKEN: "{{ env.OPT_TOKEN }}"
+      PORT: "{{ 443 // ((env.OPT_DIVISOR or 1) | int) }}"
+  - id: opt-rule
+    type: iptables_rule
+    phase: a
+    chain: OUTPUT
+    destination: "{{ env.OPT_DEST or '192.0.2.1' }}"
+    jump: ACCEPT
+"""
+MAIN = "phases: [a]\nstates:\n  - id: main-env\n    type: env_file\n    phase: a\n" \
+       "    path: /etc/main/env\n    entries:\n      A: '1'\n"
+
+
+@pytest.mark.parametrize(("env", "field"), [
+    ({"OPT_TOKEN": "x"}, "secrets"),  # a secret too short to mask
+    ({"OPT_TOKEN": "caf\udce9-token"}, "secrets"),  # a byte that is not UTF-8
+    ({"OPT_MODE": "0o7777"}, "states[0].mode"),  # a FieldError from the type's parse
+    ({"OPT_MODE": "abc"}, "states[0].mode"),
+    ({"OPT_DEST": "not-an-address"}, "states[1].destination"),
+    ({"OPT_DIVISOR": "0"}, "states[0].entries.PORT"),  # a template error
+])
+def test_any_error_from_a_degrading_files_input_converges_it_absent(
+        tmp_path: Path, env: dict[str, str], field: str) -> None:
+    write(tmp_path / "main.yaml", MAIN)
+    write(tmp_path / "opt.yaml", OPTIONAL)
+    program = loader.load([str(tmp_path)], environ={"OPT_TOKEN": "opt-token-1", **env})
+    assert [e.field for e in program.input_errors] == [field]
+    assert str(program.input_errors[0]).startswith(f"{tmp_path}/opt.yaml:")
+    by_id = {s.id: s for s in program.states}
+    assert (by_id["opt-env"].ensure, by_id["opt-rule"].ensure) == ("absent", "absent")
+    assert by_id["opt-env"].spec.path == "/etc/opt/env"
+    assert by_id["main-env"].ensure == "present"
+    assert not {"x", "caf\udce9-token"} & program.secrets
+
+
+def test_a_degraded_file_that_still_fails_stops_the_run(tmp_path: Path) -> None:
+    """Its identity fields need the refused input too: nothing can be removed safely,
+    so the error stops everything (once: no endless retry)."""
+    text = OPTIONAL.replace('path: "{{ opt_dir }}/env"', 'path: "{{ env.OPT_PATH }}"')
+    write(tmp_path / "opt.yaml", text)
+    with pytest.raises(StateError, match=r"opt\.yaml:10: states\[0\]\.path: "):
+        loader.load([str(tmp_path)], environ={"OPT_TOKEN": "x", "OPT_PATH": "relative"})
+
+
+def test_a_refused_secret_of_a_file_that_does_not_degrade_stops_the_run(
+        tmp_path: Path) -> None:
+    write(tmp_path / "opt.yaml", OPTIONAL)
+    write(tmp_path / "main.yaml", MAIN.replace("states:", "secrets: [OPT_TOKEN]\nstates:"))
+    with pytest.raises(StateError, match="OPT_TOKEN: a secret of 1 character"):
+        loader.load([str(tmp_path)], environ={"OPT_TOKEN": "x"})
+
+
+def test_an_error_in_a_file_that_does_not_degrade_still_stops_the_run(
+        tmp_path: Path) -> None:
+    write(tmp_path / "opt.yaml", OPTIONAL)
+    write(tmp_path / "main.yaml", MAIN.replace("/etc/main/env", "'{{ env.MAIN_PATH }}'"))
+    with pytest.raises(StateError, match=r"main\.yaml:6: states\[0\]\.path: "):
+        loader.load([str(tmp_path)], environ={"OPT_TOKEN": "x", "MAIN_PATH": "rel"})

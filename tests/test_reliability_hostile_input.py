@@ -327,3 +327,150 @@ def test_accepted_rules_are_single_rules_for_the_kernel(netns: str) -> None:
     assert len(rules) == len(lines)
     assert all('--comment "statekit:' in r for r in rules)
     print(f"\ngenerated inputs: {COUNT}; {len(lines)} distinct accepted rules loaded")
+
+
+# --- 3. every telemetry input at once, through the loader (issue 19) ------------------------
+#
+# Any mix of the telemetry inputs (each valid, unset, empty or hostile: any text, bytes that
+# are not UTF-8 as os.environb gives them, control characters, huge values, Unicode, the
+# valid value with an injection spliced in) loaded with the shipped states/ by the real
+# loader. The property: loading never raises (telemetry.yaml converges absent on any error
+# from its input: nothing may stop the lockdown), and the outcome is either telemetry as the
+# inputs say (on when all three GRAFANA_* are set) or every telemetry state absent with one
+# error naming the variable. A few cases then converge for real in a private namespace.
+
+STATES_DIR = str(REPO / "states")
+FUZZED = [*sorted(VALID), "OTEL_LOG_TOOL_CONTENT"]  # the last is never read: always 0
+REQUIRED = ("GRAFANA_INSTANCE_ID", "GRAFANA_API_TOKEN", "GRAFANA_OTLP_ENDPOINT")
+CONTROL = ["\x01", "\x1b[31m", "\x7f", "\r", "\n", "\t", "\x85", "\u2028", "\u200b", "\ufeff"]
+LONG_HOST = ".".join(["a" * 63] * 3 + ["b" * 61])  # 253 characters: a valid DNS name
+FUZZ: dict[str, Any] = {"cases": 0, "on": 0, "off": 0, "degraded": 0, "worst": 0.0,
+                        "worst_case": ""}
+
+
+def not_utf8(base: str) -> st.SearchStrategy[str]:
+    """``base`` with bytes that are not UTF-8, as os.environ shows them (surrogateescape)."""
+    raw = st.binary(min_size=1, max_size=12).filter(lambda b: b"\0" not in b)
+    return st.builds(lambda cut, b: base[:cut] + b.decode("utf-8", "surrogateescape")
+                     + base[cut:], st.integers(0, len(base)), raw)
+
+
+def fuzzed_value(key: str) -> st.SearchStrategy[str]:
+    base = VALID.get(key, "1")
+    huge = st.integers(200, 140_000).map(lambda n: base + "x" * n)
+    control = st.builds(lambda cut, c: base[:cut] + c + base[cut:],
+                        st.integers(0, len(base)), st.sampled_from(CONTROL))
+    unicode = st.text(st.characters(exclude_categories=["Cs"], exclude_characters="\0"),
+                      min_size=1, max_size=30)
+    special = [f"https://{LONG_HOST}/otlp", "https://" + "a" * 64 + ".example/otlp"] \
+        if key == "GRAFANA_OTLP_ENDPOINT" else ["x", "0", "-1", "1" * 30]
+    return st.one_of(hostile(base, ENV_VARIANTS.get(key, ())), not_utf8(base), huge,
+                     control, unicode, st.sampled_from(special))
+
+
+@st.composite
+def telemetry_env(draw: Any) -> dict[str, str]:
+    env: dict[str, str] = {}
+    for key in FUZZED:
+        valid = 6 if key in REQUIRED else 3  # telemetry on often enough to check it
+        kind = draw(st.sampled_from(["valid"] * valid + ["hostile", "hostile", "unset",
+                                                         "empty"]), label=f"{key} is")
+        if kind == "valid" and key in VALID:
+            env[key] = VALID[key]
+        elif kind == "hostile":
+            env[key] = draw(fuzzed_value(key), label=key)
+        elif kind == "empty":
+            env[key] = ""
+    return env
+
+
+def check_loaded(env: dict[str, str], program: Any) -> None:
+    telemetry = [s for s in program.states if s.file.endswith("telemetry.yaml")
+                 and s.type != "signal"]
+    assert telemetry and all(s.ensure == "present" for s in program.states
+                             if s.file.endswith("network.yaml") and s.type != "signal")
+    token = env.get("GRAFANA_API_TOKEN", "")
+    errors = [str(e) for e in program.input_errors]
+    for text in errors:
+        assert "\n" not in text and "\r" not in text and "Traceback" not in text
+        if len(token) >= 8 and token.isprintable():
+            assert token not in text
+    if errors:
+        FUZZ["degraded"] += 1
+        assert len(errors) == 1, errors
+        assert errors[0].startswith(f"{STATES_DIR}/telemetry.yaml:"), errors
+        named = [k for k in FUZZED if k in errors[0]]
+        assert named or "states[2].comment: the tag" in errors[0], errors  # file:line:field
+        assert all(s.ensure == "absent" for s in telemetry), errors
+        return
+    on = all(env.get(k) for k in REQUIRED)
+    FUZZ["on" if on else "off"] += 1
+    by_id = {s.id: s for s in telemetry}
+    assert by_id["otlp-env"].ensure == ("present" if on else "absent")
+    assert by_id["otlp-firewall"].ensure == ("present" if on else "absent")
+    if on:
+        entries = dict(by_id["otlp-env"].spec.entries)
+        assert entries["OTEL_EXPORTER_OTLP_ENDPOINT"] == env["GRAFANA_OTLP_ENDPOINT"]
+        assert entries["OTEL_LOG_TOOL_CONTENT"] == "0"
+        assert token in program.secrets
+
+
+@settings(max_examples=40, deadline=None, print_blob=True,
+          suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+@given(env=telemetry_env())
+def test_any_telemetry_input_leaves_telemetry_valid_or_off_never_stops_the_run(
+        env: dict[str, str]) -> None:
+    import time
+
+    if not FUZZ["cases"]:
+        loader.load([STATES_DIR], environ=VALID)  # the imports, out of the figures
+    FUZZ["cases"] += 1
+    start = time.perf_counter()
+    try:
+        program = loader.load([STATES_DIR], environ=env)
+    except Exception as exc:  # the property: never (telemetry.yaml degrades instead)
+        raise AssertionError(f"{type(exc).__name__}: {exc}") from None
+    elapsed = time.perf_counter() - start
+    if elapsed > FUZZ["worst"]:
+        FUZZ["worst"] = elapsed
+        FUZZ["worst_case"] = ", ".join(f"{k}={len(v)} chars" for k, v in env.items()
+                                       if v != VALID.get(k))
+    check_loaded(env, program)
+
+
+NETNS_CASES = [  # (what, the environment as bytes): converged for real, with network.yaml
+    ("valid, the endpoint an address", {"GRAFANA_OTLP_ENDPOINT": b"https://192.0.2.10/otlp"}),
+    ("token not UTF-8", {"GRAFANA_API_TOKEN": b"glc_\xff\xfe_token_0a1b2c"}),
+    ("token of one character", {"GRAFANA_API_TOKEN": b"x"}),
+    ("attributes with control characters", {"OTEL_RESOURCE_ATTRIBUTES": b"a=\x1b[31m,b=\x01"}),
+    ("a huge endpoint", {"GRAFANA_OTLP_ENDPOINT": b"https://" + b"a" * 100_000 + b".net/"}),
+]
+
+
+@pytest.mark.parametrize(("what", "change"), NETNS_CASES, ids=[c[0] for c in NETNS_CASES])
+def test_a_fuzzed_telemetry_input_still_locks_down_in_a_namespace(
+        netns: str, tmp_path: Path, what: str, change: dict[str, bytes]) -> None:
+    import subprocess
+    import sys
+
+    root = tmp_path / "root"
+    root.mkdir()
+    env = {k.encode(): v.encode() for k, v in VALID.items()}
+    env.update({k.encode(): v for k, v in change.items()})
+    argv = ["ip", "netns", "exec", netns, sys.executable, "-m", "statekit", "converge",
+            "--phase", "network", "--root", str(root), "--var", "domains=[]", STATES_DIR]
+    proc = subprocess.run(argv, capture_output=True, timeout=120, check=False, cwd=REPO,
+                          env={b"PATH": b"/usr/sbin:/usr/bin:/sbin:/bin",
+                               b"LANG": b"C.UTF-8", **env})
+    out = proc.stdout.decode(errors="replace") + proc.stderr.decode(errors="replace")
+    record_output(out)
+    assert "internal error" not in out and "Traceback" not in out, out
+    assert proc.returncode in (0, 3), out
+    if proc.returncode == 3:
+        assert [k for k in change if k in out], out
+    table = saved(netns)
+    assert ":OUTPUT DROP [0:0]" in table, table
+    for tag in ("fw-loopback", "fw-dns-local-udp", "fw-dns-local-tcp", "fw-dns-upstream"):
+        assert any(f'"statekit:{tag}"' in rule for rule in table), (tag, table)
+    assert any("192.0.2.10" in rule for rule in table) == (proc.returncode == 0)
+    print(f"\n{what}: exit {proc.returncode}; telemetry fuzz so far: {FUZZ}")

@@ -168,3 +168,106 @@ def test_bad_input_exit_3_in_every_phase(netns: str, root: Path, name: str, valu
     assert lines[0].startswith(f"statekit: {STATES}:")
     assert TOKEN not in result.output and f"123456:{TOKEN}" not in result.output
     assert not (root / "tmp").exists() and not (root / "etc").exists()
+
+
+# --- any input error degrades telemetry, the lockdown still converges (issue 19, item 2) ---
+
+IP_ENDPOINT = "https://192.0.2.10:4318/otlp"  # an address: no name to resolve in a netns
+LOCKDOWN = [":OUTPUT DROP [0:0]",
+            '-A OUTPUT -o lo -m comment --comment "statekit:fw-loopback" -j ACCEPT']
+# Hooks that let an input reach a resource's parse, a field's schema and a template, in a
+# copy of the shipped telemetry.yaml (each defaults to the shipped value).
+HOOKS = [
+    ("    comment: grafana-otlp\n",
+     "    comment: \"{{ env.T_COMMENT or 'grafana-otlp' }}\"\n"),
+    ("    resolve_timeout: 5\n", "    resolve_timeout: \"{{ env.T_TIMEOUT or 5 }}\"\n"),
+    ("    cache: 300\n", "    cache: \"{{ 300 // ((env.T_DIVISOR or 1) | int) }}\"\n"),
+]
+
+
+def hooked_states(tmp_path: Path) -> Path:
+    states = tmp_path / "states"
+    states.mkdir()
+    (states / "network.yaml").write_text((REPO / "states/network.yaml").read_text())
+    text = (REPO / "states/telemetry.yaml").read_text()
+    for old, new in HOOKS:
+        assert text.count(old) == 1, old
+        text = text.replace(old, new)
+    (states / "telemetry.yaml").write_text(text)
+    return states
+
+
+def converge_all(netns: str, root: Path, states: Path, env: dict[bytes, bytes]) -> Any:
+    """Every phase of network.yaml + telemetry.yaml, in ``netns``, with the environment
+    given as bytes (os.environb: a value need not be UTF-8)."""
+    import subprocess
+    import sys
+
+    from tests.conftest import Run, record_output
+
+    argv = ["ip", "netns", "exec", netns, sys.executable, "-m", "statekit", "converge",
+            "--root", str(root), "--var", "domains=[]", str(states)]
+    full = {b"PATH": b"/usr/sbin:/usr/bin:/sbin:/bin", b"LANG": b"C.UTF-8",
+            b"PYTHONPATH": str(REPO).encode(), **env}
+    proc = subprocess.run(argv, capture_output=True, env=full, timeout=120, check=False)
+    run = Run(proc.returncode, proc.stdout.decode(errors="replace"),
+              proc.stderr.decode(errors="replace"))
+    record_output(run.stdout, run.stderr)
+    return run
+
+
+def otlp_rules(netns: str) -> list[str]:
+    from tests.conftest import saved
+
+    return [r for r in saved(netns) if "otlp" in r or "192.0.2.10" in r]
+
+
+def on_bytes(**extra: bytes) -> dict[bytes, bytes]:
+    env = {k.encode(): v.encode() for k, v in ON.items()}
+    env[b"GRAFANA_OTLP_ENDPOINT"] = IP_ENDPOINT.encode()
+    return {**env, **{k.encode(): v for k, v in extra.items()}}
+
+
+DEGRADE = [  # (variable, value, what the one error line says)
+    ("GRAFANA_API_TOKEN", b"x", "secrets: environment variable GRAFANA_API_TOKEN: a secret "
+     "of 1 character cannot be masked"),
+    ("GRAFANA_API_TOKEN", b"glc_caf\xe9\xff_token", "secrets: invalid input: environment "
+     "variable GRAFANA_API_TOKEN is not valid UTF-8 text"),
+    ("OTEL_RESOURCE_ATTRIBUTES", b"team=caf\xe9", "OTEL_RESOURCE_ATTRIBUTES is not valid UTF-8"),
+    ("T_COMMENT", b'grafana "otlp"', "states[2].comment: must be printable ASCII without "
+     "quotes"),  # a FieldError from the resource's parse
+    ("T_TIMEOUT", b"soon", "states[2].resolve_timeout: 'soon' is a string: expected a number"),
+    ("T_DIVISOR", b"0", "states[0].cache: template error: integer division or modulo by zero"),
+]
+
+
+@pytest.mark.parametrize(("name", "value", "message"), DEGRADE,
+                         ids=["short-secret", "secret-not-utf8", "attributes-not-utf8",
+                              "field-error", "schema-error", "template-error"])
+def test_any_input_error_turns_telemetry_off_and_still_locks_down(
+        netns: str, root: Path, tmp_path: Path, name: str, value: bytes,
+        message: str) -> None:
+    """Telemetry on first (so that there is something to remove), then one input that
+    makes loading telemetry.yaml raise, whatever raises it: exit 3 naming it, every
+    telemetry state absent, the lockdown converged."""
+    states = hooked_states(tmp_path)
+    first = converge_all(netns, root, states, on_bytes())
+    assert first.returncode == 0, first.output
+    assert env_file(root).exists() and otlp_rules(netns)
+    run = converge_all(netns, root, states, on_bytes(**{name: value}))
+    assert run.returncode == 3, run.output
+    lines = run.stderr.strip().splitlines()
+    assert len(lines) == 1, run.stderr
+    assert message in lines[0] and "telemetry.yaml:" in lines[0]
+    assert "converged absent" in lines[0]
+    assert "internal error" not in run.output and "Traceback" not in run.output
+    assert TOKEN not in run.output
+    assert not env_file(root).exists()
+    assert otlp_rules(netns) == []
+    from tests.conftest import saved
+
+    table = saved(netns)
+    assert all(rule in table for rule in LOCKDOWN), table
+    assert any("statekit:fw-dns-local-udp" in r for r in table), table
+    again = converge_all(netns, root, states, on_bytes(**{name: value}))
+    assert again.returncode == 3 and "changed=0" in again.stdout, again.output

@@ -15,7 +15,6 @@ from statekit import resources
 from statekit.errors import ApplyError, FieldError, StateError
 from statekit.load import schema_check, templating
 from statekit.load.discover import collect
-from statekit.load.input_checks import InputError
 from statekit.load.yamlsource import Source, parse
 from statekit.out.masking import check_secret
 from statekit.program import Program, State
@@ -61,15 +60,12 @@ def load(
     environ = os.environ if environ is None else environ
     sources = read_sources(paths)
     secret_names = {n for s in sources for n in s.data.get("secrets", [])}
-    for name in sorted(secret_names):
-        reason = check_secret(name, environ.get(name, ""))
-        if reason:
-            raise StateError(f"environment variable {reason}")
-    secrets = {_utf8(n, environ[n]) for n in sorted(secret_names) if environ.get(n)}
+    degraded: dict[str, StateError] = {}
+    refused = _refused_secrets(sources, secret_names, environ, degraded)
+    secrets = {environ[n] for n in sorted(secret_names - refused) if environ.get(n)}
     if on_secrets:
         on_secrets(secrets)
     phases = _merge_phases(sources)
-    degraded: dict[str, StateError] = {}
     while True:
         try:
             return _build(sources, phases, overrides, environ, secrets, secret_names,
@@ -79,13 +75,45 @@ def load(
 
 
 class _Degrade(Exception):
-    """An input check refused a value in a file with ``on_invalid_input: absent``: load
-    again with that file's states all ``ensure: absent``."""
+    """Loading a file with ``on_invalid_input: absent`` raised: load again with that
+    file's states all ``ensure: absent``."""
 
     def __init__(self, file: str, error: StateError) -> None:
         super().__init__(file)
         self.file = file
         self.error = error
+
+
+def _degrades(source: Source) -> bool:
+    return bool(source.data.get("on_invalid_input") == "absent")
+
+
+def _refused_secrets(sources: list[Source], names: set[str], environ: Mapping[str, str],
+                     degraded: dict[str, StateError]) -> set[str]:
+    """The secret variables whose values cannot be used (too short to mask, not UTF-8).
+    Each file that declares one is degraded; a file that declares one and does not
+    converge absent on invalid input makes the whole run stop (exit 3)."""
+    refused = set()
+    for name in sorted(names):
+        reason = _secret_problem(name, environ.get(name, ""))
+        if reason is None:
+            continue
+        declaring = [s for s in sources if name in s.data.get("secrets", [])]
+        if not all(_degrades(s) for s in declaring):
+            raise StateError(reason)
+        for source in declaring:
+            degraded.setdefault(source.name, source.error(["secrets"], reason))
+        refused.add(name)
+    return refused
+
+
+def _secret_problem(name: str, value: str) -> str | None:
+    try:
+        templating.utf8(name, value)
+    except ValueError as exc:
+        return f"invalid input: {exc}"
+    reason = check_secret(name, value)
+    return f"environment variable {reason}" if reason else None
 
 
 def _build(sources: list[Source], phases: list[str], overrides: Mapping[str, Any] | None,
@@ -97,8 +125,12 @@ def _build(sources: list[Source], phases: list[str], overrides: Mapping[str, Any
     context = _render_vars(sources, dict(overrides or {}), env, renderer, degraded)
     by_name = {s.name: s for s in sources}
     for state in states:
-        _render_state(state, by_name[state.file], context, renderer, secrets,
-                      state.file in degraded)
+        source = by_name[state.file]
+        try:
+            _render_state(state, source, context, renderer, secrets, state.file in degraded)
+        except Exception as exc:
+            error = _as_state_error(exc, source, ["states", state.index])
+            raise _fault(source, error, degraded) from None
     _link(states)
     check_graph(states, phases, by_name)
     used = None if env.used is None else sorted(env.used | secret_names)
@@ -106,11 +138,20 @@ def _build(sources: list[Source], phases: list[str], overrides: Mapping[str, Any
                    input_errors=list(degraded.values()), secret_names=sorted(secret_names))
 
 
-def _fault(source: Source, path: list[str | int], exc: Exception) -> Exception:
-    """The error for a failed template: a :class:`_Degrade` when an input check refused
-    a value in a file that converges absent on invalid input, else a StateError."""
-    error = source.error(path, templating.describe(exc))
-    if isinstance(exc, InputError) and source.data.get("on_invalid_input") == "absent":
+def _as_state_error(exc: Exception, source: Source, path: list[str | int]) -> StateError:
+    """``exc`` as an input error naming file, line and field: whatever a state's input
+    makes raise (a resource's parse included) is exit 3, never an internal error."""
+    if isinstance(exc, StateError):
+        return exc
+    return source.error(path, f"cannot be loaded: {type(exc).__name__}: {exc}")
+
+
+def _fault(source: Source, error: StateError,
+           degraded: Mapping[str, StateError]) -> Exception:
+    """The error to raise for ``source``: a :class:`_Degrade` in a file that converges
+    absent on invalid input (any error: schema, input check, encoding, field length),
+    unless it is already loading absent; else ``error`` itself."""
+    if _degrades(source) and source.name not in degraded:
         return _Degrade(source.name, error)
     return error
 
@@ -128,13 +169,6 @@ def parse_vars(items: Sequence[str]) -> dict[str, Any]:
         except StateError as exc:
             raise StateError(f"--var {key}: VALUE is not valid YAML: {exc.message}") from None
     return out
-
-
-def _utf8(name: str, value: str) -> str:
-    try:
-        return templating.utf8(name, value)
-    except ValueError as exc:
-        raise StateError(f"invalid input: {exc}") from None
 
 
 def _link(states: list[State]) -> None:
@@ -232,7 +266,8 @@ def _render_vars(sources: list[Source], overrides: dict[str, Any],
                 if source.name in degraded:
                     continue  # left undefined: only identity fields are rendered
                 path = _failing_path(value, ["vars", name], context, renderer)
-                raise _fault(source, path, exc) from None
+                error = source.error(path, templating.describe(exc))
+                raise _fault(source, error, degraded) from None
     unknown = sorted(set(overrides) - set(defined))
     if unknown:
         raise StateError(_unknown_var(unknown[0], sorted(defined)))
@@ -311,7 +346,7 @@ def _render(value: Any, key: str, base: list[str | int], source: Source,
         return renderer.render(value, context)
     except Exception as exc:
         path = _failing_path(value, [*base, key], context, renderer)
-        raise _fault(source, path, exc) from None
+        raise source.error(path, templating.describe(exc)) from None
 
 
 def _failing_path(value: Any, path: list[str | int], context: dict[str, Any],

@@ -222,7 +222,11 @@ def _kind(value: Any) -> str:
 
 
 def _show(value: Any) -> str:
-    return json.dumps(value) if not isinstance(value, str) else repr(value)
+    """``value`` as JSON (any object a template made: by its type name), in one line of
+    at most 200 characters."""
+    text = repr(value) if isinstance(value, str) else json.dumps(
+        value, default=lambda o: f"<{type(o).__name__}>")
+    return text if len(text) <= 200 else text[:197] + "..."
 
 
 def coerce(value: Any, node: dict[str, Any]) -> Any:

@@ -14,7 +14,8 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from jinja2 import StrictUndefined, TemplateError
-from jinja2.sandbox import ImmutableSandboxedEnvironment
+
+from statekit.load import template_limits as limits
 
 _SINGLE_EXPR = re.compile(r"^\s*\{\{(?P<expr>(?:(?!\{\{|\}\}|\{%|%\}).)*)\}\}\s*$", re.DOTALL)
 _DEFAULT_PORTS = {"https": 443, "http": 80, "grpc": 443, "dns": 53, "tls": 853}
@@ -143,10 +144,11 @@ TESTS: dict[str, Callable[..., bool]] = {"ip": is_ip}
 
 
 class Renderer:
-    """Renders values (recursively, strings only) against a context."""
+    """Renders values (recursively, strings only) against a context, each string within
+    the limits of :mod:`statekit.load.template_limits` (size, work, time)."""
 
     def __init__(self) -> None:
-        self.jinja = ImmutableSandboxedEnvironment(
+        self.jinja = limits.LimitedEnvironment(
             undefined=StrictUndefined, autoescape=False, keep_trailing_newline=True,
         )
         from statekit.load import input_checks as inputs
@@ -172,12 +174,16 @@ class Renderer:
         match = _SINGLE_EXPR.match(text)
         if match:
             return self.expression(match.group("expr"), context)
-        return self.jinja.from_string(text).render(context)
+        self.jinja.begin()
+        with limits.clock():
+            return limits.joined(self.jinja.from_string(text).generate(context))
 
     def expression(self, expr: str, context: Mapping[str, Any]) -> Any:
         """Evaluate one expression (``when:``, or a whole-value ``{{ ... }}``)."""
-        compiled = self.jinja.compile_expression(expr, undefined_to_none=False)
-        result = compiled(**context)
+        self.jinja.begin()
+        with limits.clock():
+            compiled = self.jinja.compile_expression(expr, undefined_to_none=False)
+            result = compiled(**context)
         if isinstance(result, StrictUndefined):
             str(result)  # raises UndefinedError with the name
         return result

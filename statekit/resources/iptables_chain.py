@@ -176,13 +176,14 @@ def _members(spec: ChainSpec, rules: list[RuleSpec]) -> tuple[RuleSpec, ...]:
 
 
 def _compile(pattern: str) -> Any:
-    import re
+    """A linear-time matcher (never ``re``: a backtracking pattern would hang the
+    converge while it holds the lock); a pattern it refuses is a FieldError (exit 3)."""
+    from statekit.netfilter import linear_regex
 
     try:
-        return re.compile(pattern)
-    except re.error as exc:
-        raise FieldError("ignore", f"{pattern!r} is not a valid regular expression: "
-                         f"{exc}") from None
+        return linear_regex.compile(pattern)
+    except linear_regex.PatternError as exc:
+        raise FieldError("ignore", f"{pattern[:80]!r}: {exc}") from None
 
 
 def _desired(spec: ChainSpec, family: str, chain: Chain, host: Host) -> list[str]:
