@@ -29,6 +29,9 @@ def run(args: argparse.Namespace, masker: Masker) -> int:
         return EXIT_OK
     if args.command == "show":
         emit(sys.stdout, _show(program, masker, args.id, args.format))
+        if program.input_errors:  # shown as they would converge: absent, and why
+            _input_errors(program, masker, "would be")
+            return EXIT_INVALID
         return EXIT_OK
     raise AssertionError(args.command)
 

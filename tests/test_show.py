@@ -148,3 +148,12 @@ states:
     cache = root / "run/statekit/program.cache"
     assert cache.is_file()
     assert b"zz-only-in-show-zz" not in cache.read_bytes()
+
+
+def test_refused_input_shows_the_states_absent_and_says_why() -> None:
+    run = statekit(["show", "--id", "otlp-env", STATES],
+                   env={**ON, "GRAFANA_INSTANCE_ID": "12x"})
+    assert run.returncode == 3
+    assert yaml.safe_load(run.stdout)["states"][0]["ensure"] == "absent"
+    assert "GRAFANA_INSTANCE_ID: must be digits only (its file's states would be converged " \
+        "absent;" in run.stderr
