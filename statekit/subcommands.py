@@ -7,7 +7,7 @@ import sys
 from statekit.contract import DEFAULT_PATH, EXIT_CHANGED, EXIT_FAILED, EXIT_INVALID, EXIT_OK
 from statekit.out.masking import Masker
 from statekit.out.report import emit
-from statekit.program import Program
+from statekit.program import Program, State
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -94,8 +94,8 @@ def _show(program: Program, masker: Masker, ids: list[str], fmt: str) -> str:
     (each state under a ``# file:line`` comment) or JSON, every string masked."""
     from statekit.out.report import masked_tree
 
-    states = [s for s in program.states if not ids or s.id in ids]
     _check_ids(ids, program)
+    states = [s for s in program.states if not ids or s.id in ids]
     doc: dict[str, Any] = {} if ids else {
         "phases": program.phases, "secrets": program.secret_names, "vars": program.vars}
     shown = [masked_tree(_as_written(s, program), masker) for s in states]
@@ -117,7 +117,7 @@ def _check_ids(ids: list[str], program: Program) -> None:
                              f"{did_you_mean(wanted, known)}")
 
 
-def _as_written(state: Any, program: Program) -> dict[str, Any]:
+def _as_written(state: State, program: Program) -> dict[str, Any]:
     """One state as a state file holds it: its graph keys, ``when``/``ensure`` when it
     wrote them, then its own fields, rendered."""
     out: dict[str, Any] = {"id": state.id, "type": state.type, "phase": state.phase}
