@@ -7,6 +7,7 @@ written (under a temporary --root), and invalid input is refused before anything
 from __future__ import annotations
 
 import base64
+import json
 from pathlib import Path
 from typing import Any
 
@@ -119,10 +120,12 @@ def test_no_attributes_no_key(root: Path) -> None:
 
 def test_endpoint_port_and_ip_literal(root: Path) -> None:
     env = {**ON, "GRAFANA_OTLP_ENDPOINT": "https://192.0.2.10:4318/otlp"}
-    result = statekit(["show", STATES], env=env)
+    result = statekit(["show", "--format", "json", "--id", "otlp-dns", "--id",
+                       "otlp-firewall", STATES], env=env)
     assert result.returncode == 0, result.output
-    assert '"ensure": "absent"' in result.stdout.split('"otlp-dns-reload"')[0]  # no DNS entry
-    assert "4318" in result.stdout and "192.0.2.10" in result.stdout
+    dns, firewall = json.loads(result.stdout)["states"]
+    assert dns["ensure"] == "absent"  # no DNS entry for an IP literal
+    assert (firewall["destination_host"], firewall["dport"]) == ("192.0.2.10", 4318)
 
 
 BAD = [

@@ -124,18 +124,25 @@ def _build(sources: list[Source], phases: list[str], overrides: Mapping[str, Any
     renderer = templating.Renderer()
     context = _render_vars(sources, dict(overrides or {}), env, renderer, degraded)
     by_name = {s.name: s for s in sources}
+    shown: dict[str, Any] = {}
     for state in states:
         source = by_name[state.file]
         try:
-            _render_state(state, source, context, renderer, secrets, state.file in degraded)
+            shown[state.id] = _render_state(state, source, context, renderer, secrets,
+                                            state.file in degraded)
         except Exception as exc:
             error = _as_state_error(exc, source, ["states", state.index])
             raise _fault(source, error, degraded) from None
     _link(states)
     check_graph(states, phases, by_name)
     used = None if env.used is None else sorted(env.used | secret_names)
-    return Program(phases=phases, states=states, secrets=secrets, env_used=used,
-                   input_errors=list(degraded.values()), secret_names=sorted(secret_names))
+    program = Program(phases=phases, states=states, secrets=secrets, env_used=used,
+                      input_errors=list(degraded.values()),
+                      secret_names=sorted(secret_names))
+    program.shown = shown
+    program.vars = {k: v for k, v in context.items()
+                    if k != "env" and not isinstance(v, templating.EnvView)}
+    return program
 
 
 def _as_state_error(exc: Exception, source: Source, path: list[str | int]) -> StateError:
@@ -286,7 +293,10 @@ def _unknown_var(name: str, declared: list[str]) -> str:
 
 def _render_state(state: State, source: Source, context: dict[str, Any],
                   renderer: templating.Renderer, secrets: set[str],
-                  degraded: bool = False) -> None:
+                  degraded: bool = False) -> dict[str, Any]:
+    """Render, validate and parse ``state`` (``state.spec``): the type's fields as the
+    state gave them, rendered (``show`` prints them), of a disabled or absent state only
+    its identity fields (the others are not checked, so they may hold unknown secrets)."""
     base: list[str | int] = ["states", state.index]
     raw = dict(state.raw)
     resource = resources.get(state.type)
@@ -308,17 +318,19 @@ def _render_state(state: State, source: Source, context: dict[str, Any],
     fields = schema_check.coerce(fields, type_schema)
     if not state.enabled:
         _check_unknown(fields, type_schema, source, base)
-        return
+        return {k: v for k, v in fields.items() if k in resource.identity_fields}
+    hints: dict[str, Any] = {}
     if ensure == "absent":
         _check_unknown(fields, type_schema, source, base)
+        hints = {k: v for k, v in fields.items() if k not in resource.identity_fields}
         fields = {k: v for k, v in fields.items() if k in resource.identity_fields}
     schema_check.validate(state.type, fields, source, base)
-    given = frozenset(fields)
+    shown, given = dict(fields), frozenset(fields)
     fields = schema_check.with_defaults(  # the schema is the one source of defaults
         state.type, fields, resource.identity_fields if ensure == "absent" else None)
     try:
         state.spec = resource.parse(fields, Meta(state.id, ensure, state.phase, state.where,
-                                                 given))
+                                                 given, hints))
     except FieldError as exc:
         raise source.error([*base, *str(exc.field).split(".")], exc.message) from None
     values = [v for v in resource.secret_values(state.spec) if v]
@@ -327,6 +339,7 @@ def _render_state(state: State, source: Source, context: dict[str, Any],
         if reason:
             raise source.error([*base, "sensitive"], reason)
     secrets.update(values)
+    return shown
 
 
 def _check_unknown(fields: dict[str, Any], type_schema: dict[str, Any], source: Source,
