@@ -361,8 +361,9 @@ def test_the_sh_package_decision_is_written_down_and_kept() -> None:
 # --- the prose ---------------------------------------------------------------------------
 
 PROSE = [*PAGES, REPO / "ARCHITECTURE.md", REPO / "RELIABILITY.md"]
-#: the options of other tools the docs name (iptables, mypy)
-OTHER_OPTIONS = {"--noflush", "--wait", "--comment", "--strict", "--help", "--version"}
+#: the options of other tools the docs name (iptables, ip6tables, mypy)
+OTHER_OPTIONS = {"--noflush", "--wait", "--comment", "--strict", "--help", "--version",
+                 "--uid-owner", "--syn", "--tcp-flags", "--icmpv6-type"}
 REPO_PATH = re.compile(r"`((?:states|statekit|scripts|tests|docs|bench|examples|bin|\.tools)"
                        r"/[^`\s]*)`")
 
@@ -407,11 +408,12 @@ def test_the_usage_synopsis_lists_each_subcommand_with_its_options() -> None:
 
 
 def test_the_runtime_paths_in_the_docs_are_the_ones_statekit_uses() -> None:
+    from statekit.out.last_run import PATH as LAST_RUN
     from statekit.out.masking import KEY_PATH
     from statekit.run.cache import CACHE_PATH
     from statekit.run.lock import DEFAULT_LOCK
 
-    used = {DEFAULT_LOCK, CACHE_PATH, KEY_PATH}
+    used = {DEFAULT_LOCK, CACHE_PATH, KEY_PATH, LAST_RUN}
     dirs = {str(Path(p).parent) for p in used}
     named = {f"{page.name}: {path}" for page in PROSE
              for path in re.findall(r"(?:/run|/var/lib)/statekit[^\s`'\),;:]*",
