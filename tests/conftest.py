@@ -20,6 +20,14 @@ import pytest
 import testinfra
 from testinfra.backend.local import LocalBackend
 
+# The markers' checks: a test that needs root, a namespace or a component says so, or fails.
+from tests.needs import (  # noqa: F401
+    pytest_collection_finish,
+    pytest_runtest_makereport,
+    pytest_runtest_protocol,
+    pytest_runtest_setup,
+)
+
 REPO = Path(__file__).resolve().parent.parent
 TOOLS = REPO / ".tools" / "bin"
 
@@ -237,6 +245,33 @@ def coredns(netns: str, tmp_path: Path) -> Iterator[Callable[..., subprocess.Pop
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+
+
+# --- parallel runs (pytest-xdist: `make test`, `make check`) ----------------------------
+#
+# Each worker is a session of its own: its own sandbox (namespaces and veths named at
+# random), its own tmp_path tree, its own secrets capture (checked at its end, over every
+# output its tests saw; every worker imports every test module, so knows every TOKEN).
+# What workers share on the host is made here, once, before they start.
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """In the xdist controller, as root: the hardening tests' attacker user, which their
+    session fixture would otherwise create in two workers at once (the second useradd
+    fails). Not when root tests are left out (`make check`)."""
+    parallel = getattr(config.option, "numprocesses", None)
+    if (hasattr(config, "workerinput") or not parallel or os.geteuid() != 0
+            or "not root" in (config.option.markexpr or "")):
+        return
+    import pwd
+
+    from tests.hardening import ATTACKER
+
+    try:
+        pwd.getpwnam(ATTACKER)
+    except KeyError:
+        subprocess.run(["useradd", "--system", "--no-create-home", "--shell",
+                        "/usr/sbin/nologin", ATTACKER], check=True, capture_output=True)
 
 
 # --- the end-to-end sandbox (tests/e2e/harness.py; also driven by scripts/sandbox.py) ----
