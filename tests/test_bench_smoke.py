@@ -27,7 +27,7 @@ REAL_PATHS = {  # scenario -> the statekit commands timed against the floor
     "cold boot": ("statekit lockdown",),
 }
 
-pytestmark = [pytest.mark.netns]
+pytestmark = pytest.mark.netns
 
 
 def _row(table: str, work: str, tool: str) -> str:

@@ -38,6 +38,8 @@ from tests.e2e.harness import (
     read_env_file,
 )
 
+pytestmark = [pytest.mark.netns, pytest.mark.needs("coredns", "node")]
+
 TOKEN = "glc_e2eTOKENmustNEVERbePRINTED_0123456789"
 INSTANCE = "987654"
 ON = {"GRAFANA_INSTANCE_ID": INSTANCE, "GRAFANA_API_TOKEN": TOKEN,

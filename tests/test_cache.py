@@ -15,6 +15,8 @@ from statekit.program import Program, State
 from statekit.run import cache
 from tests.conftest import REPO, statekit, write
 
+pytestmark = pytest.mark.root
+
 STATES = """\
 phases: [a]
 secrets: [TOKEN]

@@ -23,6 +23,8 @@ import pytest
 from tests.e2e.harness import CLAUDE_CODE, MESSAGES_STUB_PORT, Sandbox, basic_auth
 from tests.test_boot_e2e import ATTRS_ENV, ATTRS_MEANT, B64, INSTANCE, ON, TOKEN, Boot
 
+pytestmark = [pytest.mark.netns, pytest.mark.needs("coredns", "claude-code")]
+
 PROMPT_MARKER = "PROMPT-MARKER-91c2"
 FILE_MARKER = "FILE-CONTENT-MARKER-7f3a"
 

@@ -11,8 +11,12 @@ import subprocess
 import tempfile
 from pathlib import Path
 
+import pytest
+
 from statekit import __version__
 from tests.conftest import REPO, statekit, write
+
+pytestmark = pytest.mark.root
 
 TELEMETRY_ON = {"GRAFANA_INSTANCE_ID": "123456", "GRAFANA_API_TOKEN": "glc_first-hour-token",
                 "GRAFANA_OTLP_ENDPOINT": "https://otlp-gateway-prod-us-west-2.grafana.net/otlp"}

@@ -19,6 +19,8 @@ import pytest
 from statekit import cli
 from tests.conftest import REPO, statekit, write
 
+pytestmark = pytest.mark.root
+
 TWO_FILES = """\
 phases: [main]
 states:

@@ -15,6 +15,8 @@ from statekit.resources.coredns_zone import CorednsZone, ZoneCurrent, desired
 from statekit.run.files import ReadResult
 from tests.conftest import Run, dns_query, statekit, write
 
+pytestmark = pytest.mark.needs("coredns")
+
 SPEC_BLOCK = """\
 # statekit:otlp-dns
 otlp-gateway-prod-us-west-2.grafana.net:53 {

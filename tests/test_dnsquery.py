@@ -22,7 +22,7 @@ import pytest
 
 from tests.conftest import REPO, dns_query, in_netns
 
-pytestmark = pytest.mark.netns
+pytestmark = [pytest.mark.netns, pytest.mark.needs("coredns")]
 STAGGER = 0.3  # dnsquery.STAGGER
 
 COREFILE = """\

@@ -51,6 +51,8 @@ import yaml
 from statekit import cli, drops
 from tests.conftest import REPO, statekit, write
 
+pytestmark = pytest.mark.netns
+
 PAGES = [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]
 CHECKED = ("yaml", "json", "sh", "text")
 SEPARATORS = {";", "&", "&&", "||", "|", "do", "then", "done", "while", "if", "fi"}

@@ -35,7 +35,7 @@ from tests.e2e.harness import (
 )
 from tests.e2e.lockdown import STATES, VARS, Lockdown
 
-pytestmark = pytest.mark.netns
+pytestmark = [pytest.mark.netns, pytest.mark.needs("coredns")]
 
 A = next(iter(ALLOWED_HOSTS))
 TOKEN = "glc_drops_token_9d41c0b7e2"

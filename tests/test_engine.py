@@ -10,7 +10,11 @@ import time
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from tests.conftest import statekit, write
+
+pytestmark = pytest.mark.root
 
 FLOW = """\
 phases: [one, two]

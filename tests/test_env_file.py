@@ -12,6 +12,8 @@ import pytest
 
 from tests.conftest import REPO, statekit, write
 
+pytestmark = pytest.mark.root
+
 TOKEN = "glc_envfile_test_token_1f2e3d"
 STATES = """\
 phases: [auth]

@@ -22,6 +22,8 @@ import pytest
 
 from tests.conftest import REPO, in_netns, saved, write
 
+pytestmark = pytest.mark.netns
+
 CUT = """\
 phases: [network]
 states:

@@ -20,6 +20,8 @@ from types import ModuleType
 
 import pytest
 
+pytestmark = pytest.mark.needs("go-proxy")
+
 REPO = Path(__file__).resolve().parent.parent
 SCRIPT = REPO / "scripts" / "go_toolchain.py"
 STOCK_PATH = "/usr/sbin:/usr/bin:/sbin:/bin"

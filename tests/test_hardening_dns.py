@@ -23,7 +23,7 @@ from tests.e2e.lockdown import Lockdown
 from tests.hardening import Attacker, attacker_fixture
 
 __all__ = ["attacker_fixture"]
-pytestmark = pytest.mark.netns
+pytestmark = [pytest.mark.netns, pytest.mark.needs("coredns")]
 
 SQUATTER = f"""
 import socket, struct

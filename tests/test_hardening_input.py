@@ -24,6 +24,8 @@ from statekit.load import loader
 from tests.conftest import REPO, Run, record_output, statekit, write
 from tests.hardening import clean, tree
 
+pytestmark = pytest.mark.root
+
 LAUGHS = ("phases: [p]\nstates: []\nvars:\n  l0: &l0 [lol, lol, lol, lol, lol, lol, lol, lol]\n"
           + "".join(f"  l{i}: &l{i} [{', '.join([f'*l{i - 1}'] * 9)}]\n" for i in range(1, 10)))
 ENV_STATE = """\

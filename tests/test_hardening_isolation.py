@@ -19,6 +19,8 @@ import pytest
 from tests.conftest import REPO, Run, record_output, write
 from tests.hardening import Attacker, arena_fixture, attacker_fixture, clean  # noqa: F401
 
+pytestmark = [pytest.mark.root, pytest.mark.needs("pypi")]
+
 VENV_BIN = Path(sys.executable).parent
 
 

@@ -20,6 +20,8 @@ import pytest
 from tests.conftest import Run, statekit, write
 from tests.hardening import Attacker, arena_fixture, attacker_fixture, clean  # noqa: F401
 
+pytestmark = pytest.mark.root
+
 STATES = """\
 phases: [p]
 states:

@@ -15,6 +15,8 @@ import pytest
 from tests.conftest import statekit, write
 from tests.hardening import clean
 
+pytestmark = pytest.mark.root
+
 ENV = """\
 phases: [p]
 vars: {{m: {value}}}

@@ -22,6 +22,8 @@ from statekit.run import runner
 from tests.conftest import statekit, write
 from tests.hardening import Attacker, arena_fixture, attacker_fixture, clean  # noqa: F401
 
+pytestmark = pytest.mark.root
+
 STATES = """\
 phases: [run]
 states:

@@ -16,8 +16,12 @@ import sys
 import tempfile
 from pathlib import Path
 
+import pytest
+
 from tests.conftest import REPO, Run, record_output, write
 from tests.hardening import clean, tree
+
+pytestmark = pytest.mark.root
 
 BIG = 768 << 20
 RSS_LIMIT_KIB = 200 << 10

@@ -26,6 +26,8 @@ from statekit.run.host import Host
 from tests.conftest import REPO, Run, record_output, write
 from tests.hardening import Attacker, arena_fixture, attacker_fixture, clean  # noqa: F401
 
+pytestmark = pytest.mark.root
+
 STATES = """\
 phases: [p]
 states:

@@ -23,6 +23,8 @@ import pytest
 from tests.conftest import statekit, write
 from tests.hardening import Attacker, arena_fixture, attacker_fixture, clean, tree  # noqa: F401
 
+pytestmark = pytest.mark.root
+
 TOKEN = "glc_hardening_tmpdir_token_5f4e3d"
 ROUNDS = 20
 STATES = """\

@@ -37,6 +37,8 @@ from statekit.run.files import FileSystem
 from tests.conftest import statekit, write
 from tests.hardening import Attacker, arena_fixture, attacker_fixture, clean, tree  # noqa: F401
 
+pytestmark = pytest.mark.root
+
 CONVERGES = 10
 WRITES = 5000
 STATES = """\

@@ -36,7 +36,7 @@ from tests.e2e.harness import (
     read_env_file,
 )
 
-pytestmark = pytest.mark.netns
+pytestmark = [pytest.mark.netns, pytest.mark.needs("coredns")]
 
 AUTH = basic_auth("123456", "glc_test-token")
 ENV = {

@@ -13,7 +13,11 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from tests.conftest import REPO
+
+pytestmark = pytest.mark.needs("pypi")
 
 #: what the build reads, and the Makefile
 SOURCES = ("pyproject.toml", "README.md", "Makefile", "statekit", "bin", "scripts")

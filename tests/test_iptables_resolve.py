@@ -9,7 +9,11 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from tests.conftest import REPO, saved
+
+pytestmark = pytest.mark.netns
 
 STATE = """phases: [network]
 states:

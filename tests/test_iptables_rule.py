@@ -17,6 +17,8 @@ import pytest
 
 from tests.conftest import REPO, Run, ToolLog, in_netns, saved, statekit
 
+pytestmark = pytest.mark.netns
+
 BASE = """
 - id: loopback
   type: iptables_rule

@@ -6,7 +6,11 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
+
 from tests.conftest import ToolLog, saved, statekit
+
+pytestmark = pytest.mark.netns
 
 N = 5000
 

@@ -24,6 +24,8 @@ from statekit.run.host import Host
 from tests.conftest import REPO, in_netns, saved, statekit
 from tests.fakehost import FakeRunner
 
+pytestmark = pytest.mark.netns
+
 STATES = str(REPO / "states")
 TAG = '-m comment --comment "statekit:{}"'
 IPV6_CHAIN = [

@@ -24,7 +24,7 @@ import pytest
 
 from tests.conftest import REPO, dns_query
 
-pytestmark = pytest.mark.netns
+pytestmark = [pytest.mark.netns, pytest.mark.needs("coredns")]
 
 HEAVY = ("typing", "re", "enum", "collections", "functools", "contextlib", "subprocess",
          "argparse", "gettext", "locale", "pickle", "_pickle", "hashlib", "_hashlib",

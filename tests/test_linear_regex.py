@@ -19,6 +19,8 @@ from hypothesis import strategies as st
 from statekit.netfilter.linear_regex import MAX_STATES, PatternError
 from statekit.netfilter.linear_regex import compile as linear
 
+pytestmark = pytest.mark.netns
+
 ALPHABET = "ab -_1\n\t\u0663\u00e9\u2028\u00a0Z."  # U+0663 a decimal digit, U+00A0 a space
 ATOMS = ["a", "b", " ", "-", "_", "1", "\\n", "\u00e9", "\u0663", "Z", "\\.", ".",
          "[ab]", "[^a ]", "[a-c]", "[\\d_]", "[^\\w]", "[\\s-]", "\\d", "\\D", "\\s", "\\S",

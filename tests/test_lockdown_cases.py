@@ -48,7 +48,7 @@ from tests.e2e.lockdown import (
     reference_chain,
 )
 
-pytestmark = pytest.mark.netns
+pytestmark = [pytest.mark.netns, pytest.mark.needs("coredns")]
 
 TOKEN = "glc_lockdown_token_5f0c2e7a91"
 register_token(TOKEN)

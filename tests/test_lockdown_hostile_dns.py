@@ -38,7 +38,7 @@ from tests.e2e.harness import (
 from tests.e2e.lockdown import Lockdown, Result
 from tests.test_lockdown_cases import blocked, connects, local_answer
 
-pytestmark = pytest.mark.netns
+pytestmark = [pytest.mark.netns, pytest.mark.needs("coredns")]
 
 TRUNCATED = "truncated.hostile.test"
 CNAMES = tuple(f"cnames{i}.hostile.test" for i in range(1, 7))

@@ -28,7 +28,7 @@ import pytest
 from tests.e2e.harness import ALLOWED_HOSTS, SPARE_ADDRS, Sandbox
 from tests.e2e.lockdown import Lockdown, Result
 
-pytestmark = pytest.mark.netns
+pytestmark = [pytest.mark.netns, pytest.mark.needs("coredns")]
 
 B = list(ALLOWED_HOSTS)[1]
 EMPTY = "*filter\n:INPUT ACCEPT [0:0]\n:FORWARD ACCEPT [0:0]\n:OUTPUT ACCEPT [0:0]\nCOMMIT\n"

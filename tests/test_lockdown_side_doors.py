@@ -39,7 +39,7 @@ from tests.e2e.harness import (
 )
 from tests.e2e.lockdown import Lockdown
 
-pytestmark = pytest.mark.netns
+pytestmark = [pytest.mark.netns, pytest.mark.needs("coredns")]
 
 A, B = "a.allowed.test", "b.allowed.test"
 BLOCKED = 1.0  # seconds a probe that must fail is given

@@ -44,7 +44,7 @@ from tests.e2e.lockdown import (
     reference_chain,
 )
 
-pytestmark = pytest.mark.netns
+pytestmark = [pytest.mark.netns, pytest.mark.needs("coredns")]
 
 
 @pytest.fixture

@@ -18,6 +18,8 @@ from statekit.out import masking
 from statekit.out.masking import Masker, host_key, keyed_tag, tag
 from tests.conftest import statekit, write
 
+pytestmark = pytest.mark.root
+
 TOKEN = "glc_eyJvIjoiMTIzNDU2Nzg5MCIsIm4iOiJzdGF0ZWtpdC10ZXN0In0="
 
 

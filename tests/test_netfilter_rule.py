@@ -15,6 +15,8 @@ from statekit.netfilter.fields import ICMPV6_TYPES
 from statekit.netfilter.rule import Rule, Target, save_string
 from tests.conftest import delete_netns, in_netns, make_netns, saved
 
+pytestmark = pytest.mark.netns
+
 RESTORE = {"ipv4": "iptables-restore", "ipv6": "ip6tables-restore"}
 BASE = Rule(chain="FORWARD", family="ipv4", tag="statekit:t", target=Target("ACCEPT"))
 

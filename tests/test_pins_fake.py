@@ -20,6 +20,8 @@ from statekit.run.files import FileSystem
 from statekit.run.host import Host
 from tests.fakehost import FakeRunner
 
+pytestmark = pytest.mark.root
+
 STATES = """\
 phases: [network]
 vars:

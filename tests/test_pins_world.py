@@ -27,7 +27,7 @@ from tests.conftest import REPO, record_output
 from tests.e2e.harness import ALLOWED_HOSTS, E2E, ECHO_PORT, Sandbox, hosts_text, run, which
 from tests.e2e.lockdown import Lockdown, Result
 
-pytestmark = pytest.mark.netns
+pytestmark = [pytest.mark.netns, pytest.mark.needs("coredns")]
 
 ROT = "rot.allowed.test"
 POOL = tuple(f"198.18.1.{i}" for i in range(1, 13))

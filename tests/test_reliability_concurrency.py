@@ -20,6 +20,8 @@ import pytest
 
 from tests.conftest import REPO, record_output, register_token, saved
 
+pytestmark = pytest.mark.netns
+
 TOKEN = "glc_concurrency_token_5a4b3c2d1e"
 register_token(TOKEN)
 RUNS = 20

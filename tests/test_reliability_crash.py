@@ -24,6 +24,8 @@ import pytest
 
 from tests.conftest import Run, in_netns, register_token, saved, statekit
 
+pytestmark = pytest.mark.netns
+
 TOKEN = "glc_crash_token_7d1e9a2b4c"
 register_token(TOKEN)
 ENV_FILE = "tmp/otel/otel-env"

@@ -19,6 +19,8 @@ import pytest
 
 from tests.conftest import Run, register_token, statekit, write
 
+pytestmark = pytest.mark.root
+
 TOKEN = "glc_disk_token_3c9b8a7f6e"
 register_token(TOKEN)
 STATES = """\

@@ -17,6 +17,8 @@ import re
 import subprocess
 from pathlib import Path
 
+import pytest
+
 from tests.conftest import REPO, record_output, register_token
 from tests.e2e.harness import (
     ENDPOINT,
@@ -29,6 +31,8 @@ from tests.e2e.harness import (
     Resolver,
     Sandbox,
 )
+
+pytestmark = [pytest.mark.netns, pytest.mark.needs("coredns")]
 
 TOKEN = "glc_dns_refresh_token_1a2b3c4d5e"
 register_token(TOKEN)

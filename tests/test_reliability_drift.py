@@ -27,6 +27,8 @@ import pytest
 
 from tests.conftest import REPO, in_netns, record_output, register_token, saved
 
+pytestmark = pytest.mark.netns
+
 TOKEN = "glc_drift_token_6f5e4d3c2b1a"
 register_token(TOKEN)
 HOSTS = "192.0.2.10 otlp.example.test\n192.0.2.20 a.example.test\n192.0.2.21 b.example.test\n"

@@ -20,6 +20,8 @@ import pytest
 
 from tests.conftest import Run, register_token, statekit, write
 
+pytestmark = pytest.mark.root
+
 TOKEN = "glc_hostile_files_token_9e8d7c6b"
 register_token(TOKEN)
 STATES = """\

@@ -48,6 +48,8 @@ from statekit.run.files import ReadResult
 from tests.conftest import REPO, in_netns, record_output, register_token, saved
 from tests.otel_parsers import python_sdk_attributes
 
+pytestmark = pytest.mark.netns
+
 TOKEN = "glc_hypothesis_token_0a1b2c3d4e"
 register_token(TOKEN)
 TELEMETRY = str(REPO / "states" / "telemetry.yaml")

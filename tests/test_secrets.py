@@ -9,6 +9,8 @@ import pytest
 
 from tests.conftest import statekit, write
 
+pytestmark = pytest.mark.root
+
 TOKEN = "glc_SECRETneverPRINTED_8c1d2e3f4a5b"
 ID = "123456"
 FORMS = [TOKEN, base64.b64encode(f"{ID}:{TOKEN}".encode()).decode(),

@@ -12,9 +12,12 @@ import json
 from pathlib import Path
 from typing import Any
 
+import pytest
 import yaml
 
 from tests.conftest import REPO, statekit, write
+
+pytestmark = pytest.mark.root
 
 TOKEN = "glc_show_never_printed_5d4c3b"
 ON = {"GRAFANA_INSTANCE_ID": "123456", "GRAFANA_API_TOKEN": TOKEN,

@@ -16,7 +16,7 @@ from tests.conftest import record_output, register_token
 from tests.e2e.harness import ALLOWED_HOSTS, ENDPOINT, GATEWAY, GATEWAY_ADDR, Sandbox
 from tests.e2e.lockdown import STATES, VARS, Lockdown
 
-pytestmark = pytest.mark.netns
+pytestmark = [pytest.mark.netns, pytest.mark.needs("coredns")]
 
 TOKEN = "glc_status_token_0c8e1f6a27"
 register_token(TOKEN)

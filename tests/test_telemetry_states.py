@@ -15,6 +15,8 @@ import pytest
 
 from tests.conftest import REPO, statekit
 
+pytestmark = pytest.mark.netns
+
 STATES = str(REPO / "states" / "telemetry.yaml")
 TOKEN = "glc_eyJvIjoiOTk5IiwibiI6InRlc3QifQ=="
 ENDPOINT = "https://otlp-gateway-prod-us-west-2.grafana.net/otlp"

@@ -18,6 +18,8 @@ from tests.otel_parsers import (
     python_sdk_headers,
 )
 
+pytestmark = pytest.mark.needs("node")
+
 STATES = str(REPO / "states" / "telemetry.yaml")
 ON = {"GRAFANA_INSTANCE_ID": "123456", "GRAFANA_API_TOKEN": "glc_table_token_0123456789",
       "GRAFANA_OTLP_ENDPOINT": "https://otlp-gateway-prod-us-west-2.grafana.net/otlp"}
