@@ -12,7 +12,7 @@ GO_SHA256 := 30c2b1bf7dcc88d3eb0a1364e47ddd9128edb3110a30e8a0ef61cd5856b31de7
 GO := $(CURDIR)/.tools/go/bin/go
 export PATH := $(CURDIR)/.tools/bin:$(PATH)
 
-.PHONY: venv deps go-toolchain coredns docs node-deps claude-code lint typecheck test demo try need-root bench clean
+.PHONY: venv deps go-toolchain coredns docs node-deps claude-code lint typecheck check test demo try need-root bench clean
 
 venv: $(VENV)/.installed
 
@@ -79,8 +79,28 @@ lint: venv
 
 typecheck: lint
 
+# Tests run in parallel (pytest-xdist; figures in docs/development.md), each worker its own
+# session with its own sandbox namespaces. `make test`: two workers per core (the namespaced
+# tests spend much of their time waiting: DNS timeouts, TTLs, signals), TEST_JOBS=N to
+# change it, 0 for none; `make check`: one per core (CPU-bound). Bytecode is cached (this
+# machine sets PYTHONDONTWRITEBYTECODE): each worker imports the whole suite, and pytest
+# would rewrite every test module's asserts on each import.
+TEST_JOBS ?= $(shell echo $$(( $$(nproc) * 2 )))
+PYTEST := env -u PYTHONDONTWRITEBYTECODE $(BIN)/pytest -q --dist worksteal
+
+# The inner loop (under a minute): lint, types, and every test that needs neither root, nor
+# a network namespace, nor a component that `make test` fetches; as any user, venv only.
+# The markers declare the split (tests/needs.py checks them): netns, root, needs(...).
+# As root, the tests run as an ordinary user (a user namespace mapping root to uid 1000,
+# where the kernel allows one), so a test that needs root fails here unless marked so.
+AS_USER := $(if $(filter 0,$(shell id -u)),$(shell \
+  unshare --user --map-user=1000 --map-group=1000 true 2>/dev/null \
+  && echo unshare --user --map-user=1000 --map-group=1000))
+check: venv lint
+	$(AS_USER) $(PYTEST) -n auto -m "not netns and not root and not needs"
+
 test: venv deps coredns node-deps claude-code lint
-	$(BIN)/pytest -q
+	$(PYTEST) -n $(TEST_JOBS)
 
 # Root first: the demo creates network namespaces; nothing is built for a run that cannot.
 demo: need-root
