@@ -184,7 +184,8 @@ HOOKS = [
     ("    comment: grafana-otlp\n",
      "    comment: \"{{ env.T_COMMENT or 'grafana-otlp' }}\"\n"),
     ("    resolve_timeout: 5\n", "    resolve_timeout: \"{{ env.T_TIMEOUT or 5 }}\"\n"),
-    ("    cache: 300\n", "    cache: \"{{ 300 // ((env.T_DIVISOR or 1) | int) }}\"\n"),
+    ("    pin_ttl: \"{{ pin_ttl }}\"\n",
+     "    pin_ttl: \"{{ pin_ttl // ((env.T_DIVISOR or 1) | int) }}\"\n"),
 ]
 
 
@@ -240,7 +241,7 @@ DEGRADE = [  # (variable, value, what the one error line says)
     ("T_COMMENT", b'grafana "otlp"', "states[2].comment: must be printable ASCII without "
      "quotes"),  # a FieldError from the resource's parse
     ("T_TIMEOUT", b"soon", "states[2].resolve_timeout: 'soon' is a string: expected a number"),
-    ("T_DIVISOR", b"0", "states[0].cache: template error: integer division or modulo by zero"),
+    ("T_DIVISOR", b"0", "states[0].pin_ttl: template error: integer division or modulo by zero"),
 ]
 
 
