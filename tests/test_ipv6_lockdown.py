@@ -82,8 +82,8 @@ def test_both_families_are_locked_down_in_one_converge_and_a_second_changes_noth
     assert machine.runner.policy() == "DROP"
     ipv4 = machine.runner.rules()
     at = ipv4.index(UPSTREAM_DNS[0])
-    assert ipv4[at:at + len(UPSTREAM_DNS)] == UPSTREAM_DNS
-    assert "conntrack --ctstate RELATED,ESTABLISHED" in ipv4[at + len(UPSTREAM_DNS)]  # below the drop
+    assert ipv4[at:at + len(UPSTREAM_DNS)] == UPSTREAM_DNS  # ESTABLISHED below the drop:
+    assert "conntrack --ctstate RELATED,ESTABLISHED" in ipv4[at + len(UPSTREAM_DNS)]
     assert (machine.calls("iptables-restore"), machine.calls("ip6tables-restore")) == (1, 1)
     second = machine.converge()
     assert {o.status for o in second.values()} == {"ok"}
