@@ -1,13 +1,14 @@
 """The last converge, kept for ``statekit status`` and ``statekit drops``.
 
 After every converge (not a dry run), ``<root>/run/statekit/last-run.json`` (root's, 0600,
-in a 0700 directory; written whole by rename) says when it ran, which phases, its exit
-code and counts, each failed state with its (masked) error, and each allowlisted name:
-its pins, its addresses in grace (with the time each left the answers), why it fails and
-since when. ``history`` keeps, for a week and at most :data:`HISTORY` entries, the
-addresses that left a name, so that ``drops`` can still say which name a dropped
-address once belonged to. No secret is ever in it: errors go through the masker, and
-names and addresses are not secret.
+in a 0700 directory, written whole by rename) says which phases ran, the exit code and
+counts, each failed state with its (masked) error, and each allowlisted name: its pins,
+its addresses in grace (with the time each left the answers), why it fails and since
+when. Its modification time says when the run was: a run whose record would not change
+(a no-op refresh) only sets that time. ``history`` keeps, for a week and at most
+:data:`HISTORY` entries, the addresses that left a name, so that ``drops`` can still say
+which name a dropped address once belonged to. No secret is ever in it: errors go through
+the masker, and names and addresses are not secret.
 
 It is written with :mod:`statekit.jsonlite` (no ``json``: this runs on every refresh),
 and a file that cannot be read back (missing, damaged, not ours) counts as no history.
@@ -34,7 +35,8 @@ LIMIT = 4 << 20
 
 
 def read(fs: FileSystem) -> dict[str, Any] | None:
-    """The last run's record, or None (never run, unreadable, or not a record)."""
+    """The last run's record, or None (never run, unreadable, or not a record). Its
+    ``time`` is the file's modification time: a run like the one before only touches it."""
     try:
         found = fs.read(PATH, LIMIT).file
         if found is None:
@@ -44,6 +46,7 @@ def read(fs: FileSystem) -> dict[str, Any] | None:
         return None
     if not isinstance(doc, dict) or doc.get("format_version") != FORMAT_VERSION:
         return None
+    doc["time"] = found.mtime_ns // 1_000_000_000
     return doc
 
 
@@ -54,7 +57,6 @@ def record(fs: FileSystem, outcomes: list[Outcome], *, now: int, phases: list[st
     names = _names(outcomes, previous.get("names") or {}, now)
     doc = {
         "format_version": FORMAT_VERSION,
-        "time": now,
         "phases": list(phases),
         "exit_code": exit_code,
         "summary": _summary(outcomes),
@@ -63,9 +65,11 @@ def record(fs: FileSystem, outcomes: list[Outcome], *, now: int, phases: list[st
         "names": names,
         "history": _history(previous, names, now),
     }
-    fs.write(PATH, (jsonlite.dumps(doc) + "\n").encode(), mode=0o600, uid=os.getuid(),
-             gid=os.getgid(), dir_mode=0o700)
-    return doc
+    if {**previous, "time": None} != {**doc, "time": None}:
+        fs.write(PATH, (jsonlite.dumps(doc) + "\n").encode(), mode=0o600, uid=os.getuid(),
+                 gid=os.getgid(), dir_mode=0o700)
+    fs.touch(PATH, now)  # the run's time (alone when the outcome is as before: a no-op)
+    return {**doc, "time": now}
 
 
 def _summary(outcomes: list[Outcome]) -> dict[str, int]:

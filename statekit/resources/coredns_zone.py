@@ -323,11 +323,27 @@ def _assign(owned: Sequence[Block], zones: Sequence[str]) -> tuple[list[str | No
     return result, free
 
 
+_PARSED: dict[bytes, Corefile] = {}
+
+
+def parsed(data: bytes) -> Corefile:
+    """``corefile.parse(data)``, remembered for the last few contents: the states of one
+    Corefile (the catch-all, the allowlist, the OTLP block) plan against the same bytes on
+    a refresh, and parsing is pure."""
+    found = _PARSED.get(data)
+    if found is None:
+        found = _corefile().parse(data)
+        if len(_PARSED) >= 4:
+            _PARSED.pop(next(iter(_PARSED)))
+        _PARSED[data] = found
+    return found
+
+
 def desired(data: bytes, spec: ZoneSpec,
             pins: Mapping[str, Sequence[str]] = EMPTY) -> bytes:
     """The Corefile ``data`` with this state's blocks as ``spec`` wants them."""
     corefile = _corefile()
-    cf = corefile.parse(data)
+    cf = parsed(data)
     if spec.present:
         _refuse(cf, spec)
     owned = list(cf.owned_by(spec.owner))
@@ -359,12 +375,13 @@ def read_pins(source: PinSource, zones: Sequence[str], host: Host) -> dict[str, 
     IPv4 lines for that name in the live (or, in check mode, staged) table."""
     from statekit.netfilter import save
     from statekit.netfilter.table import name_tag
-    from statekit.resources.iptables_rule import pinned
+    from statekit.resources.iptables_rule import pins_of
 
-    chain = save.load(host, source.table, "ipv4").chains.get(source.chain)
+    index = pins_of(save.load(host, source.table, "ipv4").chains.get(source.chain),
+                    source.rule)
     out: dict[str, tuple[str, ...]] = {}
     for zone in zones:
-        found = pinned(chain, source.rule, name_tag(source.tag, zone))
+        found = index.get(name_tag(source.tag, zone), {})
         out[zone] = tuple(d.removesuffix("/32") for d, gone in found.items() if gone is None)
     return out
 
