@@ -54,7 +54,9 @@ def record(fs: FileSystem, outcomes: list[Outcome], *, now: int, phases: list[st
            exit_code: int, mask: Callable[[str], str]) -> dict[str, Any]:
     """Write the record of this run (merged with the previous one's name history)."""
     previous = read(fs) or {}
-    names = _names(outcomes, previous.get("names") or {}, now)
+    when = previous.get("time")
+    names = _names(outcomes, previous.get("names") or {}, now,
+                   when if isinstance(when, int) else None)
     doc = {
         "format_version": FORMAT_VERSION,
         "phases": list(phases),
@@ -79,7 +81,17 @@ def _summary(outcomes: list[Outcome]) -> dict[str, int]:
     return counts
 
 
-def _names(outcomes: list[Outcome], before: dict[str, Any], now: int) -> dict[str, Any]:
+def _last_resolved(old: dict[str, Any], previous_time: int | None) -> int | None:
+    """When a name that fails now last resolved: kept while it fails, else the time of
+    the previous run (it resolved then)."""
+    if old.get("failing"):
+        found = old.get("resolved")
+        return found if isinstance(found, int) else None
+    return previous_time if old else None
+
+
+def _names(outcomes: list[Outcome], before: dict[str, Any], now: int,
+           previous_time: int | None = None) -> dict[str, Any]:
     """Each name of each iptables_rule state that has names (its plan's facts)."""
     out: dict[str, Any] = {}
     for outcome in outcomes:
@@ -94,7 +106,10 @@ def _names(outcomes: list[Outcome], before: dict[str, Any], now: int) -> dict[st
             out[name] = {"rule": outcome.state.id, "pins": list(fact.get("pins", ())),
                          "grace": dict(fact.get("grace", {})), "failing": failing,
                          "failing_since": since,
-                         "resolved": old.get("resolved") if failing else now}
+                         # a failing name: when it last resolved (null: never);
+                         # otherwise it resolved at this run (the file's time)
+                         "resolved": _last_resolved(old, previous_time) if failing
+                         else None}
     return out
 
 
