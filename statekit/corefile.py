@@ -59,6 +59,9 @@ _DEFAULT_PORTS = {"dns": 53, "tls": 853, "quic": 853, "grpc": 443, "https": 443,
 _SPLIT_ODD = "\r\x1c\x1d\x1e\x1f"
 _NOT_SPACE = {ord(c): 0 for c in _SPLIT_ODD}
 _BOM = "\ufeff"
+_BLANK_LINES = "\n" * 64  # skipped at once
+_MAX_BINDS = 64  # binds of a block, its snippets' included, that are worth knowing
+_TOO_MANY = "(more binds than statekit follows)"  # no address: any address
 
 
 class CorefileError(ValueError):
@@ -183,6 +186,8 @@ class _Lexer:
                 if (head and not head.isspace()) or (hash_at >= 0 and self.all_comments):
                     eol, line = self._line(i, eol, line)
             i, line = eol + 1, line + 1
+            while text.startswith(_BLANK_LINES, i):
+                i, line = i + len(_BLANK_LINES), line + len(_BLANK_LINES)
         return self
 
     def _line(self, i: int, eol: int, line: int) -> tuple[int, int]:
@@ -492,24 +497,40 @@ def parse(data: bytes) -> Corefile:
 
 def _with_snippet_binds(blocks: list[Block]) -> list[Block]:
     """Each server block's binds with those of the snippets it imports (and they import);
-    an import of anything else (a file) stays as written: unknown."""
+    an import of anything else (a file) stays as written: unknown. Over
+    :data:`_MAX_BINDS` (a crafted fan-out), the rest is one unknown entry."""
     snippets = {b.keys[0][1:-1]: b for b in blocks if b.snippet}
+    brought: dict[str, tuple[str, ...]] = {}
     out = []
     for block in blocks:
-        binds, todo, seen = list(block.binds), list(block.imports), set[str]()
-        while todo:
-            name = todo.pop()
-            if name in seen:
-                continue
-            seen.add(name)
-            snippet = snippets.get(name)
-            if snippet is None:
-                binds.append(name)
-            else:
-                binds += snippet.binds
-                todo += snippet.imports
+        binds = list(block.binds)
+        for name in block.imports:
+            if name not in brought:
+                brought[name] = _imported_binds(name, snippets)
+            binds += brought[name]
+            if len(binds) > _MAX_BINDS:
+                binds = [*block.binds[:_MAX_BINDS], _TOO_MANY]
+                break
         out.append(block._replace(binds=tuple(binds)) if block.imports else block)
     return out
+
+
+def _imported_binds(name: str, snippets: dict[str, Block]) -> tuple[str, ...]:
+    binds, todo, seen = list[str](), [name], set[str]()
+    while todo:
+        current = todo.pop()
+        if current in seen:
+            continue
+        seen.add(current)
+        snippet = snippets.get(current)
+        if snippet is None:
+            binds.append(current)
+        else:
+            binds += snippet.binds
+            todo += snippet.imports
+        if len(binds) > _MAX_BINDS or len(seen) > _MAX_BINDS:
+            return (_TOO_MANY,)
+    return tuple(binds)
 
 
 def _in_bytes(text: str, blocks: list[Block]) -> list[Block]:

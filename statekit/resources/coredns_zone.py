@@ -25,8 +25,10 @@ The canonical block, directives in this fixed order (each only when asked for)::
     }
 
 A zone that a block this state does not own already serves on the same port and an
-overlapping address (no ``bind`` is every address) is a conflict: CoreDNS would refuse to
-start, so the state fails naming both places and nothing is written.
+overlapping address is a conflict (no ``bind``, ``0.0.0.0``, ``::``, an interface or
+anything else that is no address is every address: a wildcard block next to ours would
+answer on 127.0.0.1): the state fails naming both places and nothing is written, unless
+``adopt`` takes the block over (all its keys are this state's zones).
 """
 
 from __future__ import annotations
@@ -165,8 +167,10 @@ def _overlap(a: Sequence[str], b: Sequence[str]) -> bool:
     """Whether two ``bind`` lists can share an address: none, a wildcard (``0.0.0.0``,
     ``::``) or anything that is no IP address (an interface such as ``lo``, an import,
     ``{$ENV}``) is every address (fail closed)."""
+    if not a or not b:
+        return True
     norm = [{_norm_ip(x) for x in side} for side in (a, b)]
-    if not all(norm) or any(None in side or _WILDCARDS & side for side in norm):
+    if any(None in side or _WILDCARDS & side for side in norm):
         return True
     return bool(norm[0] & norm[1])
 
