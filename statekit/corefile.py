@@ -325,7 +325,7 @@ def lex(text: str) -> tuple[list[Token], list[Comment]]:
 def _check_size(size: int) -> None:
     if size > MAX_BYTES:
         raise CorefileError(1, f"{size} bytes, over the {MAX_BYTES}-byte limit of a Corefile "
-                            "statekit edits")
+                            "statekit edits (split it with import)")
 
 
 # --- parser ------------------------------------------------------------------------

@@ -289,6 +289,22 @@ def test_conflict_fails_and_writes_nothing(tmp_path: Path, root: Path) -> None:
     assert (after.st_ino, after.st_mtime_ns) == (before.st_ino, before.st_mtime_ns)
 
 
+@pytest.mark.parametrize(("content", "message"), [
+    (FOREIGN + "#" * (1 << 20), ":1: cannot parse the Corefile: 1048649 bytes, over the "
+                                "1048576-byte limit"),
+    (FOREIGN + "x {\n" + "a\n" * 100_000 + "}\n", "more than 100000 tokens"),
+])
+def test_a_corefile_over_a_cap_fails_its_state_and_is_left_alone(
+        tmp_path: Path, root: Path, content: str, message: str) -> None:
+    corefile = write(root / "etc/coredns/Corefile", content)
+    before = os.stat(corefile)
+    run, report = converge(states_file(tmp_path, ZONE_STATE), root)
+    assert run.returncode == 1, run.output
+    assert message in report["states"][0]["error"]
+    after = os.stat(corefile)
+    assert (after.st_ino, after.st_mtime_ns) == (before.st_ino, before.st_mtime_ns)
+
+
 @pytest.mark.parametrize(("line", "field"), [
     ('    zone: "evil.com {"\n', "zone"),
     ('    zone: "a.com\\nb.com"\n', "zone"),
