@@ -205,6 +205,8 @@ def run_case(case: Case, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Non
     sent = run.sent()
     if case.noop is not None:
         assert not sent, f"{case.name}: a no-op ({case.noop}) sent:\n" + "\n".join(sent.values())
+        changed = [sid for sid, o in outcomes.items() if o.status == "changed"]
+        assert not changed, f"{case.name}: a no-op ({case.noop}) says changed: {changed}"
         after = {k: {c: (v.policy, list(v.rules)) for c, v in t.items()}
                  for k, t in run.runner.tables.items()}
         assert after == before
