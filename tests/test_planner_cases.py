@@ -174,13 +174,15 @@ def same(what: str, want: str, got: str) -> None:
 
 
 def check_outcomes(case: Case, outcomes: dict[str, Outcome]) -> None:
-    for sid, want in case.status.items():
-        got = outcomes[sid]
-        assert got.status == want, f"{case.name}: {sid} is {got.status}, not {want} ({got})"
+    named = set(case.status) | set(case.errors) | set(case.diff)
+    assert named <= set(outcomes), f"{case.name}: no such state: {named - set(outcomes)}"
     for sid, outcome in outcomes.items():
-        if sid not in case.status:
+        want = case.status.get(sid)
+        if want is None:
             assert outcome.status in ("ok", "changed"), \
                 f"{case.name}: {sid} is {outcome.status} ({outcome.error}); say so in `status`"
+        else:
+            assert outcome.status == want, f"{case.name}: {sid} is {outcome.status}, not {want}"
     for sid, words in case.errors.items():
         assert words in str(outcomes[sid].error), \
             f"{case.name}: {sid}'s error {outcomes[sid].error!r} does not say {words!r}"
@@ -188,35 +190,34 @@ def check_outcomes(case: Case, outcomes: dict[str, Outcome]) -> None:
         same(f"{case.name}: {sid}'s diff", want.rstrip("\n"), outcomes[sid].plan.diff)
 
 
+def check_sent(case: Case, sent: dict[str, str], outcomes: dict[str, Outcome]) -> None:
+    if case.noop is not None:
+        assert not sent, f"{case.name}: a no-op ({case.noop}) sent:\n" + "\n".join(sent.values())
+        changed = [sid for sid, o in outcomes.items() if o.status == "changed"]
+        assert not changed, f"{case.name}: a no-op ({case.noop}) says changed: {changed}"
+    for family in FAMILIES:
+        want, got = case.restore.get(family), sent.get(family)
+        if want is None:
+            assert got is None, f"{case.name}: an {family} restore was sent:\n{got}"
+        else:
+            assert got is not None, f"{case.name}: no {family} restore was sent"
+            same(f"{case.name}: the {family} restore", want, got)
+
+
 def run_case(case: Case, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A dry run, then the converge the case describes, then a second one (a no-op)."""
     run = Run(case, tmp_path, monkeypatch)
-    before = {k: {c: (v.policy, list(v.rules)) for c, v in t.items()}
-              for k, t in run.runner.tables.items()}
     dry = run.converge(check=True)
     assert run.runner.restores == [], f"{case.name}: the dry run sent a restore"
     if case.check:
-        check_outcomes(case, dry)
         assert case.noop is not None, f"{case.name}: a dry run sends nothing: use `noop`"
+        check_outcomes(case, dry)
         return
     outcomes = run.converge(check=False)
     check_outcomes(case, outcomes)
     for sid, outcome in outcomes.items():
         same(f"{case.name}: {sid}'s dry-run diff", outcome.plan.diff, dry[sid].plan.diff)
-    sent = run.sent()
-    if case.noop is not None:
-        assert not sent, f"{case.name}: a no-op ({case.noop}) sent:\n" + "\n".join(sent.values())
-        changed = [sid for sid, o in outcomes.items() if o.status == "changed"]
-        assert not changed, f"{case.name}: a no-op ({case.noop}) says changed: {changed}"
-        after = {k: {c: (v.policy, list(v.rules)) for c, v in t.items()}
-                 for k, t in run.runner.tables.items()}
-        assert after == before
-    for family in FAMILIES:
-        want, got = case.restore.get(family), sent.get(family)
-        if want is None:
-            assert got is None, f"{case.name}: an {family} restore was sent:\n{got}"
-            continue
-        assert got is not None, f"{case.name}: no {family} restore was sent"
-        same(f"{case.name}: the {family} restore", want, got)
+    check_sent(case, run.sent(), outcomes)
     run.runner.restores.clear()
     again = run.converge(check=False)
     assert run.runner.restores == [], \
