@@ -114,8 +114,10 @@ class IptablesChain(TableResource[ChainSpec, dict[str, ChainState]]):
             if model.missing:
                 out[family] = ChainState(None, missing=model.missing)
                 continue
-            if chain is None:
-                out[family] = ChainState(None)
+            if chain is None:  # a purged chain to create: written whole, members too
+                out[family] = ChainState(None, desired=tuple(
+                    _desired(spec, family, Chain(), host)) if spec.purge and spec.present
+                    else ())
                 continue
             state = ChainState(chain.policy, len(chain.rules),
                                tuple(model.references(spec.chain)))
