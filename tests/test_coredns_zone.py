@@ -195,7 +195,7 @@ def test_a_hand_edited_owned_block_is_restored_in_place() -> None:
 def test_unparseable_corefile_fails_without_writing() -> None:
     from statekit.run.files import FileState
 
-    broken = FileState(b"a.test {\n", 0o644, 0, 0, 1, 1)
+    broken = FileState(content=b"a.test {\n", mode=0o644, uid=0, gid=0, inode=1, mtime_ns=1)
     with pytest.raises(ApplyError, match="Corefile:1: cannot parse"):
         RESOURCE.plan(spec_of(OTLP), ZoneCurrent(ReadResult(broken, None)))
 

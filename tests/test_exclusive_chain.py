@@ -69,7 +69,8 @@ def plan_chain(spec: Any, live: Chain) -> Any:
     lines = []
     for member in spec.members:
         lines += expand(member, "ipv4", {}, live)
-    state = ChainState(live.policy, len(live.rules), (), tuple(lines), tuple(live.rules))
+    state = ChainState(policy=live.policy, rules=len(live.rules), desired=tuple(lines),
+                       live=tuple(live.rules))
     if spec.ignore:
         from statekit.resources.iptables_chain import _desired
 

@@ -79,14 +79,14 @@ def plan_block(chain: Chain, name: str, state_id: str, desired: list[str],
 
 def _delete(sim: Chain, name: str, line: str, out: BlockPlan) -> None:
     sim.remove(line)
-    out.ops.append(Op("delete", name, "-D" + line[2:], line))
+    out.ops.append(Op(kind="delete", chain=name, restore="-D" + line[2:], line=line))
 
 
 def _insert(sim: Chain, name: str, index: int, line: str, out: BlockPlan) -> None:
     spec = line[len(f"-A {name} "):]
     restore = line if index == len(sim.rules) else f"-I {name} {index + 1} {spec}"
     sim.insert(index, line)
-    out.ops.append(Op("insert", name, restore, line, index))
+    out.ops.append(Op(kind="insert", chain=name, restore=restore, line=line, at=index))
 
 
 def _incremental(sim: Chain, name: str, current: list[str], desired: list[str],

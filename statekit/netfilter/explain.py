@@ -137,8 +137,9 @@ def read_line(line: str) -> Line | None:
             continue
         conditions = True  # "!", -s, -o, -m owner, --uid-owner 0, ...
         index += 1
-    return Line(values.get("-d"), values.get("-p", "all"), values.get("--dport"),
-                values.get("-j", ""), values.get("--comment", ""), conditions)
+    return Line(destination=values.get("-d"), protocol=values.get("-p", "all"),
+                dport=values.get("--dport"), target=values.get("-j", ""),
+                comment=values.get("--comment", ""), conditions=conditions)
 
 
 def network(text: str) -> tuple[int, int, int] | None:

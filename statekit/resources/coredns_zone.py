@@ -483,9 +483,11 @@ class CorednsZone(Resource[ZoneSpec, ZoneCurrent]):
         if old is not None and not spec.present:
             if content == old.content:
                 return Plan(notes=(f"no block owned by {spec.owner!r}",))
-            keep = FileSpec(spec.path, content, old.mode, old.uid, old.gid)
+            keep = FileSpec(path=spec.path, content=content, mode=old.mode, uid=old.uid,
+                            gid=old.gid)
             return plan_file(keep, read, _display)
-        target = FileSpec(spec.path, content, spec.mode, spec.uid, spec.gid)
+        target = FileSpec(path=spec.path, content=content, mode=spec.mode, uid=spec.uid,
+                          gid=spec.gid)
         return _with_pins(plan_file(target, read, _display), spec, current.pins)
 
     def predict(self, spec: ZoneSpec, plan: Plan, host: Host) -> None:

@@ -103,7 +103,8 @@ class EnvFile(Resource[EnvFileSpec, ReadResult]):
             dir_mode=parse_mode(fields["dir_mode"], "dir_mode"),
             enforce_dir_mode="dir_mode" in meta.given,
         )
-        return EnvFileSpec(path, True, entries, sensitive, spec)
+        return EnvFileSpec(path=path, present=True, entries=entries, sensitive=sensitive,
+                           file=spec)
 
     def secret_values(self, spec: EnvFileSpec) -> Iterable[str]:
         return [v for k, v in spec.entries if k in spec.sensitive]

@@ -79,15 +79,17 @@ class IptablesChain(TableResource[ChainSpec, dict[str, ChainState]]):
                              f"user chain; built-in in {table}: {', '.join(BUILTIN[table])})")
         families = f.FAMILIES[fields["family"]]
         if not meta.present:  # only the identity fields are given
-            return ChainSpec(meta.id, table, chain, families, builtin, False, phase=meta.phase)
+            return ChainSpec(id=meta.id, table=table, chain=chain, families=families,
+                             builtin=builtin, present=False, phase=meta.phase)
         ignore = tuple(str(p) for p in fields["ignore"])
         for pattern in ignore:
             _compile(pattern)
         if ignore and not fields["purge"]:
             raise FieldError("ignore", "only with purge: true (it names foreign rules that "
                              "purging keeps)")
-        return ChainSpec(meta.id, table, chain, families, builtin, True, policy,
-                         bool(fields["purge"]), ignore, phase=meta.phase)
+        return ChainSpec(id=meta.id, table=table, chain=chain, families=families,
+                         builtin=builtin, present=True, policy=policy,
+                         purge=bool(fields["purge"]), ignore=ignore, phase=meta.phase)
 
     def link(self, specs: Sequence[ChainSpec],
              program: Mapping[str, Sequence[Any]] = EMPTY) -> list[ChainSpec]:
@@ -232,7 +234,8 @@ def _chain_diff(live: Sequence[str], desired: Sequence[str]) -> list[tuple[str, 
 def _rewrite(name: str, ops: list[Op], desired: Sequence[str]) -> list[Op]:
     """Flush and refill: the chain's whole content, after a policy or -N op."""
     flush = [] if any(o.kind == "new_chain" for o in ops) else [Op("flush", name, f"-F {name}")]
-    return [*ops, *flush, *(Op("append", name, line, line) for line in desired)]
+    return [*ops, *flush, *(Op(kind="append", chain=name, restore=line, line=line)
+                            for line in desired)]
 
 
 def _op(spec: ChainSpec, state: ChainState, family: str) -> tuple[Op | None, str]:
@@ -240,7 +243,8 @@ def _op(spec: ChainSpec, state: ChainState, family: str) -> tuple[Op | None, str
     if spec.builtin:
         if spec.policy is None or state.policy == spec.policy:
             return None, ""
-        return (Op("policy", name, f"-P {name} {spec.policy}", spec.policy),
+        return (Op(kind="policy", chain=name, restore=f"-P {name} {spec.policy}",
+                   line=spec.policy),
                 f":{name} {state.policy} -> {spec.policy}")
     if spec.present:
         if state.policy is not None:

@@ -248,7 +248,8 @@ class IptablesRule(TableResource[RuleSpec, RuleCurrent]):
         chain = f.chain(fields["chain"])
         families = f.FAMILIES[fields["family"]]
         if not meta.present:
-            return RuleSpec(meta.id, table, chain, families, present=False, phase=meta.phase)
+            return RuleSpec(id=meta.id, table=table, chain=chain, families=families,
+                            present=False, phase=meta.phase)
         names, literals = _hosts(fields.get("destination_host"))
         dests = [*f.as_list(fields.get("destination")), *literals]
         template = _template(fields, meta, chain, table)
@@ -257,7 +258,8 @@ class IptablesRule(TableResource[RuleSpec, RuleCurrent]):
                              "leaves no room for a host name in iptables' 255 characters: "
                              "shorten the comment")
         return RuleSpec(
-            meta.id, table, chain, families, True, template,
+            id=meta.id, table=table, chain=chain, families=families, present=True,
+            template=template,
             sources=f.networks(fields.get("source"), "source", families),
             destinations=f.networks(dests, "destination", families), hosts=names,
             position=_position(fields["position"]),
@@ -302,7 +304,8 @@ class IptablesRule(TableResource[RuleSpec, RuleCurrent]):
         if not (spec.present and spec.hosts and chains):
             return RuleCurrent(chains, missing=missing)
         resolved, failed = lookup(host, spec)
-        return RuleCurrent(chains, resolved, failed, host.now, missing)
+        return RuleCurrent(chains=chains, resolved=resolved, failed=failed, now=host.now,
+                           missing=missing)
 
     def plan(self, spec: RuleSpec, current: RuleCurrent) -> Plan:
         blocks: list[tuple[str, BlockPlan]] = []

@@ -149,7 +149,8 @@ def predict_file(plan: Plan, host: Host) -> None:
     if spec.enforce_dir_mode:
         parent = DirState(spec.dir_mode, spec.uid, spec.gid)
     host.cache[_predicted(spec.path)] = ReadResult(
-        FileState(spec.content, spec.mode, spec.uid, spec.gid, 0, 0), parent)
+        FileState(content=spec.content, mode=spec.mode, uid=spec.uid, gid=spec.gid, inode=0,
+                  mtime_ns=0), parent)
 
 
 def apply_file(spec: FileSpec, host: Host) -> None:
