@@ -11,7 +11,7 @@ import pytest
 
 from statekit.errors import ApplyError, FieldError
 from statekit.resources.base import Meta
-from statekit.resources.coredns_zone import CorednsZone, ZoneCurrent, desired
+from statekit.resources.coredns_zone import CorednsZone, ZoneCurrent, ZoneSpec, desired
 from statekit.run.files import ReadResult
 from tests.conftest import Run, dns_query, statekit, write
 
@@ -36,7 +36,7 @@ FOREIGN = "# hand-written\n(snip) {\n    errors\n}\n\nexample.org:53 {\n    impo
 RESOURCE = CorednsZone()
 
 
-def spec_of(fields: dict[str, Any], sid: str = "otlp-dns", ensure: str = "present") -> Any:
+def spec_of(fields: dict[str, Any], sid: str = "otlp-dns", ensure: str = "present") -> ZoneSpec:
     """The spec the loader would build: the schema's defaults filled in."""
     from statekit.load.schema_check import with_defaults
 

@@ -18,26 +18,26 @@ from statekit.load import loader
 from statekit.load.schema_check import with_defaults
 from statekit.netfilter import dnsquery
 from statekit.netfilter.table import Chain, Table
-from statekit.resources.base import Meta
+from statekit.resources.base import Meta, Plan
 from statekit.resources.coredns_zone import CorednsZone, desired
-from statekit.resources.iptables_chain import ChainState, IptablesChain
-from statekit.resources.iptables_rule import IptablesRule, RuleCurrent, expand
+from statekit.resources.iptables_chain import ChainSpec, ChainState, IptablesChain
+from statekit.resources.iptables_rule import IptablesRule, RuleCurrent, RuleSpec, expand
 
 REPO = Path(__file__).resolve().parents[1]
 RULE, CHAIN = IptablesRule(), IptablesChain()
 
 
-def rule(sid: str, order: int = 500, **fields: Any) -> Any:
+def rule(sid: str, order: int = 500, **fields: Any) -> RuleSpec:
     return RULE.parse(with_defaults("iptables_rule", {"chain": "OUTPUT", "jump": "ACCEPT",
                                                       "order": order, **fields}),
                       Meta(sid, phase="network"))
 
 
-def chain_spec(rules: list[Any], **fields: Any) -> Any:
+def chain_spec(rules: list[RuleSpec], **fields: Any) -> tuple[ChainSpec, list[RuleSpec]]:
     spec = CHAIN.parse(with_defaults("iptables_chain", {"chain": "OUTPUT", "policy": "DROP",
                                                         "purge": True, **fields}),
                        Meta("out", phase="network"))
-    program = {"iptables_rule": rules, "iptables_chain": [spec]}
+    program: dict[str, list[Any]] = {"iptables_rule": rules, "iptables_chain": [spec]}
     return CHAIN.link([spec], program)[0], RULE.link(rules, program)
 
 
@@ -65,7 +65,7 @@ def test_absent_rules_and_other_chains_are_not_members() -> None:
     assert linked[0].exclusive and not linked[1].exclusive
 
 
-def plan_chain(spec: Any, live: Chain) -> Any:
+def plan_chain(spec: ChainSpec, live: Chain) -> Plan:
     lines = []
     for member in spec.members:
         lines += expand(member, "ipv4", {}, live)
@@ -78,7 +78,7 @@ def plan_chain(spec: Any, live: Chain) -> Any:
     return CHAIN.plan(spec, {"ipv4": state})
 
 
-def play(plan: Any, live: Chain) -> Chain:
+def play(plan: Plan, live: Chain) -> Chain:
     table = Table("filter", "ipv4", {"OUTPUT": live})
     for _family, ops in plan.payload:
         for op in ops:
@@ -136,7 +136,7 @@ def test_bad_ignore_pattern_and_ignore_without_purge_are_field_errors() -> None:
 # --- per-name rules: a failed name keeps its last-known addresses ---------------------
 
 
-def hosts_rule() -> Any:
+def hosts_rule() -> RuleSpec:
     spec = rule("allow", 600, destination_host=["a.example", "b.example"])
     return RULE.link([spec], {"iptables_chain": [chain_spec([spec])[0]]})[0]
 

@@ -75,14 +75,6 @@ class RuleCurrent(Record):
     missing: Mapping[str, str] = EMPTY  # family -> why this machine has none (skipped)
 
 
-def _resolve() -> Any:
-    """The resolver module, imported only by states that resolve names (a converge
-    without names does without it and the stub client)."""
-    from statekit.netfilter import resolve
-
-    return resolve
-
-
 def _slot(spec: RuleSpec) -> tuple[str, str, str, str]:
     return (spec.table, spec.chain, spec.position.kind, spec.position.before)
 
@@ -139,6 +131,8 @@ def _check_protocol(fields: Mapping[str, Any], protocol: str) -> None:
 
 def _hosts(value: Any) -> tuple[tuple[str, ...], list[str]]:
     """(DNS names, IP literals) of ``destination_host``."""
+    from statekit.netfilter.resolve import check_name
+
     names, literals = [], []
     for item in f.as_list(value):
         try:
@@ -146,7 +140,7 @@ def _hosts(value: Any) -> tuple[tuple[str, ...], list[str]]:
             literals.append(str(item))
         except FieldError:
             try:
-                names.append(_resolve().check_name(str(item)))
+                names.append(check_name(str(item)))
             except ValueError as exc:
                 raise FieldError("destination_host", str(exc)) from None
     return tuple(sorted(set(names))), literals
@@ -358,7 +352,8 @@ def lookup(host: Host, spec: RuleSpec) -> tuple[dict[str, tuple[str, ...]], dict
     if missing and not host.ask_names:
         return {}, dict.fromkeys(spec.hosts, "not asked")
     if missing:
-        resolve = _resolve()
+        from statekit.netfilter import resolve  # a converge without names never loads it
+
         try:
             answers = resolve.resolve_each(missing, spec.families, spec.resolve_timeout,
                                            spec.resolvers)
