@@ -118,7 +118,8 @@ def test_reordering_alone_is_a_change() -> None:
     good = play(plan_chain(spec, chain(policy="DROP")), chain(policy="DROP"))
     swapped = chain(*reversed(good.rules), policy="DROP")
     plan = plan_chain(spec, swapped)
-    assert plan.changed and all(line.startswith("~ ") for line in plan.diff.splitlines())
+    assert plan.changed and all(line.startswith("~ ") and line.endswith(" (moved)")
+                                for line in plan.diff.splitlines())
     assert play(plan, swapped).rules == good.rules
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from statekit.netfilter.block import Position, placed, plan_block
+from statekit.netfilter.rulediff import text
 from statekit.netfilter.table import Chain
 
 
@@ -24,14 +25,14 @@ FIRST, LAST = Position("first"), Position("last")
 
 
 def run(c: Chain, desired: list[str], position: Position = FIRST) -> tuple[Chain, list[str]]:
-    """Plan, play the ops on the chain, and return it with the diff."""
+    """Plan, play the ops on the chain, and return it with the diff's lines."""
     block = plan_block(c, "OUTPUT", "a", desired, position)
     for op in block.ops:
         if op.kind == "insert":
             c.insert(op.at, op.line)
         else:
             c.remove(op.line)
-    return c, block.diff
+    return c, [text(mark, rule) for mark, rule in block.diff]
 
 BEFORE_B = Position("before", "b")
 

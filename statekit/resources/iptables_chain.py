@@ -21,6 +21,7 @@ from __future__ import annotations
 from statekit.errors import ApplyError, FieldError
 from statekit.netfilter import fields as f
 from statekit.netfilter import save, transaction
+from statekit.netfilter.rulediff import ACTIONS, marks, out_of_order, text
 from statekit.netfilter.table import BUILTIN, Chain, Op, owner
 from statekit.resources import iptables_rule
 from statekit.resources.base import EMPTY, Change, Meta, Plan
@@ -136,21 +137,22 @@ class IptablesChain(TableResource[ChainSpec, dict[str, ChainState]]):
         for family, state in current.items():
             if state.missing:
                 continue
-            where = transaction.where(family, spec.table)
+            prefix = transaction.table_prefix(family, spec.table)
             ops: list[Op] = []
-            op, text = _op(spec, state, family)
+            op, shown = _op(spec, state, family)
             if op is not None:
-                diff.append(where + text)
-                changes.append(Change(op.kind.replace("_", " "), where + spec.chain, text))
+                diff.append(prefix + shown)
+                changes.append(Change(op.kind.replace("_", " "), prefix + spec.chain, shown))
                 ops.append(op)
             if spec.purge and (state.live != state.desired or (
                     op is not None and op.kind == "new_chain")):
                 members = {m.id for m in spec.members} | set(spec.after)  # absent too
-                for mark, line in _chain_diff(state.live, state.desired):
-                    who = owner(line)
+                moved = out_of_order(state.live, state.desired)
+                for mark, rule in marks(state.live, state.desired, moved):
+                    who = owner(rule)
                     if mark == "~" or who not in members:  # a member shows its own
-                        diff.append(f"{mark} {where}{line}")
-                    changes.append(Change(iptables_rule.ACTIONS[mark], where + line,
+                        diff.append(text(mark, prefix + rule))
+                    changes.append(Change(ACTIONS[mark], prefix + rule,
                                           _why(mark, who, members)))
                 ops = _rewrite(spec.chain, ops, state.desired)
             if ops:
@@ -212,23 +214,6 @@ def _member_lines(member: RuleSpec, family: str, chain: Chain, host: Host) -> li
         return iptables_rule.expand(member, family, resolved, chain, host.now)
     except Exception:
         return [chain.rules[i] for i in chain.owned_by(member.id)]
-
-
-def _chain_diff(live: Sequence[str], desired: Sequence[str]) -> list[tuple[str, str]]:
-    """``-`` for rules that go, ``+`` for rules that come, ``~`` for rules that stay but
-    move (outside the longest run of rules already in order). Only when it changed."""
-    from difflib import SequenceMatcher
-
-    want, have = set(desired), set(live)
-    out = [("-", line) for line in live if line not in want]
-    out += [("+", line) for line in desired if line not in have]
-    kept_live = [line for line in live if line in want]
-    kept = [line for line in desired if line in have]
-    in_order: set[int] = set()
-    for block in SequenceMatcher(None, kept_live, kept, autojunk=False).get_matching_blocks():
-        in_order.update(range(block.b, block.b + block.size))
-    out += [("~", line) for i, line in enumerate(kept) if i not in in_order]
-    return out
 
 
 def _rewrite(name: str, ops: list[Op], desired: Sequence[str]) -> list[Op]:

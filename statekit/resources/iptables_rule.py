@@ -25,6 +25,7 @@ from statekit.netfilter import fields as f
 from statekit.netfilter import save, transaction
 from statekit.netfilter.block import BlockPlan, Position, plan_block
 from statekit.netfilter.rule import Rule, Target
+from statekit.netfilter.rulediff import ACTIONS, marks, text
 from statekit.netfilter.table import (
     COMMENT_LIMIT,
     GONE,
@@ -374,16 +375,12 @@ def lookup(host: Host, spec: RuleSpec) -> tuple[dict[str, tuple[str, ...]], dict
 
 
 def member_diff(chain: Chain, state_id: str, desired: list[str]) -> BlockPlan:
-    """A purged chain's member: its own lines now and wanted (the chain state writes)."""
+    """A purged chain's member: its own lines now and wanted, no ops (the chain state
+    writes them). Its lines only move when none comes or goes: then all of them."""
     current = [chain.rules[i] for i in chain.owned_by(state_id)]
     out = BlockPlan()
-    if current == desired:
-        return out
-    have, want = set(current), set(desired)
-    out.diff += [f"- {line}" for line in current if line not in want]
-    out.diff += [f"+ {line}" for line in desired if line not in have]
-    if not out.diff:
-        out.diff += [f"~ {line} (moved)" for line in desired]
+    if current != desired:
+        out.diff = marks(current, desired) or marks(current, desired, moved=desired)
     return out
 
 
@@ -413,10 +410,6 @@ def _utc(when: int) -> str:
     return time.strftime("%Y-%m-%d %H:%M:%SZ", time.gmtime(when))
 
 
-#: A diff line's mark, as the verb of its Change (rules and purged chains alike).
-ACTIONS = {"-": "remove", "+": "add", "~": "move"}
-
-
 def _plan(spec: RuleSpec, blocks: list[tuple[str, BlockPlan]],
           resolved: Mapping[str, tuple[str, ...]], errors: tuple[str, ...] = (),
           now: int = 0) -> Plan:
@@ -424,12 +417,11 @@ def _plan(spec: RuleSpec, blocks: list[tuple[str, BlockPlan]],
     changes: list[Change] = []
     names = {name_tag(spec.template.tag, n): n for n in spec.hosts} if spec.template else {}
     for family, block in blocks:
-        where = transaction.where(family, spec.table)
-        for line in block.diff:
-            mark, text = line[0], line[2:]
-            why = "misplaced" if mark == "~" else pin_reason(mark, text, names, spec, now)
-            diff.append(f"{mark} {where}{text}" + (f"  # {why}" if why and mark != "~" else ""))
-            changes.append(Change(ACTIONS[mark], where + text.removesuffix(" (moved)"), why))
+        prefix = transaction.table_prefix(family, spec.table)
+        for mark, rule in block.diff:
+            why = "misplaced" if mark == "~" else pin_reason(mark, rule, names, spec, now)
+            diff.append(text(mark, prefix + rule) + (f"  # {why}" if why and mark != "~" else ""))
+            changes.append(Change(ACTIONS[mark], prefix + rule, why))
     facts = {"resolved": {k: list(v) for k, v in resolved.items()}} if spec.hosts else {}
     payload = [(family, block.ops) for family, block in blocks if block.ops]
     return Plan(tuple(changes), "\n".join(diff), facts=facts, payload=payload,
