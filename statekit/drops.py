@@ -107,7 +107,7 @@ def setup(program: Program | None) -> Setup:
     resolvers: list[str] = []
     for state in program.states:
         spec = state.spec
-        if not state.enabled or spec is None or not getattr(spec, "present", False):
+        if not state.enabled or spec is None or state.ensure != "present":
             continue
         if state.type == "iptables_rule" and spec.template is not None:
             hosts[state.id] = frozenset(spec.hosts)

@@ -70,7 +70,7 @@ def _last(last: dict[str, Any] | None) -> dict[str, Any] | None:
 
 
 def _names(last: dict[str, Any] | None, program: Program, now: int) -> list[dict[str, Any]]:
-    grace = {s.id: getattr(s.spec, "pin_grace", 0) for s in program.states
+    grace = {s.id: s.spec.pin_grace for s in program.states
              if s.type == "iptables_rule" and s.spec is not None}
     run_time = (last or {}).get("time")
     out = []

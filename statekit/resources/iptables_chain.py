@@ -109,6 +109,10 @@ class IptablesChain(TableResource[ChainSpec, dict[str, ChainState]]):
         commit that family, and verify this one's members, before this chain is staged."""
         return spec.after
 
+    def cuts_traffic(self, spec: ChainSpec) -> bool:
+        return spec.present and (spec.table, spec.chain, spec.policy) == (
+            "filter", "OUTPUT", "DROP")
+
     def read(self, spec: ChainSpec, host: Host) -> dict[str, ChainState]:
         out = {}
         for family in spec.families:

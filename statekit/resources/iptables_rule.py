@@ -287,6 +287,10 @@ class IptablesRule(TableResource[RuleSpec, RuleCurrent]):
             return []
         return [spec.position.before]
 
+    def cuts_traffic(self, spec: RuleSpec) -> bool:
+        return (spec.present and (spec.table, spec.chain) == ("filter", "OUTPUT")
+                and spec.template is not None and spec.template.target.jump in ("DROP", "REJECT"))
+
     def read(self, spec: RuleSpec, host: Host) -> RuleCurrent:
         chains, missing = {}, {}
         for family in spec.families:
