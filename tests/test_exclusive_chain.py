@@ -69,8 +69,8 @@ def plan_chain(spec: ChainSpec, live: Chain) -> Plan:
     lines = []
     for member in spec.members:
         lines += expand(member, "ipv4", {}, live)
-    state = ChainState(policy=live.policy, rules=len(live.rules), desired=tuple(lines),
-                       live=tuple(live.rules))
+    state = ChainState(exists=True, policy=live.policy, rules=len(live.rules),
+                       desired=tuple(lines), live=tuple(live.rules))
     if spec.ignore:
         from statekit.resources.iptables_chain import _desired
 

@@ -53,9 +53,10 @@ class ChainSpec(Record):
 
 
 class ChainState(Record):
-    """One family's view of the chain: None policy means it does not exist."""
+    """One family's view of the chain."""
 
-    policy: str | None
+    exists: bool
+    policy: str = "-"  # as iptables-save prints it: a built-in chain's, "-" for a user chain
     rules: int = 0
     references: tuple[str, ...] = ()
     desired: tuple[str, ...] = ()  # purge: the whole chain as it must be
@@ -119,13 +120,13 @@ class IptablesChain(TableResource[ChainSpec, dict[str, ChainState]]):
             model = save.load(host, spec.table, family)
             chain = model.chains.get(spec.chain)
             if model.missing:
-                out[family] = ChainState(None, missing=model.missing)
+                out[family] = ChainState(exists=False, missing=model.missing)
                 continue
             if chain is None:
-                out[family] = ChainState(None)
+                out[family] = ChainState(exists=False)
                 continue
-            state = ChainState(chain.policy, len(chain.rules),
-                               tuple(model.references(spec.chain)))
+            state = ChainState(exists=True, policy=chain.policy, rules=len(chain.rules),
+                               references=tuple(model.references(spec.chain)))
             if spec.purge:
                 state = state._replace(desired=tuple(_desired(spec, family, chain, host)),
                                        live=tuple(chain.rules))
@@ -230,16 +231,16 @@ def _rewrite(name: str, ops: list[Op], desired: Sequence[str]) -> list[Op]:
 def _op(spec: ChainSpec, state: ChainState, family: str) -> tuple[Op | None, str]:
     name = spec.chain
     if spec.builtin:
-        if spec.policy is None or state.policy == spec.policy:
+        if spec.policy is None or (state.exists and state.policy == spec.policy):
             return None, ""
         return (Op(kind="policy", chain=name, restore=f"-P {name} {spec.policy}",
                    line=spec.policy),
                 f":{name} {state.policy} -> {spec.policy}")
     if spec.present:
-        if state.policy is not None:
+        if state.exists:
             return None, ""
         return Op("new_chain", name, f"-N {name}"), f"+ :{name} - [0:0]"
-    if state.policy is None:
+    if not state.exists:
         return None, ""
     _check_deletable(spec, state, family)
     return Op("delete_chain", name, f"-X {name}"), f"- :{name} - [0:0]"
