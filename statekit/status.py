@@ -102,7 +102,9 @@ def _drift(program: Program, args: argparse.Namespace,
                        for c in outcome.plan.changes]
             out.append({"id": outcome.state.id, "type": outcome.state.type,
                         "changes": changes})
-        elif outcome.status == FAILED and not outcome.plan.errors:  # not "not asked"
+        elif outcome.status == FAILED and not outcome.plan.errors:
+            # a fault of the state itself; a plan's errors are the names this offline
+            # check never asks (each keeps its rules), which are no drift
             out.append({"id": outcome.state.id, "type": outcome.state.type,
                         "changes": [], "error": outcome.error})
     return out

@@ -156,7 +156,9 @@ def _as_written(state: State, program: Program) -> dict[str, Any]:
             out[key] = value
     fields = program.shown.get(state.id, {})
     rendered = {"when": state.enabled, "ensure": state.ensure, **fields}
-    if state.ensure != "present":  # an input refused in its file: absent, written or not
+    # shown even when the file did not write it: a refused input of a file with
+    # `on_invalid_input: absent` made the state absent
+    if state.ensure != "present":
         out["ensure"] = state.ensure
     out |= {k: rendered[k] for k in state.raw if k in rendered}  # in the order written
     return out | fields

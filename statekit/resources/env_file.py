@@ -110,7 +110,8 @@ class EnvFile(Resource[EnvFileSpec, ReadResult]):
         return [v for k, v in spec.entries if k in spec.sensitive]
 
     def read(self, spec: EnvFileSpec, host: Host) -> ReadResult:
-        return read_file(host, spec.path, MAX_READ, oversize_ok=True)  # over the cap: replaced
+        # a file over the cap is not read into memory: its plan replaces it whole
+        return read_file(host, spec.path, MAX_READ, oversize_ok=True)
 
     def plan(self, spec: EnvFileSpec, current: ReadResult) -> Plan:
         if spec.file is None:

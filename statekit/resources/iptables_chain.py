@@ -151,11 +151,14 @@ class IptablesChain(TableResource[ChainSpec, dict[str, ChainState]]):
                 ops.append(op)
             if spec.purge and (state.live != state.desired or (
                     op is not None and op.kind == "new_chain")):
-                members = {m.id for m in spec.members} | set(spec.after)  # absent too
+                # the chain's rule states of its phase, absent ones too: each prints its
+                # own rules' + and - lines, so the chain prints those of the other rules
+                # (foreign ones), and every move
+                members = {m.id for m in spec.members} | set(spec.after)
                 moved = out_of_order(state.live, state.desired)
                 for mark, rule in marks(state.live, state.desired, moved):
                     who = owner(rule)
-                    if mark == "~" or who not in members:  # a member shows its own
+                    if mark == "~" or who not in members:
                         diff.append(text(mark, prefix + rule))
                     changes.append(Change(ACTIONS[mark], prefix + rule,
                                           _why(mark, who, members)))

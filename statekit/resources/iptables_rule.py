@@ -316,7 +316,8 @@ class IptablesRule(TableResource[RuleSpec, RuleCurrent]):
             except Exception as exc:
                 if not (spec.exclusive and chain is not None):
                     raise
-                # as the purged chain does (iptables_chain._member_lines): kept as is
+                # the purged chain then writes this member's live rules unchanged
+                # (iptables_chain._member_lines); this plan says why
                 desired = [chain.rules[i] for i in chain.owned_by(spec.id)]
                 faults.append(f"{type(exc).__name__}: {exc}; its rules in {spec.chain} "
                               "are kept as they are")

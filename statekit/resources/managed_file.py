@@ -32,7 +32,9 @@ class FileSpec(Record):
 
 
 def parse_mode(value: object, field: str) -> int:
-    if not isinstance(value, str):  # YAML read mode: 0640 as 416: never write 0416
+    # YAML reads an unquoted 0640 as the number 416 (octal), which would be taken for
+    # mode 0416: only a quoted string is a mode
+    if not isinstance(value, str):
         raise FieldError(field, f"a mode is a quoted octal string (\"0640\"), not {value!r}")
     text = value
     if not (3 <= len(text.lstrip("0") or "0") <= 4 and digits(text)

@@ -70,7 +70,7 @@ class Engine:
         self.on_outcome = on_outcome or (lambda _o: None)
         self.outcomes: dict[str, Outcome] = {}
         self.pending: dict[str, _Pending] = {}
-        self.unreported: list[str] = []  # run, not yet reported (in run order)
+        self.unreported: list[str] = []  # states run but not yet reported, in run order
 
     def converge(self, phases: Iterable[str] | None = None) -> list[Outcome]:
         selected = set(phases) if phases else set(self.program.phases)
