@@ -19,7 +19,7 @@ failed requirement is still written as declared.
 from __future__ import annotations
 
 from statekit.errors import ApplyError, FieldError
-from statekit.netfilter import fields as f
+from statekit.netfilter import fields as rule_fields
 from statekit.netfilter import save, transaction
 from statekit.netfilter.rulediff import ACTIONS, marks, out_of_order, text
 from statekit.netfilter.table import BUILTIN, Chain, Op, owner
@@ -70,7 +70,7 @@ class IptablesChain(TableResource[ChainSpec, dict[str, ChainState]]):
 
     def parse(self, fields: Mapping[str, Any], meta: Meta) -> ChainSpec:
         table = fields["table"]
-        chain = f.chain(fields["chain"])
+        chain = rule_fields.chain(fields["chain"])
         builtin = chain in BUILTIN[table]
         policy = fields.get("policy")
         if builtin and not meta.present:
@@ -79,7 +79,7 @@ class IptablesChain(TableResource[ChainSpec, dict[str, ChainState]]):
         if policy is not None and not builtin:
             raise FieldError("policy", f"only built-in chains have a policy ({chain} is a "
                              f"user chain; built-in in {table}: {', '.join(BUILTIN[table])})")
-        families = f.FAMILIES[fields["family"]]
+        families = rule_fields.FAMILIES[fields["family"]]
         if not meta.present:  # only the identity fields are given
             return ChainSpec(id=meta.id, table=table, chain=chain, families=families,
                              builtin=builtin, present=False, phase=meta.phase)

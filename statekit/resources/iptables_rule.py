@@ -21,7 +21,7 @@ from __future__ import annotations
 import time
 
 from statekit.errors import ApplyError, FieldError
-from statekit.netfilter import fields as f
+from statekit.netfilter import fields as rule_fields
 from statekit.netfilter import save, transaction
 from statekit.netfilter.block import BlockPlan, Position, plan_block
 from statekit.netfilter.rule import Rule, Target
@@ -56,8 +56,8 @@ class RuleSpec(Record):
     families: tuple[str, ...]
     present: bool = True
     template: Rule | None = None  # family, source and destination filled per rule
-    sources: tuple[f.Network, ...] = ()
-    destinations: tuple[f.Network, ...] = ()
+    sources: tuple[rule_fields.Network, ...] = ()
+    destinations: tuple[rule_fields.Network, ...] = ()
     hosts: tuple[str, ...] = ()
     position: Position = Position()
     resolve_timeout: float = 5.0
@@ -89,31 +89,31 @@ def _position(value: Any) -> Position:
 def _target(fields: Mapping[str, Any], table: str) -> Target:
     if "jump" not in fields:
         raise FieldError("jump", "is required (unless ensure: absent)")
-    jump = f.jump(fields["jump"], table)
+    jump = rule_fields.jump(fields["jump"], table)
     prefix, group = fields.get("log_prefix"), fields.get("nflog_group")
     if prefix is not None and jump not in ("LOG", "NFLOG"):
         raise FieldError("log_prefix", "only with jump LOG or NFLOG")
     if group is not None and jump != "NFLOG":
         raise FieldError("nflog_group", "only with jump NFLOG")
     limit = 29 if jump == "LOG" else 64
-    return Target(jump, f.text(prefix, "log_prefix", limit), group)
+    return Target(jump, rule_fields.text(prefix, "log_prefix", limit), group)
 
 
 def _template(fields: Mapping[str, Any], meta: Meta, chain: str, table: str) -> Rule:
     protocol = str(fields["protocol"]).lower()
     _check_protocol(fields, protocol)
-    comment = f.text(fields.get("comment"), "comment", 200)
+    comment = rule_fields.text(fields.get("comment"), "comment", 200)
     owner = fields.get("uid_owner")
     return Rule(
         chain=chain, family="", tag=TAG_PREFIX + meta.id + (f" {comment}" if comment else ""),
         target=_target(fields, table), protocol=protocol,
-        in_interface=f.interface(fields.get("in_interface"), "in_interface", chain),
-        out_interface=f.interface(fields.get("out_interface"), "out_interface", chain),
-        sport=f.port(fields["sport"], "sport") if "sport" in fields else None,
-        dport=f.port(fields["dport"], "dport") if "dport" in fields else None,
+        in_interface=rule_fields.interface(fields.get("in_interface"), "in_interface", chain),
+        out_interface=rule_fields.interface(fields.get("out_interface"), "out_interface", chain),
+        sport=rule_fields.port(fields["sport"], "sport") if "sport" in fields else None,
+        dport=rule_fields.port(fields["dport"], "dport") if "dport" in fields else None,
         ctstate=tuple(fields["ctstate"]), syn=fields.get("syn"),
-        icmpv6_types=f.icmpv6_types(fields.get("icmpv6_type")),
-        uid_owner=None if owner is None else f.uid_owner(
+        icmpv6_types=rule_fields.icmpv6_types(fields.get("icmpv6_type")),
+        uid_owner=None if owner is None else rule_fields.uid_owner(
             parse_owner(owner, "uid_owner"), chain),
     )
 
@@ -135,9 +135,9 @@ def _hosts(value: Any) -> tuple[tuple[str, ...], list[str]]:
     from statekit.netfilter.resolve import check_name
 
     names, literals = [], []
-    for item in f.as_list(value):
+    for item in rule_fields.as_list(value):
         try:
-            f.network(item, "destination_host")
+            rule_fields.network(item, "destination_host")
             literals.append(str(item))
         except FieldError:
             try:
@@ -240,13 +240,13 @@ class IptablesRule(TableResource[RuleSpec, RuleCurrent]):
 
     def parse(self, fields: Mapping[str, Any], meta: Meta) -> RuleSpec:
         table = fields["table"]
-        chain = f.chain(fields["chain"])
-        families = f.FAMILIES[fields["family"]]
+        chain = rule_fields.chain(fields["chain"])
+        families = rule_fields.FAMILIES[fields["family"]]
         if not meta.present:
             return RuleSpec(id=meta.id, table=table, chain=chain, families=families,
                             present=False, phase=meta.phase)
         names, literals = _hosts(fields.get("destination_host"))
-        dests = [*f.as_list(fields.get("destination")), *literals]
+        dests = [*rule_fields.as_list(fields.get("destination")), *literals]
         template = _template(fields, meta, chain, table)
         if names and len(name_tag(template.tag, "x" * 253)) > COMMENT_LIMIT:
             raise FieldError("comment", "the tag (statekit:<id> <comment> <host name>) "
@@ -255,11 +255,11 @@ class IptablesRule(TableResource[RuleSpec, RuleCurrent]):
         return RuleSpec(
             id=meta.id, table=table, chain=chain, families=families, present=True,
             template=template,
-            sources=f.networks(fields.get("source"), "source", families),
-            destinations=f.networks(dests, "destination", families), hosts=names,
+            sources=rule_fields.networks(fields.get("source"), "source", families),
+            destinations=rule_fields.networks(dests, "destination", families), hosts=names,
             position=_position(fields["position"]),
             resolve_timeout=float(fields["resolve_timeout"]),
-            resolvers=tuple(str(f.network(r, "resolvers")).split("/")[0]
+            resolvers=tuple(str(rule_fields.network(r, "resolvers")).split("/")[0]
                             for r in fields["resolvers"]),
             order=int(fields["order"]), phase=meta.phase,
             pin_grace=int(fields["pin_grace"]),
