@@ -159,8 +159,9 @@ def test_a_failed_name_keeps_its_lines_while_the_others_change() -> None:
     now = expand(spec, "ipv4", {"b.example": ("192.0.2.9",)}, live)  # a.example failed
     assert now == [old[0], old[1].replace("192.0.2.2", "192.0.2.9")]
     assert expand(spec, "ipv4", {"b.example": ("192.0.2.9",)}, None) == [now[1]]  # boot
-    plan = RULE.plan(spec, RuleCurrent({"ipv4": live}, {"b.example": ("192.0.2.9",)},
-                                       {"a.example": "NXDOMAIN"}))
+    plan = RULE.plan(spec, RuleCurrent(chains={"ipv4": live},
+                                       resolved={"b.example": ("192.0.2.9",)},
+                                       failed={"a.example": "NXDOMAIN"}))
     assert plan.errors == ("cannot resolve 'a.example': NXDOMAIN; its last-known "
                            "addresses are kept",)
     assert plan.payload == []  # a member stages nothing: the chain writes
