@@ -143,6 +143,7 @@ OPEN_BLOCK = ".:53 {{\n    bind {bind}\n    forward . 192.0.2.1\n}}\n"
     (OPEN_BLOCK.format(bind="{$DNS_BIND}"), True),
     (OPEN_BLOCK.format(bind="127.0.0.9#x 0.0.0.0"), True),  # CoreDNS binds 0.0.0.0 too
     (OPEN_BLOCK.format(bind="127.0.0.1 ::ffff:127.0.0.53"), True),
+    (OPEN_BLOCK.format(bind="fe80::1%eth0"), True),  # Go reads no zone index: not an address
     (".:53 {\n    forward . 192.0.2.1\n}\n", True),  # no bind: every address
     ("(any) {\n    bind 0.0.0.0\n}\n" + OPEN_BLOCK.format(bind="127.0.0.9\n    import any"),
      True),

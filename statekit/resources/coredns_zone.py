@@ -151,13 +151,15 @@ def ip_text(value: str, *, unmap: bool = False) -> str | None:
     ``unmap``: an IPv4-mapped IPv6 address as the IPv4 one, which Go holds alike."""
     import ipaddress
 
+    if "%" in value:
+        return None
     try:
-        address = ipaddress.ip_address(value) if "%" not in value else None
+        address = ipaddress.ip_address(value)
     except ValueError:
         return None
-    if unmap and isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped:
+    if unmap and isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
         return str(address.ipv4_mapped)
-    return None if address is None else str(address)
+    return str(address)
 
 
 def parse_ip(value: str, field: str) -> str:
