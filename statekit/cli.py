@@ -362,7 +362,7 @@ def _fail(exc: StatekitError, args: Namespace, masker: Masker, code: int) -> int
 
 
 def _wants_json(argv: Sequence[str]) -> bool:
-    pairs = (argv[i:i + 2] for i in range(len(argv)))  # itertools: off the common path
+    pairs = (argv[i:i + 2] for i in range(len(argv)))  # itertools.pairwise, without its import
     return "--format=json" in argv or ["--format", "json"] in pairs
 
 

@@ -418,8 +418,10 @@ class _Parser:
         else:
             end, binds, imports = self._directives(first, 0)
         marker, marker_start = self._marker(first)
-        self.blocks.append(Block(tuple(keys), self.s[first], end, self.ln[first], binds,
-                                 snippet, marker, marker_start, braced, imports))
+        self.blocks.append(Block(
+            keys=tuple(keys), start=self.s[first], end=end, line=self.ln[first], binds=binds,
+            snippet=snippet, marker=marker, marker_start=marker_start, braced=braced,
+            imports=imports))
 
     def _directives(self, first: int, top: int) -> tuple[int, tuple[str, ...], tuple[str, ...]]:
         """From after the ``{`` (``top`` 1) to the closing ``}``, or to the end of the file

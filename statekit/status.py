@@ -70,7 +70,7 @@ def _last(last: dict[str, Any] | None) -> dict[str, Any] | None:
 
 
 def _names(last: dict[str, Any] | None, program: Program, now: int) -> list[dict[str, Any]]:
-    grace = {s.id: getattr(s.spec, "pin_grace", 0) for s in program.states
+    grace = {s.id: s.spec.pin_grace for s in program.states
              if s.type == "iptables_rule" and s.spec is not None}
     run_time = (last or {}).get("time")
     out = []
@@ -102,7 +102,9 @@ def _drift(program: Program, args: argparse.Namespace,
                        for c in outcome.plan.changes]
             out.append({"id": outcome.state.id, "type": outcome.state.type,
                         "changes": changes})
-        elif outcome.status == FAILED and not outcome.plan.errors:  # not "not asked"
+        elif outcome.status == FAILED and not outcome.plan.errors:
+            # a fault of the state itself; a plan's errors are the names this offline
+            # check never asks (each keeps its rules), which are no drift
             out.append({"id": outcome.state.id, "type": outcome.state.type,
                         "changes": [], "error": outcome.error})
     return out

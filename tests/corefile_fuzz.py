@@ -21,25 +21,44 @@ from __future__ import annotations
 import random
 import sys
 from pathlib import Path
+from typing import Any
 
 from statekit import corefile
 from statekit.errors import ApplyError
-from statekit.resources.coredns_zone import ZoneSpec, _adoptable, _owned, conflicts, desired
+from statekit.resources.base import Meta
+from statekit.resources.coredns_zone import (
+    CorednsZone,
+    ZoneSpec,
+    _adoptable,
+    _owned,
+    conflicts,
+    desired,
+)
 
 OWNER = "mine"
 SAMPLES = sorted((Path(__file__).parent / "corefiles").glob("*.Corefile"))
 
+
+def zone_spec(owner: str = OWNER, **fields: Any) -> ZoneSpec:
+    """The spec the loader builds from ``fields`` (the schema's defaults filled in, the
+    Corefile ``/Corefile``); without ``zone``, the spec of ``ensure: absent``."""
+    from statekit.load.schema_check import with_defaults
+
+    ensure = "present" if "zone" in fields else "absent"
+    return CorednsZone().parse(with_defaults("coredns_zone", {"corefile": "/Corefile",
+                                                              **fields}), Meta(owner, ensure))
+
+
 #: The specs each Corefile is edited with: present and absent, adopt, several zones.
 SPECS = (
-    ZoneSpec(OWNER, "/Corefile", True, (".",), 53, ("127.0.0.53",), answer="nxdomain",
-             log=True, adopt=True),
-    ZoneSpec(OWNER, "/Corefile", True, ("a.test", "example.org"), 53, ("127.0.0.53",),
-             ("127.0.0.10",), aaaa="noerror", cache=30),
-    ZoneSpec(OWNER, "/Corefile", True, ("b.test", "c.test", "a.test"), 1053, (),
-             ("127.0.0.10:5353",), errors=True, adopt=True),
-    ZoneSpec(OWNER, "/Corefile", True, ("a.test", "d.test"), 53, ("127.0.0.53",),
-             answer="pinned", aaaa="noerror", log=True, pins_from="fw", pin_ttl=30),
-    ZoneSpec(OWNER, "/Corefile", False),
+    zone_spec(zone=["."], bind=["127.0.0.53"], answer="nxdomain", log=True, adopt=True),
+    zone_spec(zone=["a.test", "example.org"], bind=["127.0.0.53"], forward=["127.0.0.10"],
+              aaaa="noerror", cache=30),
+    zone_spec(zone=["b.test", "c.test", "a.test"], port=1053, forward=["127.0.0.10:5353"],
+              errors=True, adopt=True),
+    zone_spec(zone=["a.test", "d.test"], bind=["127.0.0.53"], answer="pinned", aaaa="noerror",
+              log=True, pins_from="fw", pin_ttl=30),
+    zone_spec(),
 )
 ABSENT = SPECS[-1]
 #: The pinned spec's answers (a.test has two; d.test none: NXDOMAIN).

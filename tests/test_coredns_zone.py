@@ -11,7 +11,7 @@ import pytest
 
 from statekit.errors import ApplyError, FieldError
 from statekit.resources.base import Meta
-from statekit.resources.coredns_zone import CorednsZone, ZoneCurrent, desired
+from statekit.resources.coredns_zone import CorednsZone, ZoneCurrent, ZoneSpec, desired
 from statekit.run.files import ReadResult
 from tests.conftest import Run, dns_query, statekit, write
 
@@ -36,7 +36,7 @@ FOREIGN = "# hand-written\n(snip) {\n    errors\n}\n\nexample.org:53 {\n    impo
 RESOURCE = CorednsZone()
 
 
-def spec_of(fields: dict[str, Any], sid: str = "otlp-dns", ensure: str = "present") -> Any:
+def spec_of(fields: dict[str, Any], sid: str = "otlp-dns", ensure: str = "present") -> ZoneSpec:
     """The spec the loader would build: the schema's defaults filled in."""
     from statekit.load.schema_check import with_defaults
 
@@ -143,6 +143,7 @@ OPEN_BLOCK = ".:53 {{\n    bind {bind}\n    forward . 192.0.2.1\n}}\n"
     (OPEN_BLOCK.format(bind="{$DNS_BIND}"), True),
     (OPEN_BLOCK.format(bind="127.0.0.9#x 0.0.0.0"), True),  # CoreDNS binds 0.0.0.0 too
     (OPEN_BLOCK.format(bind="127.0.0.1 ::ffff:127.0.0.53"), True),
+    (OPEN_BLOCK.format(bind="fe80::1%eth0"), True),  # Go reads no zone index: not an address
     (".:53 {\n    forward . 192.0.2.1\n}\n", True),  # no bind: every address
     ("(any) {\n    bind 0.0.0.0\n}\n" + OPEN_BLOCK.format(bind="127.0.0.9\n    import any"),
      True),
@@ -195,7 +196,7 @@ def test_a_hand_edited_owned_block_is_restored_in_place() -> None:
 def test_unparseable_corefile_fails_without_writing() -> None:
     from statekit.run.files import FileState
 
-    broken = FileState(b"a.test {\n", 0o644, 0, 0, 1, 1)
+    broken = FileState(content=b"a.test {\n", mode=0o644, uid=0, gid=0, inode=1, mtime_ns=1)
     with pytest.raises(ApplyError, match="Corefile:1: cannot parse"):
         RESOURCE.plan(spec_of(OTLP), ZoneCurrent(ReadResult(broken, None)))
 

@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 from statekit import corefile
 from statekit.corefile import CorefileError, lex, parse, parse_key
 from statekit.resources.coredns_zone import ZoneSpec, desired
+from tests.corefile_fuzz import zone_spec
 
 SAMPLES = Path(__file__).parent / "corefiles"
 FILES = sorted(p.name for p in SAMPLES.glob("*.Corefile"))
@@ -99,13 +100,13 @@ def test_block_spans_start_at_the_key_and_end_at_the_brace(name: str) -> None:
 @pytest.mark.parametrize("name", [n for n in FILES if n != "unbraced.Corefile"])
 def test_owned_block_insert_then_remove_gives_the_original(name: str) -> None:
     data = sample(name)
-    spec = ZoneSpec("otlp-dns", "/Corefile", True, ("new.example.org",), 53,
-                    ("127.0.0.53",), ("8.8.8.8",))
+    spec = zone_spec("otlp-dns", zone=["new.example.org"], bind=["127.0.0.53"],
+                     forward=["8.8.8.8"])
     added = desired(data, spec)
     before, after = parse(data).blocks, parse(added).blocks
     assert after[:-1] == before
     assert after[-1].marker == "otlp-dns" and after[-1].keys == ("new.example.org:53",)
-    assert desired(added, ZoneSpec("otlp-dns", "/Corefile", False)) == data
+    assert desired(added, zone_spec("otlp-dns")) == data
 
 
 LEX_CASES = [
@@ -203,19 +204,19 @@ zone_names = st.lists(st.from_regex(r"[a-z][a-z0-9-]{0,10}[a-z0-9]\.[a-z]{2,5}",
 @settings(max_examples=300, deadline=None)
 @given(corefiles, zone_names)
 def test_property_insert_then_remove_is_identity(data: bytes, zones: list[str]) -> None:
-    spec = ZoneSpec("mine", "/Corefile", True, tuple(zones), 53, (), ("8.8.8.8",), log=True)
+    spec = zone_spec(zone=zones, forward=["8.8.8.8"], log=True)
     added = desired(data, spec)
     assert [b.keys for b in parse(added).owned_by("mine")] == [(f"{z}:53",) for z in zones]
     assert desired(added, spec) == added
-    assert desired(added, ZoneSpec("mine", "/Corefile", False)) == data
+    assert desired(added, zone_spec()) == data
 
 
 @settings(max_examples=100, deadline=None)
 @given(st.sampled_from([n for n in FILES if n != "unbraced.Corefile"]), zone_names)
 def test_property_samples_insert_then_remove(name: str, zones: list[str]) -> None:
     data = sample(name)
-    spec = ZoneSpec("mine", "/Corefile", True, tuple(zones), 53, ("127.0.0.99",), ("1.1.1.1",))
-    assert desired(desired(data, spec), ZoneSpec("mine", "/Corefile", False)) == data
+    spec = zone_spec(zone=zones, bind=["127.0.0.99"], forward=["1.1.1.1"])
+    assert desired(desired(data, spec), zone_spec()) == data
 
 
 @settings(max_examples=500, deadline=None)
@@ -229,10 +230,9 @@ def test_property_lexer_loses_nothing(text: str) -> None:
 
 # --- issue 19: every edit re-parses and is stable; caps; linear time ----------------------
 
-MINE = ZoneSpec("mine", "/Corefile", True, ("a.test",), 53, ("127.0.0.53",), ("1.1.1.1",))
-ADOPT = ZoneSpec("mine", "/Corefile", True, (".",), 53, ("127.0.0.53",), answer="nxdomain",
-                 adopt=True)
-ABSENT = ZoneSpec("mine", "/Corefile", False)
+MINE = zone_spec(zone=["a.test"], bind=["127.0.0.53"], forward=["1.1.1.1"])
+ADOPT = zone_spec(zone=["."], bind=["127.0.0.53"], answer="nxdomain", adopt=True)
+ABSENT = zone_spec()
 
 ROUND_TRIPS = [
     # an owned block without braces, then a bind line (its span ended before the bind)
@@ -342,7 +342,7 @@ from statekit.corefile import parse
 from statekit.resources.coredns_zone import ZoneSpec, desired
 def run(data):
     parse(data)
-    desired(data, ZoneSpec("mine", "/c", False))
+    desired(data, ZoneSpec(owner="mine", path="/c", present=False))
 result = {}
 for path, traced in json.loads(sys.argv[1]):
     data = open(path, "rb").read()

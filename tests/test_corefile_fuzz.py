@@ -26,7 +26,7 @@ from hypothesis import strategies as st
 
 from statekit import corefile
 from statekit.errors import ApplyError
-from statekit.resources.coredns_zone import _norm_ip, desired
+from statekit.resources.coredns_zone import desired, ip_text
 from tests.conftest import COREDNS
 from tests.corefile_fuzz import PIECES, SPECS, check, corpus_case, failures, mutated, valid_corefile
 
@@ -83,7 +83,7 @@ def predicted(cf: corefile.Corefile) -> Counter[str] | None:
     for block in cf.servers():
         addrs: list[str] = []
         for bind in block.binds:
-            norm = _norm_ip(bind)
+            norm = ip_text(bind, unmap=True)
             if bind == "lo":
                 addrs += ["127.0.0.1", "::1"]
             elif norm is None:

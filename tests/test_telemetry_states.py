@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import REPO, statekit
+from tests.conftest import REPO, Run, statekit
 
 STATES = str(REPO / "states" / "telemetry.yaml")
 TOKEN = "glc_eyJvIjoiOTk5IiwibiI6InRlc3QifQ=="
@@ -23,7 +23,7 @@ ON = {"GRAFANA_INSTANCE_ID": "123456", "GRAFANA_API_TOKEN": TOKEN,
 HEADER = "Authorization=Basic " + base64.b64encode(f"123456:{TOKEN}".encode()).decode()
 
 
-def auth(root: Path, env: dict[str, str], *extra: str) -> Any:
+def auth(root: Path, env: dict[str, str], *extra: str) -> Run:
     return statekit(["converge", "--phase", "auth", "--root", str(root), *extra, STATES],
                     env=env)
 
@@ -201,13 +201,13 @@ def hooked_states(tmp_path: Path) -> Path:
     return states
 
 
-def converge_all(netns: str, root: Path, states: Path, env: dict[bytes, bytes]) -> Any:
+def converge_all(netns: str, root: Path, states: Path, env: dict[bytes, bytes]) -> Run:
     """Every phase of network.yaml + telemetry.yaml, in ``netns``, with the environment
     given as bytes (os.environb: a value need not be UTF-8)."""
     import subprocess
     import sys
 
-    from tests.conftest import Run, record_output
+    from tests.conftest import record_output
 
     argv = ["ip", "netns", "exec", netns, sys.executable, "-m", "statekit", "converge",
             "--root", str(root), "--var", "domains=[]", str(states)]

@@ -329,8 +329,8 @@ def _render_state(state: State, source: Source, context: dict[str, Any],
     fields = schema_check.with_defaults(  # the schema is the one source of defaults
         state.type, fields, resource.identity_fields if ensure == "absent" else None)
     try:
-        state.spec = resource.parse(fields, Meta(state.id, ensure, state.phase, state.where,
-                                                 given, hints))
+        state.spec = resource.parse(fields, Meta(id=state.id, ensure=ensure, phase=state.phase,
+                                                 where=state.where, given=given, hints=hints))
     except FieldError as exc:
         raise source.error([*base, *str(exc.field).split(".")], exc.message) from None
     values = [v for v in resource.secret_values(state.spec) if v]

@@ -70,7 +70,9 @@ def record(fs: FileSystem, outcomes: list[Outcome], *, now: int, phases: list[st
     if {**previous, "time": None} != {**doc, "time": None}:
         fs.write(PATH, (jsonlite.dumps(doc) + "\n").encode(), mode=0o600, uid=os.getuid(),
                  gid=os.getgid(), dir_mode=0o700)
-    fs.touch(PATH, now)  # the run's time (alone when the outcome is as before: a no-op)
+    # the file's modification time is the run's time; when the outcome is as before (a
+    # no-op refresh), setting it is the only write
+    fs.touch(PATH, now)
     return {**doc, "time": now}
 
 

@@ -145,6 +145,12 @@ class Resource(ABC, Generic[SpecT, CurrentT]):
         May return facts learnt while applying (a command's output) for the report.
         """
 
+    def cuts_traffic(self, spec: SpecT) -> bool:
+        """Whether applying ``spec`` cuts this machine's own outbound traffic (a DROP policy
+        or a DROP/REJECT rule in the filter table's OUTPUT chain): at a terminal,
+        ``converge`` asks before it does. No, by default."""
+        return False
+
     def predict(self, spec: SpecT, plan: Plan, host: Host) -> None:
         """Check mode, after a plan that would change something: record what ``apply``
         would leave (in ``host.cache``), so the states after this one plan against it,

@@ -21,10 +21,11 @@ from __future__ import annotations
 import time
 
 from statekit.errors import ApplyError, FieldError
-from statekit.netfilter import fields as f
+from statekit.netfilter import fields as rule_fields
 from statekit.netfilter import save, transaction
 from statekit.netfilter.block import BlockPlan, Position, plan_block
 from statekit.netfilter.rule import Rule, Target
+from statekit.netfilter.rulediff import ACTIONS, marks, text
 from statekit.netfilter.table import (
     COMMENT_LIMIT,
     GONE,
@@ -55,8 +56,8 @@ class RuleSpec(Record):
     families: tuple[str, ...]
     present: bool = True
     template: Rule | None = None  # family, source and destination filled per rule
-    sources: tuple[f.Network, ...] = ()
-    destinations: tuple[f.Network, ...] = ()
+    sources: tuple[rule_fields.Network, ...] = ()
+    destinations: tuple[rule_fields.Network, ...] = ()
     hosts: tuple[str, ...] = ()
     position: Position = Position()
     resolve_timeout: float = 5.0
@@ -75,14 +76,6 @@ class RuleCurrent(Record):
     missing: Mapping[str, str] = EMPTY  # family -> why this machine has none (skipped)
 
 
-def _resolve() -> Any:
-    """The resolver module, imported only by states that resolve names (a converge
-    without names does without it and the stub client)."""
-    from statekit.netfilter import resolve
-
-    return resolve
-
-
 def _slot(spec: RuleSpec) -> tuple[str, str, str, str]:
     return (spec.table, spec.chain, spec.position.kind, spec.position.before)
 
@@ -96,31 +89,31 @@ def _position(value: Any) -> Position:
 def _target(fields: Mapping[str, Any], table: str) -> Target:
     if "jump" not in fields:
         raise FieldError("jump", "is required (unless ensure: absent)")
-    jump = f.jump(fields["jump"], table)
+    jump = rule_fields.jump(fields["jump"], table)
     prefix, group = fields.get("log_prefix"), fields.get("nflog_group")
     if prefix is not None and jump not in ("LOG", "NFLOG"):
         raise FieldError("log_prefix", "only with jump LOG or NFLOG")
     if group is not None and jump != "NFLOG":
         raise FieldError("nflog_group", "only with jump NFLOG")
     limit = 29 if jump == "LOG" else 64
-    return Target(jump, f.text(prefix, "log_prefix", limit), group)
+    return Target(jump, rule_fields.text(prefix, "log_prefix", limit), group)
 
 
 def _template(fields: Mapping[str, Any], meta: Meta, chain: str, table: str) -> Rule:
     protocol = str(fields["protocol"]).lower()
     _check_protocol(fields, protocol)
-    comment = f.text(fields.get("comment"), "comment", 200)
+    comment = rule_fields.text(fields.get("comment"), "comment", 200)
     owner = fields.get("uid_owner")
     return Rule(
         chain=chain, family="", tag=TAG_PREFIX + meta.id + (f" {comment}" if comment else ""),
         target=_target(fields, table), protocol=protocol,
-        in_interface=f.interface(fields.get("in_interface"), "in_interface", chain),
-        out_interface=f.interface(fields.get("out_interface"), "out_interface", chain),
-        sport=f.port(fields["sport"], "sport") if "sport" in fields else None,
-        dport=f.port(fields["dport"], "dport") if "dport" in fields else None,
+        in_interface=rule_fields.interface(fields.get("in_interface"), "in_interface", chain),
+        out_interface=rule_fields.interface(fields.get("out_interface"), "out_interface", chain),
+        sport=rule_fields.port(fields["sport"], "sport") if "sport" in fields else None,
+        dport=rule_fields.port(fields["dport"], "dport") if "dport" in fields else None,
         ctstate=tuple(fields["ctstate"]), syn=fields.get("syn"),
-        icmpv6_types=f.icmpv6_types(fields.get("icmpv6_type")),
-        uid_owner=None if owner is None else f.uid_owner(
+        icmpv6_types=rule_fields.icmpv6_types(fields.get("icmpv6_type")),
+        uid_owner=None if owner is None else rule_fields.uid_owner(
             parse_owner(owner, "uid_owner"), chain),
     )
 
@@ -139,14 +132,16 @@ def _check_protocol(fields: Mapping[str, Any], protocol: str) -> None:
 
 def _hosts(value: Any) -> tuple[tuple[str, ...], list[str]]:
     """(DNS names, IP literals) of ``destination_host``."""
+    from statekit.netfilter.resolve import check_name
+
     names, literals = [], []
-    for item in f.as_list(value):
+    for item in rule_fields.as_list(value):
         try:
-            f.network(item, "destination_host")
+            rule_fields.network(item, "destination_host")
             literals.append(str(item))
         except FieldError:
             try:
-                names.append(_resolve().check_name(str(item)))
+                names.append(check_name(str(item)))
             except ValueError as exc:
                 raise FieldError("destination_host", str(exc)) from None
     return tuple(sorted(set(names))), literals
@@ -245,24 +240,26 @@ class IptablesRule(TableResource[RuleSpec, RuleCurrent]):
 
     def parse(self, fields: Mapping[str, Any], meta: Meta) -> RuleSpec:
         table = fields["table"]
-        chain = f.chain(fields["chain"])
-        families = f.FAMILIES[fields["family"]]
+        chain = rule_fields.chain(fields["chain"])
+        families = rule_fields.FAMILIES[fields["family"]]
         if not meta.present:
-            return RuleSpec(meta.id, table, chain, families, present=False, phase=meta.phase)
+            return RuleSpec(id=meta.id, table=table, chain=chain, families=families,
+                            present=False, phase=meta.phase)
         names, literals = _hosts(fields.get("destination_host"))
-        dests = [*f.as_list(fields.get("destination")), *literals]
+        dests = [*rule_fields.as_list(fields.get("destination")), *literals]
         template = _template(fields, meta, chain, table)
         if names and len(name_tag(template.tag, "x" * 253)) > COMMENT_LIMIT:
             raise FieldError("comment", "the tag (statekit:<id> <comment> <host name>) "
                              "leaves no room for a host name in iptables' 255 characters: "
                              "shorten the comment")
         return RuleSpec(
-            meta.id, table, chain, families, True, template,
-            sources=f.networks(fields.get("source"), "source", families),
-            destinations=f.networks(dests, "destination", families), hosts=names,
+            id=meta.id, table=table, chain=chain, families=families, present=True,
+            template=template,
+            sources=rule_fields.networks(fields.get("source"), "source", families),
+            destinations=rule_fields.networks(dests, "destination", families), hosts=names,
             position=_position(fields["position"]),
             resolve_timeout=float(fields["resolve_timeout"]),
-            resolvers=tuple(str(f.network(r, "resolvers")).split("/")[0]
+            resolvers=tuple(str(rule_fields.network(r, "resolvers")).split("/")[0]
                             for r in fields["resolvers"]),
             order=int(fields["order"]), phase=meta.phase,
             pin_grace=int(fields["pin_grace"]),
@@ -290,6 +287,10 @@ class IptablesRule(TableResource[RuleSpec, RuleCurrent]):
             return []
         return [spec.position.before]
 
+    def cuts_traffic(self, spec: RuleSpec) -> bool:
+        return (spec.present and (spec.table, spec.chain) == ("filter", "OUTPUT")
+                and spec.template is not None and spec.template.target.jump in ("DROP", "REJECT"))
+
     def read(self, spec: RuleSpec, host: Host) -> RuleCurrent:
         chains, missing = {}, {}
         for family in spec.families:
@@ -302,7 +303,8 @@ class IptablesRule(TableResource[RuleSpec, RuleCurrent]):
         if not (spec.present and spec.hosts and chains):
             return RuleCurrent(chains, missing=missing)
         resolved, failed = lookup(host, spec)
-        return RuleCurrent(chains, resolved, failed, host.now, missing)
+        return RuleCurrent(chains=chains, resolved=resolved, failed=failed, now=host.now,
+                           missing=missing)
 
     def plan(self, spec: RuleSpec, current: RuleCurrent) -> Plan:
         blocks: list[tuple[str, BlockPlan]] = []
@@ -314,7 +316,8 @@ class IptablesRule(TableResource[RuleSpec, RuleCurrent]):
             except Exception as exc:
                 if not (spec.exclusive and chain is not None):
                     raise
-                # as the purged chain does (iptables_chain._member_lines): kept as is
+                # the purged chain then writes this member's live rules unchanged
+                # (iptables_chain._member_lines); this plan says why
                 desired = [chain.rules[i] for i in chain.owned_by(spec.id)]
                 faults.append(f"{type(exc).__name__}: {exc}; its rules in {spec.chain} "
                               "are kept as they are")
@@ -355,7 +358,8 @@ def lookup(host: Host, spec: RuleSpec) -> tuple[dict[str, tuple[str, ...]], dict
     if missing and not host.ask_names:
         return {}, dict.fromkeys(spec.hosts, "not asked")
     if missing:
-        resolve = _resolve()
+        from statekit.netfilter import resolve  # a converge without names never loads it
+
         try:
             answers = resolve.resolve_each(missing, spec.families, spec.resolve_timeout,
                                            spec.resolvers)
@@ -376,16 +380,12 @@ def lookup(host: Host, spec: RuleSpec) -> tuple[dict[str, tuple[str, ...]], dict
 
 
 def member_diff(chain: Chain, state_id: str, desired: list[str]) -> BlockPlan:
-    """A purged chain's member: its own lines now and wanted (the chain state writes)."""
+    """A purged chain's member: its own lines now and wanted, no ops (the chain state
+    writes them). Its lines only move when none comes or goes: then all of them."""
     current = [chain.rules[i] for i in chain.owned_by(state_id)]
     out = BlockPlan()
-    if current == desired:
-        return out
-    have, want = set(current), set(desired)
-    out.diff += [f"- {line}" for line in current if line not in want]
-    out.diff += [f"+ {line}" for line in desired if line not in have]
-    if not out.diff:
-        out.diff += [f"~ {line} (moved)" for line in desired]
+    if current != desired:
+        out.diff = marks(current, desired) or marks(current, desired, moved=desired)
     return out
 
 
@@ -415,10 +415,6 @@ def _utc(when: int) -> str:
     return time.strftime("%Y-%m-%d %H:%M:%SZ", time.gmtime(when))
 
 
-#: A diff line's mark, as the verb of its Change (rules and purged chains alike).
-ACTIONS = {"-": "remove", "+": "add", "~": "move"}
-
-
 def _plan(spec: RuleSpec, blocks: list[tuple[str, BlockPlan]],
           resolved: Mapping[str, tuple[str, ...]], errors: tuple[str, ...] = (),
           now: int = 0) -> Plan:
@@ -426,12 +422,11 @@ def _plan(spec: RuleSpec, blocks: list[tuple[str, BlockPlan]],
     changes: list[Change] = []
     names = {name_tag(spec.template.tag, n): n for n in spec.hosts} if spec.template else {}
     for family, block in blocks:
-        where = transaction.where(family, spec.table)
-        for line in block.diff:
-            mark, text = line[0], line[2:]
-            why = "misplaced" if mark == "~" else pin_reason(mark, text, names, spec, now)
-            diff.append(f"{mark} {where}{text}" + (f"  # {why}" if why and mark != "~" else ""))
-            changes.append(Change(ACTIONS[mark], where + text.removesuffix(" (moved)"), why))
+        prefix = transaction.table_prefix(family, spec.table)
+        for mark, rule in block.diff:
+            why = "misplaced" if mark == "~" else pin_reason(mark, rule, names, spec, now)
+            diff.append(text(mark, prefix + rule) + (f"  # {why}" if why and mark != "~" else ""))
+            changes.append(Change(ACTIONS[mark], prefix + rule, why))
     facts = {"resolved": {k: list(v) for k, v in resolved.items()}} if spec.hosts else {}
     payload = [(family, block.ops) for family, block in blocks if block.ops]
     return Plan(tuple(changes), "\n".join(diff), facts=facts, payload=payload,

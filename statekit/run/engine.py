@@ -54,6 +54,14 @@ class _Pending(Record):
 
 
 class Engine:
+    """Converges one program on one host: ``Engine(program, host).converge(phases)``.
+
+    It owns the order of the run and each state's outcome; the resources own what a
+    state means, and the host how the machine is reached. ``check``: plan and report,
+    write nothing. ``on_outcome`` is called with each outcome as soon as it is settled,
+    in run order (the text report prints as the run goes).
+    """
+
     def __init__(self, program: Program, host: Host, *, check: bool = False,
                  on_outcome: Callable[[Outcome], None] | None = None) -> None:
         self.program = program
@@ -62,7 +70,7 @@ class Engine:
         self.on_outcome = on_outcome or (lambda _o: None)
         self.outcomes: dict[str, Outcome] = {}
         self.pending: dict[str, _Pending] = {}
-        self.unreported: list[str] = []  # run, not yet reported (in run order)
+        self.unreported: list[str] = []  # states run but not yet reported, in run order
 
     def converge(self, phases: Iterable[str] | None = None) -> list[Outcome]:
         selected = set(phases) if phases else set(self.program.phases)

@@ -391,8 +391,9 @@ class FileSystem:
             data, oversize = b"", max(os.fstat(fd).st_size, limit + 1)
         finally:
             os.close(fd)
-        return FileState(data, stat.S_IMODE(st.st_mode), st.st_uid, st.st_gid, st.st_ino,
-                         st.st_mtime_ns, oversize)
+        return FileState(content=data, mode=stat.S_IMODE(st.st_mode), uid=st.st_uid,
+                         gid=st.st_gid, inode=st.st_ino, mtime_ns=st.st_mtime_ns,
+                         oversize=oversize)
 
     def write(
         self, path: str, data: bytes, *, mode: int, uid: int, gid: int, dir_mode: int,
