@@ -64,7 +64,9 @@ class RuleSpec(Record):
     resolvers: tuple[str, ...] = ()
     pin_grace: int = 0  # seconds an address that left a name's answers stays accepted
     order: int = 500
-    exclusive: bool = False  # a member of a purged chain (see iptables_chain)
+    #: the families in which this rule is a member of a purged chain (that chain writes
+    #: its rules there: see iptables_chain); in the others it is placed by ``position``
+    exclusive: frozenset[str] = frozenset()
     phase: str = ""
 
 
@@ -230,6 +232,11 @@ def pins_of(live: Chain | None, state_id: str) -> Pins:
     return out
 
 
+def _placed(spec: RuleSpec) -> bool:
+    """Whether the rule is placed by ``position`` in one of its families at least."""
+    return bool(set(spec.families) - spec.exclusive)
+
+
 def _or_any(values: list[str]) -> list[str | None]:
     return [*values] if values else [None]
 
@@ -272,18 +279,18 @@ class IptablesRule(TableResource[RuleSpec, RuleCurrent]):
         purged = {(c.table, c.chain, fam) for c in program.get("iptables_chain", ())
                   if c.purge for fam in c.families}
         slots: dict[tuple[str, str, str, str], set[str]] = {}
-        out = [spec._replace(exclusive=True) if any(
-                   (spec.table, spec.chain, fam) in purged for fam in spec.families)
-               else spec for spec in specs]
+        out = [spec._replace(exclusive=frozenset(
+                   fam for fam in spec.families if (spec.table, spec.chain, fam) in purged))
+               for spec in specs]
         for spec in out:
-            if spec.present and not spec.exclusive:
+            if spec.present and _placed(spec):
                 slots.setdefault(_slot(spec), set()).add(spec.id)
         return [spec._replace(position=spec.position._replace(
                     peers=frozenset(slots[_slot(spec)] - {spec.id})))
-                if spec.present and not spec.exclusive else spec for spec in out]
+                if spec.present and _placed(spec) else spec for spec in out]
 
     def ordering(self, spec: RuleSpec) -> Iterable[str]:
-        if spec.exclusive or spec.position.kind != "before":
+        if not _placed(spec) or spec.position.kind != "before":
             return []
         return [spec.position.before]
 
@@ -311,23 +318,24 @@ class IptablesRule(TableResource[RuleSpec, RuleCurrent]):
         faults: list[str] = []
         wanted: list[str] = []
         for family, chain in current.chains.items():  # the families this machine has
+            member = family in spec.exclusive
             try:
                 desired = expand(spec, family, current.resolved, chain, current.now)
             except Exception as exc:
-                if not (spec.exclusive and chain is not None):
+                if not (member and chain is not None):
                     raise
                 # the purged chain then writes this member's live rules unchanged
                 # (iptables_chain._member_lines); this plan says why
                 desired = [chain.rules[i] for i in chain.owned_by(spec.id)]
                 faults.append(f"{type(exc).__name__}: {exc}; its rules in {spec.chain} "
                               "are kept as they are")
-            if chain is None and desired and not spec.exclusive:
+            if chain is None and desired and not member:
                 raise ApplyError(f"chain {spec.chain} does not exist in table {spec.table} "
                                  f"({family})")
             wanted += desired
             if chain is None:
                 continue
-            if spec.exclusive:
+            if member:
                 blocks.append((family, member_diff(chain, spec.id, desired)))
             else:
                 blocks.append((family, plan_block(chain, spec.chain, spec.id, desired,
@@ -343,9 +351,9 @@ class IptablesRule(TableResource[RuleSpec, RuleCurrent]):
                                                                       current.failed)})
 
     def stage(self, spec: RuleSpec, plan: Plan, host: Host) -> None:
-        """A member of a purged chain stages nothing: the chain writes its rules."""
-        if not spec.exclusive:
-            super().stage(spec, plan, host)
+        """Only the families in which the rule is placed: in a purged chain the chain
+        writes its rules (a member's plan carries no ops)."""
+        super().stage(spec, plan, host)
 
 
 def lookup(host: Host, spec: RuleSpec) -> tuple[dict[str, tuple[str, ...]], dict[str, str]]:

@@ -151,6 +151,10 @@ class Engine:
                    for t in state.onchanges)
 
     def _flush_if_needed(self, state: State) -> None:
+        """Commit what ``state``'s requisites staged before it runs, unless they share a
+        transaction with it: then it plans against their staged model, and they are
+        committed together (a rule of two families and the chain that purges one of
+        them, say: the rule is verified once the chain has written its part)."""
         if not self.pending:
             return
         keys: frozenset[Hashable] = frozenset()
@@ -159,7 +163,7 @@ class Engine:
             keys = resource.transaction_keys(state.spec)
         for _, target in graph.edges(state):
             pending = self.pending.get(target)
-            if pending is not None and not pending.keys <= keys:
+            if pending is not None and not pending.keys & keys:
                 self._flush()
                 return
 
