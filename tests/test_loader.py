@@ -27,50 +27,52 @@ states:
 BAD = [
     ("phases: [a]\nstates:\n  - id: x\n    type: env_file\n    phase: a\n"
      "    path: /f\n    mode: '0o7777'\n",
-     "7: states[0].mode: '0o7777' is not a valid mode"),
+     "7: states[x].mode: '0o7777' is not a valid mode"),
     ("phases: [a]\nstates:\n  - id: x\n    type: env_file\n    phase: a\n"
      "    path: /f\n    colour: red\n",
-     "7: states[0].colour: unknown field"),
+     "7: states[x].colour: unknown field"),
     ("phases: [a]\nbogus: 1\n", "2: bogus: unknown field"),
     ("phases: [a]\nstates:\n  - id: Bad_Id\n    type: env_file\n    phase: a\n    path: /f\n",
-     "3: states[0].id: 'Bad_Id' does not match"),
+     "3: states[0].id: 'Bad_Id' is not valid: expected a state id: lower-case "
+     "letters, digits, _ and -, starting with a letter or digit"),
     ("phases: [a]\nstates:\n  - id: x\n    type: nope\n    phase: a\n",
-     "4: states[0].type: unknown type 'nope' (known: command, "),
+     "4: states[x].type: unknown type 'nope' (known: command, "),
     ("phases: [a]\nstates:\n  - id: x\n    type: env_file\n    phase: b\n    path: /f\n",
-     "5: states[0].phase: unknown phase 'b' (declared: a)"),
+     "5: states[x].phase: unknown phase 'b' (declared: a)"),
     ("phases: [a]\nstates:\n  - id: x\n    type: env_file\n    phase: a\n    path: /f\n"
      "  - id: x\n    type: env_file\n    phase: a\n    path: /g\n",
-     "7: states[1].id: duplicate id 'x'"),
+     "7: states[x].id: duplicate id 'x'"),
     ("phases: [a]\nstates:\n  - id: x\n    type: env_file\n    phase: a\n    path: /f\n"
-     "    requires: [ghost]\n", "7: states[0].requires: unknown state 'ghost'"),
+     "    requires: [ghost]\n", "7: states[x].requires: unknown state 'ghost'"),
     ("phases: [a, b]\nstates:\n  - id: x\n    type: env_file\n    phase: a\n    path: /f\n"
      "    requires: [y]\n  - id: y\n    type: env_file\n    phase: b\n    path: /g\n",
-     "7: states[0].requires: 'y' is in phase 'b', which runs after 'a'"),
+     "7: states[x].requires: 'y' is in phase 'b', which runs after 'a'"),
     ("phases: [a]\nstates:\n  - id: x\n    type: env_file\n    phase: a\n    path: /f\n"
      "    requires: [y]\n  - id: y\n    type: env_file\n    phase: a\n    path: /g\n"
-     "    requires: [x]\n", "states[0].requires: dependency cycle: x -> y -> x"),
+     "    requires: [x]\n", "states[x].requires: dependency cycle: x -> y -> x"),
     ("phases: [a]\nstates:\n  - id: x\n    type: env_file\n    phase: a\n"
-     "    path: \"{{ nothere }}\"\n", "6: states[0].path: template error: 'nothere' is undefined"),
+     "    path: \"{{ nothere }}\"\n", "6: states[x].path: template error: 'nothere' is undefined"),
     ("phases: [a]\nstates:\n  - id: x\n    type: env_file\n    phase: a\n"
-     "    path: \"/{{ 'x' | url_port }}\"\n", "6: states[0].path: template error"),
+     "    path: \"/{{ 'x' | url_port }}\"\n", "6: states[x].path: template error"),
     ("phases: [a]\nstates:\n  - id: x\n    type: env_file\n    phase: a\n    path: /f\n"
      "    entries:\n      K: \"a\\nB=2\"\n",
-     "states[0].entries.K: a value may not contain a newline"),
+     "states[x].entries.K: a value may not contain a newline"),
     ("phases: [a]\nstates:\n  - id: x\n    type: env_file\n    phase: a\n    path: /f\n"
      "    entries:\n      lower: x\n",
-     "8: states[0].entries.lower: invalid key 'lower': expected a name matching"),
+     "8: states[x].entries.lower: invalid key 'lower': expected a variable name: "
+     "upper-case letters"),
     ("phases: [a]\nstates:\n  - id: x\n    type: env_file\n    phase: a\n    path: /f\n"
-     "    ensure: maybe\n", "7: states[0].ensure: 'maybe' is not one of present, absent"),
+     "    ensure: maybe\n", "7: states[x].ensure: 'maybe' is not one of present, absent"),
     ("phases: [a]\nstates:\n  - id: x\n    type: env_file\n    phase: a\n    path: /f\n"
-     "    owner: no-such-user-here\n", "7: states[0].owner: no such user"),
+     "    owner: no-such-user-here\n", "7: states[x].owner: no such user"),
     ("phases: [a]\nvars:\n  v: \"{{ undefined_thing }}\"\n",
      "3: vars.v: template error: 'undefined_thing' is undefined"),
     ("phases: [a\n", "invalid YAML"),
     ("phases: [a]\nstates:\n  - id: x\n    type: command\n    phase: a\n    argv: ['true']\n"
      "    timeout: soon\n",
-     "7: states[0].timeout: 'soon' is a string: expected a number greater than 0"),
+     "7: states[x].timeout: 'soon' is a string: expected a number greater than 0"),
     ("phases: [a]\nstates:\n  - id: x\n    type: signal\n    phase: a\n    signal: WAT\n"
-     "    process: x\n", "6: states[0].signal: 'WAT' is not a signal name"),
+     "    process: x\n", "6: states[x].signal: 'WAT' is not a signal name"),
 ]
 
 
@@ -115,7 +117,7 @@ def test_var_override_is_read_as_yaml(tmp_path: Path) -> None:
     assert program.states[0].spec.path == "/opt/x/env"
     result = statekit(["show", "--var", "dir=[a, b]", str(path)])
     assert result.returncode == 3
-    assert "states[0].path" in result.stderr
+    assert "states[app-env].path" in result.stderr
 
 
 def test_rendering_errors_are_found_for_every_phase(tmp_path: Path, root: Path) -> None:
@@ -124,7 +126,7 @@ def test_rendering_errors_are_found_for_every_phase(tmp_path: Path, root: Path) 
     path = write(tmp_path / "s.yaml", text)
     result = statekit(["converge", "--phase", "auth", "--root", str(root), str(path)])
     assert result.returncode == 3
-    assert "states[1].path: template error: 'missing_var' is undefined" in result.stderr
+    assert "states[later].path: template error: 'missing_var' is undefined" in result.stderr
     assert list(root.iterdir()) == []
 
 
@@ -138,7 +140,7 @@ def test_absent_state_needs_only_its_identity(tmp_path: Path) -> None:
 def test_when_false_still_rejects_unknown_fields(tmp_path: Path) -> None:
     text = ("phases: [a]\nstates:\n  - id: x\n    type: env_file\n    phase: a\n"
             "    when: false\n    path: /f\n    typo: 1\n")
-    with pytest.raises(StateError, match=r"states\[0\]\.typo: unknown field"):
+    with pytest.raises(StateError, match=r"states\[x\]\.typo: unknown field"):
         loader.load([str(write(tmp_path / "s.yaml", text))], environ={})
 
 
@@ -190,10 +192,10 @@ MAIN = "phases: [a]\nstates:\n  - id: main-env\n    type: env_file\n    phase: a
 @pytest.mark.parametrize(("env", "field"), [
     ({"OPT_TOKEN": "x"}, "secrets"),  # a secret too short to mask
     ({"OPT_TOKEN": "caf\udce9-token"}, "secrets"),  # a byte that is not UTF-8
-    ({"OPT_MODE": "0o7777"}, "states[0].mode"),  # a FieldError from the type's parse
-    ({"OPT_MODE": "abc"}, "states[0].mode"),
-    ({"OPT_DEST": "not-an-address"}, "states[1].destination"),
-    ({"OPT_DIVISOR": "0"}, "states[0].entries.PORT"),  # a template error
+    ({"OPT_MODE": "0o7777"}, "states[opt-env].mode"),  # a FieldError from the type's parse
+    ({"OPT_MODE": "abc"}, "states[opt-env].mode"),
+    ({"OPT_DEST": "not-an-address"}, "states[opt-rule].destination"),
+    ({"OPT_DIVISOR": "0"}, "states[opt-env].entries.PORT"),  # a template error
 ])
 def test_any_error_from_a_degrading_files_input_converges_it_absent(
         tmp_path: Path, env: dict[str, str], field: str) -> None:
@@ -214,7 +216,7 @@ def test_a_degraded_file_that_still_fails_stops_the_run(tmp_path: Path) -> None:
     so the error stops everything (once: no endless retry)."""
     text = OPTIONAL.replace('path: "{{ opt_dir }}/env"', 'path: "{{ env.OPT_PATH }}"')
     write(tmp_path / "opt.yaml", text)
-    with pytest.raises(StateError, match=r"opt\.yaml:10: states\[0\]\.path: "):
+    with pytest.raises(StateError, match=r"opt\.yaml:10: states\[opt-env\]\.path: "):
         loader.load([str(tmp_path)], environ={"OPT_TOKEN": "x", "OPT_PATH": "relative"})
 
 
@@ -230,5 +232,5 @@ def test_an_error_in_a_file_that_does_not_degrade_still_stops_the_run(
         tmp_path: Path) -> None:
     write(tmp_path / "opt.yaml", OPTIONAL)
     write(tmp_path / "main.yaml", MAIN.replace("/etc/main/env", "'{{ env.MAIN_PATH }}'"))
-    with pytest.raises(StateError, match=r"main\.yaml:6: states\[0\]\.path: "):
+    with pytest.raises(StateError, match=r"main\.yaml:6: states\[main-env\]\.path: "):
         loader.load([str(tmp_path)], environ={"OPT_TOKEN": "x", "MAIN_PATH": "rel"})

@@ -21,23 +21,23 @@ RULE = HEAD.format(type="iptables_rule") + "    chain: OUTPUT\n    jump: DROP\n"
 # (extra lines for the iptables_rule state, expected fragments of the message)
 CASES = [
     ("    protocl: tcp\n",
-     ["8: states[0].protocl: unknown field; did you mean 'protocol'?", "(known: "]),
+     ["8: states[s].protocl: unknown field; did you mean 'protocol'?", "(known: "]),
     ("    family: ipv5\n",
-     ["8: states[0].family: 'ipv5' is not allowed: expected one of ipv4, ipv6, both",
+     ["8: states[s].family: 'ipv5' is not allowed: expected one of ipv4, ipv6, both",
       "did you mean 'ipv6'?"]),
     ("    dport: 70000\n",
-     ["8: states[0].dport: 70000 is not valid: expected an integer from 0 to 65535",
+     ["8: states[s].dport: 70000 is not valid: expected a port number from 0 to 65535",
       "e.g. 443"]),
-    ("    dport: [1, 2]\n", ["states[0].dport: [1, 2] is not valid: expected"]),
-    ("    destination: {a: 1}\n", ["states[0].destination:", "expected a string or a list",
+    ("    dport: [1, 2]\n", ["states[s].dport: [1, 2] is not valid: expected"]),
+    ("    destination: {a: 1}\n", ["states[s].destination:", "expected a string or a list",
                                   "e.g. '192.0.2.0/24'"]),
-    ("    position: frist\n", ["states[0].position:", "did you mean 'first'?"]),
+    ("    position: frist\n", ["states[s].position:", "did you mean 'first'?"]),
     ("    position: {befor: x}\n",
-     ["states[0].position.befor: unknown field; did you mean 'before'?"]),
+     ["states[s].position.befor: unknown field; did you mean 'before'?"]),
     ("    ctstate: [ESTABLISHD]\n",
-     ["states[0].ctstate[0]: 'ESTABLISHD' is not allowed",
+     ["states[s].ctstate[0]: 'ESTABLISHD' is not allowed",
       "did you mean 'ESTABLISHED'?"]),
-    ("    nflog_group: yes\n", ["states[0].nflog_group: true is a boolean: expected an "
+    ("    nflog_group: yes\n", ["states[s].nflog_group: true is a boolean: expected an "
                               "integer from 0 to 65535"]),
 ]
 
@@ -61,12 +61,12 @@ def test_schema_messages_say_how_to_fix(tmp_path: Path, extra: str,
 
 @pytest.mark.parametrize(("text", "fragment"), [
     (RULE.replace("type: iptables_rule", "type: iptables_rul"),
-     "states[0].type: unknown type 'iptables_rul' (known: command, coredns_zone, env_file, "
+     "states[s].type: unknown type 'iptables_rul' (known: command, coredns_zone, env_file, "
      "iptables_chain, iptables_rule, signal); did you mean 'iptables_rule'?"),
     (RULE.replace("phase: main", "phase: mian"), "did you mean 'main'?"),
     ("phase: [main]\n", "1: phase: unknown field; did you mean 'phases'?"),
     (RULE + "    ensure: abesnt\n", "did you mean 'absent'?"),
-    (HEAD.format(type="command"), "states[0].argv: missing required field: expected a list"),
+    (HEAD.format(type="command"), "states[s].argv: missing required field: expected a list"),
 ])
 def test_loader_messages_name_the_nearest_spelling(tmp_path: Path, text: str,
                                                     fragment: str) -> None:
@@ -91,7 +91,7 @@ def test_every_field_of_every_type_gets_an_expectation(tmp_path: Path,
         text = HEAD.format(type=type_name) + "".join(
             f"    {k}: {json.dumps(v)}\n" for k, v in fields.items())
         message = error_of(tmp_path, text)
-        assert f"states[0].{field}" in message, message
+        assert f"states[s].{field}" in message, message
         assert "expected" in message and "given schemas" not in message, message
 
 
@@ -100,7 +100,7 @@ def test_cli_prints_one_line_with_exit_3(tmp_path: Path) -> None:
     run = statekit(["validate", str(path)])
     assert run.returncode == 3
     assert run.stderr.count("\n") == 1
-    assert f"{path}:8: states[0].family:" in run.stderr and "did you mean" in run.stderr
+    assert f"{path}:8: states[s].family:" in run.stderr and "did you mean" in run.stderr
 
 
 @pytest.mark.parametrize(("type_name", "fields"), [
@@ -119,7 +119,7 @@ def test_a_path_leaving_the_root_is_invalid_input(tmp_path: Path, type_name: str
     assert run.returncode == 3, run.output
     assert "'..' would leave the root" in run.stderr
     line = 5 + fields.count("\n") if "/.." in fields.splitlines()[-1] else 6
-    assert f"{path}:{line}: states[0]." in run.stderr
+    assert f"{path}:{line}: states[s]." in run.stderr
     root = tmp_path / "root"
     root.mkdir()
     converge = statekit(["converge", "--root", str(root), str(path)])

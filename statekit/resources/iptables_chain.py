@@ -70,6 +70,8 @@ class IptablesChain(TableResource[ChainSpec, dict[str, ChainState]]):
         table = fields["table"]
         chain = f.chain(fields["chain"])
         builtin = chain in BUILTIN[table]
+        if not builtin:
+            f.user_chain(chain, table)
         policy = fields.get("policy")
         if builtin and not meta.present:
             raise FieldError("ensure", f"{chain} is a built-in chain of {table}: it cannot "
