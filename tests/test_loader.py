@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -234,3 +235,103 @@ def test_an_error_in_a_file_that_does_not_degrade_still_stops_the_run(
     write(tmp_path / "main.yaml", MAIN.replace("/etc/main/env", "'{{ env.MAIN_PATH }}'"))
     with pytest.raises(StateError, match=r"main\.yaml:6: states\[main-env\]\.path: "):
         loader.load([str(tmp_path)], environ={"OPT_TOKEN": "x", "MAIN_PATH": "rel"})
+
+
+# --- every input error of the run, each on its own line (issue 22, item 2) --------------
+
+THREE = """\
+phases: [a]
+states:
+  - id: one
+    type: env_file
+    phase: a
+    path: /etc/one.env
+    mode: '0o7777'
+  - id: two
+    type: iptables_rule
+    phase: a
+    chain: OUTPUT
+    jump: ACCEPTT
+  - id: three
+    type: env_file
+    phase: a
+    path: /etc/three.env
+    colour: red
+"""
+
+
+def test_a_file_with_three_mistakes_reports_three(tmp_path: Path, root: Path) -> None:
+    path = write(tmp_path / "s.yaml", THREE)
+    for command in (["validate", str(path)], ["converge", "--root", str(root), str(path)]):
+        run = statekit(command)
+        assert run.returncode == 3, run.output
+        assert run.stderr.splitlines() == [
+            f"statekit: {path}:7: states[one].mode: '0o7777' is not a valid mode (an octal "
+            "string like '0600')",
+            f"statekit: {path}:12: states[two].jump: 'ACCEPTT' is neither a target (ACCEPT, "
+            "DROP, REJECT, RETURN, LOG, NFLOG) nor a chain the states declare; did you mean "
+            "'ACCEPT'?",
+            f"statekit: {path}:17: states[three].colour: unknown field (known: dir_mode, "
+            "entries, group, mode, owner, path, sensitive)"]
+    assert list(root.iterdir()) == []
+
+
+def test_a_directory_reports_every_bad_file_and_yaml_stops_only_its_own(
+        tmp_path: Path, root: Path) -> None:
+    """A file whose YAML does not parse stops there; the others are still checked, and
+    what the broken file would have declared (its vars) is not reported again: the state
+    that uses ``dir`` stops quietly (its mode is not checked), the others are told."""
+    write(tmp_path / "a.yaml", "phases: [a]\nvars:\n  dir: /etc\n  [oops\n")
+    write(tmp_path / "b.yaml", THREE.replace("phases: [a]\n", "")
+          .replace("/etc/one.env", "'{{ dir }}/one.env'"))
+    write(tmp_path / "c.yaml", "phases: [a]\nstates:\n  - id: four\n    type: signal\n"
+          "    phase: a\n    signal: WAT\n    process: x\n")
+    run = statekit(["converge", "--root", str(root), str(tmp_path)])
+    assert run.returncode == 3, run.output
+    lines = run.stderr.splitlines()
+    assert [line.split(": ")[1] for line in lines] == [
+        f"{tmp_path}/a.yaml:4", f"{tmp_path}/b.yaml:11", f"{tmp_path}/b.yaml:16",
+        f"{tmp_path}/c.yaml:6"], run.stderr
+    assert "invalid YAML at column" in lines[0] and "'dir' is undefined" not in run.stderr
+    assert "states[four].signal: 'WAT' is not a signal name" in lines[3]
+    assert list(root.iterdir()) == []
+
+
+def test_a_var_that_fails_is_told_once_not_at_every_use(tmp_path: Path) -> None:
+    text = ("phases: [a]\nvars:\n  base: \"{{ nope }}\"\nstates:\n"
+            + "".join(f"  - id: e{i}\n    type: env_file\n    phase: a\n"
+                      f"    path: \"{{{{ base }}}}/{i}.env\"\n" for i in range(3)))
+    with pytest.raises(StateError) as info:
+        loader.load([str(write(tmp_path / "s.yaml", text))], environ={})
+    assert str(info.value) == f"{tmp_path}/s.yaml:3: vars.base: template error: 'nope' is " \
+        "undefined"
+
+
+def test_at_most_20_lines_then_how_many_more_and_every_one_in_json(
+        tmp_path: Path, root: Path) -> None:
+    text = "phases: [a]\nstates:\n" + "".join(
+        f"  - id: s{i}\n    type: env_file\n    phase: a\n    path: /e{i}\n    bad: 1\n"
+        for i in range(25))
+    path = write(tmp_path / "s.yaml", text)
+    run = statekit(["converge", "--format", "json", "--root", str(root), str(path)])
+    assert run.returncode == 3
+    lines = run.stderr.splitlines()
+    assert len(lines) == 21 and lines[-1] == "statekit: ... and 5 more", run.stderr
+    assert all(f"states[s{i}].bad: unknown field" in lines[i] for i in range(20))
+    doc = json.loads(run.stdout)
+    assert doc["format_version"] == 1 and doc["error"] == doc["errors"][0]
+    assert [e["field"] for e in doc["errors"]] == [f"states[s{i}].bad" for i in range(25)]
+    assert {e["line"] for e in doc["errors"]} == {7 + 5 * i for i in range(25)}
+    assert all(e["exit_code"] == 3 and e["file"] == str(path) for e in doc["errors"])
+
+
+def test_a_degraded_file_lists_every_error_of_its_input(tmp_path: Path) -> None:
+    """on_invalid_input: absent: the file converges absent, each of its errors listed."""
+    write(tmp_path / "main.yaml", MAIN)
+    write(tmp_path / "opt.yaml", OPTIONAL)
+    program = loader.load([str(tmp_path)], environ={
+        "OPT_TOKEN": "opt-token-1", "OPT_MODE": "abc", "OPT_DEST": "not-an-address"})
+    assert [e.field for e in program.input_errors] == ["states[opt-env].mode",
+                                                       "states[opt-rule].destination"]
+    assert {s.id: s.ensure for s in program.states} == {
+        "main-env": "present", "opt-env": "absent", "opt-rule": "absent"}

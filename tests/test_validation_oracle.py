@@ -16,6 +16,7 @@ and the test checks that the binaries do take it: nothing is stricter by acciden
 
 from __future__ import annotations
 
+import json
 import subprocess
 import time
 from collections.abc import Iterator
@@ -343,3 +344,62 @@ def test_a_zone_is_valid_exactly_when_coredns_starts_with_it(
         return
     assert ok == taken, f"{case}: statekit {'takes' if ok else 'refuses: ' + why}; " \
         f"CoreDNS {'starts' if taken else 'refuses: ' + said}"
+
+
+# --- a chain no state declares: checked live, before anything is applied ----------------
+
+FOREIGN = """\
+phases: [network]
+states:
+  - id: app-env
+    type: env_file
+    phase: network
+    path: /etc/app.env
+    entries: {A: "1"}
+  - id: fw-lo
+    type: iptables_rule
+    phase: network
+    chain: OUTPUT
+    out_interface: lo
+    jump: ACCEPT
+  - id: fw-docker
+    type: iptables_rule
+    phase: network
+    chain: OUTPUT
+    family: both
+    jump: DOCKER-USR
+"""
+
+
+def test_a_jump_to_a_chain_nobody_declares_is_checked_live_before_anything_is_applied(
+        netns: str, tmp_path: Path, tool_log: Any) -> None:
+    """``validate`` touches no machine: it cannot know, and says valid. A converge, and
+    its dry run, read the live tables first: a chain they lack is exit 3 naming the file,
+    the line and the field, with the nearest chain there, and nothing is touched (no
+    restore, no file). Once the chain exists, the same states converge."""
+    path = write(tmp_path / "s.yaml", FOREIGN)
+    root = tmp_path / "root"
+    root.mkdir()
+    assert statekit(["validate", str(path)]).returncode == 0
+    for family in ("iptables", "ip6tables"):
+        in_netns(netns, [family, "-N", "DOCKER-USER"])
+    for extra in (["--check"], [], ["--format", "json"]):
+        tool_log.reset()
+        run = statekit(["converge", "--root", str(root), *extra, str(path)], netns=netns,
+                       env=tool_log.env)
+        assert run.returncode == 3, run.output
+        assert run.stderr == (
+            f"statekit: {path}:19: states[fw-docker].jump: chain 'DOCKER-USR' does not exist "
+            "in table filter (ipv4, ipv6) and no state declares it (an iptables_chain state "
+            "creates one); did you mean 'DOCKER-USER'?\n")
+        assert "iptables-restore" not in tool_log.calls()
+        assert "ip6tables-restore" not in tool_log.calls()
+        assert not (root / "etc").exists()  # (the program cache is statekit's own)
+    error = json.loads(run.stdout)["error"]
+    assert (error["line"], error["field"]) == (19, "states[fw-docker].jump")
+    for family in ("iptables", "ip6tables"):
+        in_netns(netns, [family, "-N", "DOCKER-USR"])
+    run = statekit(["converge", "--root", str(root), str(path)], netns=netns)
+    assert run.returncode == 0, run.output
+    assert '-A OUTPUT -m comment --comment "statekit:fw-docker" -j DOCKER-USR' in \
+        in_netns(netns, ["iptables-save"]).stdout

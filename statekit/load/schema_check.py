@@ -153,8 +153,8 @@ def describe(node: dict[str, Any], root: dict[str, Any], example: bool = True) -
         types = node.get("type", [])
         types = [types] if isinstance(types, str) else types
         text = " or ".join(_one_type(t, node, root) for t in types)
-        if not text:
-            text = "any value"
+        if not text:  # a pattern without words (every schema pattern has them: tested)
+            text = f"a name matching {node['pattern']}" if "pattern" in node else "any value"
     sample = example_of(node, root) if example else None
     return text + (f" (e.g. {_show(sample)})" if sample is not None else "")
 
@@ -177,6 +177,8 @@ def _one_type(kind: str, node: dict[str, Any], root: dict[str, Any]) -> str:
     if kind == "object" and node.get("properties"):
         text = "a mapping with " + ", ".join(
             f"{k} ({describe(v, root, example=False)})" for k, v in node["properties"].items())
+    if kind == "string" and "pattern" in node:  # as above: the words, when given, win
+        text += f" matching {node['pattern']}"
     if kind == "string" and node.get("minLength") == 1:
         text = "a non-empty string"
     return text
