@@ -16,7 +16,7 @@ import os
 import sys
 
 from statekit.contract import EXIT_FAILED, EXIT_INVALID, EXIT_UNLOCKED
-from statekit.errors import SHOWN, StateError, StatekitError, every_error
+from statekit.errors import StateError, StatekitError
 from statekit.out.masking import Masker
 
 TYPE_CHECKING = False
@@ -328,6 +328,8 @@ def _fail(exc: StatekitError, args: Namespace, masker: Masker, code: int) -> int
     """Report an error the user can act on: one line on stderr per error (at most
     ``SHOWN``, then how many more; a traceback too with STATEKIT_DEBUG=1) and, with
     ``--format json``, the errors as JSON on stdout."""
+    from statekit.errors import SHOWN, every_error
+
     _traceback(exc, masker)
     errors = every_error(exc)
     for error in errors[:SHOWN]:
@@ -351,6 +353,7 @@ def _json_error(exc: StatekitError, code: int, masker: Masker | None = None,
     ``error`` is the first of ``errors`` (every input error of the run)."""
     import json
 
+    from statekit.errors import every_error
     from statekit.out.report import FORMAT_VERSION, masked_tree
 
     errors = [{"file": getattr(e, "file", None), "line": getattr(e, "line", None),
