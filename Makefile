@@ -18,12 +18,13 @@ venv: $(VENV)/.installed
 
 # editable_mode=compat: a plain path entry. The default editable finder imports pathlib,
 # re and more into every Python process of the venv (25 ms each, python -c pass too).
-# setuptools calls compat transitional: if it is ever gone, the default install still
-# works, only slower.
+# setuptools calls compat transitional, and says so in a 15-line warning, silenced here:
+# if compat is ever gone, the default install still works, only slower.
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet --config-settings editable_mode=compat -e '.[test,lint]' \
+	PYTHONWARNINGS='ignore:Compat editable installs' \
+	  $(BIN)/pip install --quiet --config-settings editable_mode=compat -e '.[test,lint]' \
 	  || $(BIN)/pip install --quiet -e '.[test,lint]'
 	touch $@
 
@@ -31,7 +32,8 @@ $(VENV)/.installed: pyproject.toml
 deps:
 	@scripts/install-debs.sh
 
-# The pinned Go toolchain at .tools/go; a no-op when present.
+# The pinned Go toolchain at .tools/go; a no-op when present. Progress on stderr (the
+# download is about 72 MB); stdout, the go binary's path, is not needed here.
 go-toolchain:
 	@$(PYTHON) scripts/go_toolchain.py --version $(GO_VERSION) --sha256 $(GO_SHA256) \
 	  --dest .tools/go >/dev/null

@@ -30,7 +30,10 @@ def step(title: str) -> None:
 
 
 def show(proc: object) -> None:
-    out = getattr(proc, "stdout", "") + getattr(proc, "stderr", "")
+    show_text(getattr(proc, "stdout", "") + getattr(proc, "stderr", ""))
+
+
+def show_text(out: str) -> None:
     assert TOKEN not in out, "the token must never be printed"
     print(out.rstrip("\n"), flush=True)
 
@@ -109,10 +112,44 @@ def demo(box: Sandbox) -> None:
     step("6. the refresh loop's converge: idempotent (changed=0)")
     show(box.statekit([*base, states], env=ON, resolver="local"))
 
-    step("7. credentials removed: the next converge takes it all back")
+    step("7. why was this blocked? statekit drops, while the agent (uid 1000) connects "
+         f"to {harness.NOT_ALLOWED_ADDR}:443, which is on no list")
+    show_drop(box, root, states)
+
+    step("8. credentials removed: the next converge takes it all back")
     show(box.statekit([*base, "--diff", states], env={}, resolver="local"))
     print(f"    dig {GATEWAY} -> {box.dns_query(GATEWAY).rcode}; connect "
           f"{GATEWAY_ADDR}:443 -> {box.tcp_probe(GATEWAY_ADDR, 443)}")
+
+    step("9. statekit status: the last converge, the names and their pins, drift, CoreDNS")
+    show(box.statekit(["status", "--root", str(root), *VARS, states], env={},
+                      resolver="local"))
+
+
+CONNECT = """import socket, sys
+try:
+    socket.create_connection((sys.argv[1], 443), timeout=2).close()
+except OSError as exc:
+    print(f"    the agent: connect {sys.argv[1]}:443 -> {type(exc).__name__}")
+"""
+
+
+def show_drop(box: Sandbox, root: Path, states: str) -> None:
+    """``statekit drops --count 1`` in the container while the agent is blocked once."""
+    import subprocess
+
+    drops = subprocess.Popen(
+        box.container_argv([sys.executable, "-m", "statekit", "drops", "--root", str(root),
+                            *VARS, "--count", "1", "--timeout", "20", states], None),
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO)
+    assert drops.stderr is not None
+    print("    " + drops.stderr.readline().strip(), flush=True)  # reading NFLOG group ...
+    agent = box.run_in_container(
+        ["setpriv", "--reuid=1000", "--regid=1000", "--clear-groups", sys.executable, "-I",
+         "-c", CONNECT, harness.NOT_ALLOWED_ADDR], resolver=None)
+    print(agent.stdout.rstrip("\n"), flush=True)
+    out, err = drops.communicate(timeout=30)
+    show_text(out + err)
 
 
 def main() -> int:
@@ -122,7 +159,7 @@ def main() -> int:
         return 1
     with Sandbox() as box:
         demo(box)
-        step("8. teardown: namespaces, processes and files removed")
+        step("10. teardown: namespaces, processes and files removed")
     print("done.")
     return 0
 

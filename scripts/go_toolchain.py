@@ -57,16 +57,32 @@ def proxy_base() -> str:
 
 
 def download(url: str, target: Path) -> str:
-    """Stream ``url`` into ``target``; return the SHA-256 of what was written."""
+    """Stream ``url`` into ``target``, with progress on stderr (a line at each tenth:
+    ``make`` logs stay readable); return the SHA-256 of what was written."""
     digest = hashlib.sha256()
     try:
         with urllib.request.urlopen(url, timeout=60) as resp, target.open("wb") as out:  # noqa: S310
+            total = int(resp.headers.get("Content-Length") or 0)
+            progress(f"downloading {url} ({megabytes(total) or 'size unknown'})")
+            done, shown = 0, 0
             while chunk := resp.read(CHUNK):
                 digest.update(chunk)
                 out.write(chunk)
+                done += len(chunk)
+                if total and done * 10 // total > shown:
+                    shown = done * 10 // total
+                    progress(f"{shown * 10}% ({megabytes(done)} of {megabytes(total)})")
     except OSError as exc:
         raise ToolchainError(f"cannot download {url}: {exc}") from exc
     return digest.hexdigest()
+
+
+def megabytes(size: int) -> str:
+    return f"{size / 1e6:.0f} MB" if size else ""
+
+
+def progress(text: str) -> None:
+    print(f"go-toolchain: {text}", file=sys.stderr, flush=True)
 
 
 def executable(name: str) -> bool:
@@ -116,6 +132,7 @@ def install(go_version: str, sha256: str, dest: Path) -> Path:
             raise ToolchainError(f"{MODULE}@{version}: SHA-256 {got} does not match the pinned"
                                  f" {sha256} (GO_SHA256 in the Makefile); nothing installed")
         unpacked = Path(tmp) / "go"
+        progress(f"SHA-256 verified; unpacking into {dest}")
         extract(zip_path, f"{MODULE}@{version}/", unpacked)
         if installed_version(unpacked) != go_version:
             raise ToolchainError(f"the zip's VERSION is not {go_version}")

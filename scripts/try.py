@@ -30,11 +30,23 @@ from tests.e2e.harness import ALLOWED, Sandbox  # noqa: E402
 VARS = ["--var", f"upstream_resolvers=[{harness.UPSTREAM_DNS}]", "--var", f"domains=[{ALLOWED}]"]
 BANNER = """\
 statekit sandbox: network namespace {netns}, --root {root}
+  `statekit` here is a wrapper that adds to every converge
+      --root {root} {vars_}
+  (and the --var ones to validate and show): the sandbox's "internet" answers DNS at
+  {resolver} for one test name, {allowed}, which stands in for the shipped allowlist.
   statekit converge --check --diff $STATES   # what would change (nothing does)
   statekit converge $STATES                  # converge: files under $STATEKIT_ROOT,
   iptables -S OUTPUT                         #   firewall in this namespace only
   exit                                       # remove everything
 """
+
+
+def banner(netns: str, root: Path) -> str:
+    """What the shell is, and what its ``statekit`` adds to each command (:func:`wrapper`)."""
+    vars_ = " ".join(f"{flag} {value}" for flag, value in zip(VARS[::2], VARS[1::2],
+                                                              strict=True))
+    return BANNER.format(netns=netns, root=root, vars_=vars_, resolver=harness.UPSTREAM_DNS,
+                         allowed=ALLOWED)
 
 
 def wrapper(root: Path) -> str:
@@ -75,7 +87,7 @@ def main() -> int:
         bin_dir.mkdir()
         (bin_dir / "statekit").write_text(wrapper(root))
         (bin_dir / "statekit").chmod(0o755)
-        print(BANNER.format(netns=box.container, root=root), file=sys.stderr, flush=True)
+        print(banner(box.container, root), file=sys.stderr, flush=True)
         argv = box.container_argv(shell_argv(), "upstream")
         code = subprocess.run(argv, env=shell_env(box, root, bin_dir), cwd=root,
                               check=False).returncode

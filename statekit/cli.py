@@ -23,7 +23,7 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from argparse import ArgumentParser, Namespace
     from collections.abc import Callable, Sequence
-    from typing import Any
+    from typing import Any, TextIO
 
 
 # The kinds of argument: a switch (store_true), an option taking one value (the last one
@@ -120,12 +120,16 @@ COMMANDS: dict[str, tuple[str, tuple[Arg, ...]]] = {
             help="converge only this phase (repeatable; default all)"),
         Arg("--check", FLAG, help="change nothing, report"),
         Arg("--diff", FLAG, help="show the diffs"),
-        Arg("--format", VALUE, choices=("text", "json"), default="text"),
+        Arg("--format", VALUE, choices=("text", "json"), default="text",
+            help="text: a line per state and a recap; json: one report object "
+            "(default: %(default)s)"),
         Arg("--root", VALUE, default="/", metavar="DIR", help="take every file path under DIR"),
         Arg("--detailed-exitcode", FLAG, help="exit 2 when something changed (or would)"),
         Arg("--lock-file", VALUE, metavar="PATH",
             help="lock file (default /run/statekit/lock under --root)"),
-        Arg("--lock-timeout", VALUE, type=seconds, default=30.0, metavar="SECONDS"),
+        Arg("--lock-timeout", VALUE, type=seconds, default=30.0, metavar="SECONDS",
+            help="how long to wait for another converge's lock before failing "
+            "(default: %(default)g)"),
         Arg("--yes", FLAG, help="do not ask before a converge on / that cuts this machine's"
             " outbound traffic (asked only when stdin is a terminal)"),
         Arg("--require-lockdown", FLAG, help="after the run, whatever happened, exit 4 "
@@ -141,7 +145,14 @@ COMMANDS: dict[str, tuple[str, tuple[Arg, ...]]] = {
         Arg("--lock-timeout", VALUE, type=seconds, default=30.0, metavar="SECONDS"),
     )),
     "validate": ("check files, schema and templates; touch nothing", (_PATHS, _VAR)),
-    "show": ("print the rendered desired states, secrets masked", (_PATHS, _VAR)),
+    "show": ("print the states as rendered, in the shape they were written, and the vars;"
+             " secrets masked", (
+        _PATHS,
+        _VAR,
+        Arg("--id", APPEND, metavar="ID", help="show only this state (repeatable)"),
+        Arg("--format", VALUE, choices=("yaml", "json"), default="yaml",
+            help="output format (default: %(default)s)"),
+    )),
     "drops": ("follow the firewall's drops live (NFLOG): who, where, and what to do", (
         _PATHS,
         _VAR,
@@ -273,13 +284,27 @@ def parse_args(argv: Sequence[str] | None = None) -> Namespace:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    argv = sys.argv[1:] if argv is None else list(argv)
+    """Run one command; its exit code. Output cut short by its reader (``| head``) is
+    not an error: the command finishes its work and keeps its exit code."""
+    try:
+        return _main(sys.argv[1:] if argv is None else list(argv))
+    finally:
+        _flush(sys.stdout)
+        _flush(sys.stderr)
+
+
+def _main(argv: list[str]) -> int:
     try:
         args = parse_args(argv)
     except SystemExit as exc:  # argparse: --help/--version (0) or a usage error (3)
         if exc.code == EXIT_INVALID and _wants_json(argv):
             _json_error(StateError("usage error: see the message on stderr"), EXIT_INVALID)
         raise
+    # the mask key: read on the first secret shown; made only by a real converge
+    from statekit.out.masking import use_key_file
+
+    use_key_file(getattr(args, "root", "/"), create=args.command == "converge"
+                 and not getattr(args, "check", False))
     masker = Masker()
     code = _run(args, masker)
     if getattr(args, "require_lockdown", False):
@@ -354,7 +379,7 @@ def _json_error(exc: StatekitError, code: int, masker: Masker | None = None,
     import json
 
     from statekit.errors import every_error
-    from statekit.out.report import FORMAT_VERSION, masked_tree
+    from statekit.out.report import FORMAT_VERSION, emit, masked_tree
 
     errors = [{"file": getattr(e, "file", None), "line": getattr(e, "line", None),
                "field": getattr(e, "field", None),
@@ -362,7 +387,7 @@ def _json_error(exc: StatekitError, code: int, masker: Masker | None = None,
               for e in every_error(exc)]
     doc = {"format_version": FORMAT_VERSION, "check": check, "error": errors[0],
            "errors": errors}
-    sys.stdout.write(json.dumps(masked_tree(doc, masker or Masker()), indent=2) + "\n")
+    emit(sys.stdout, json.dumps(masked_tree(doc, masker or Masker()), indent=2) + "\n")
 
 
 def _traceback(exc: BaseException, masker: Masker) -> None:
@@ -373,4 +398,19 @@ def _traceback(exc: BaseException, masker: Masker) -> None:
 
 
 def _error(text: str) -> None:
-    sys.stderr.write(f"statekit: {text}\n")
+    from statekit.out.report import emit
+
+    emit(sys.stderr, f"statekit: {text}\n")
+
+
+def _flush(stream: TextIO) -> None:
+    """Flush now, while a closed pipe can still be handled (at exit, Python would print
+    "Exception ignored" and exit 120)."""
+    try:
+        stream.flush()
+    except BrokenPipeError:
+        from statekit.out.report import cut  # only when a reader went away
+
+        cut(stream)
+    except (OSError, ValueError):  # closed or not a file: nothing left to flush
+        pass

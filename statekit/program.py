@@ -56,7 +56,8 @@ class State:
 class Program:
     """Everything a converge needs, validated and rendered before anything is touched."""
 
-    __slots__ = ("env_used", "input_errors", "phases", "secret_names", "secrets", "states")
+    __slots__ = ("env_used", "input_errors", "phases", "secret_names", "secrets", "shown",
+                 "states", "vars")
 
     def __init__(
         self, *, phases: list[str], states: list[State], secrets: set[str] | None = None,
@@ -73,3 +74,7 @@ class Program:
         #: refused input values of files with ``on_invalid_input: absent`` (StateErrors):
         #: those files' states converge absent, and the run exits 3
         self.input_errors: list[Any] = input_errors or []
+        #: for ``show``, as the loader rendered them: each state's own fields as it gave
+        #: them (by id), and the vars. Never cached (run/cache.py writes a new Program).
+        self.shown: dict[str, dict[str, Any]] = {}
+        self.vars: dict[str, Any] = {}

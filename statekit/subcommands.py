@@ -6,46 +6,68 @@ import sys
 
 from statekit.contract import DEFAULT_PATH, EXIT_CHANGED, EXIT_FAILED, EXIT_INVALID, EXIT_OK
 from statekit.out.masking import Masker
-from statekit.program import Program
+from statekit.out.report import emit
+from statekit.program import Program, State
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     import argparse
+    from collections.abc import Callable
     from typing import Any
 
 
 def run(args: argparse.Namespace, masker: Masker) -> int:
-    if args.command == "converge":
-        _check_root(args.root)
-        args.program = _load_cached(args, masker)  # for --require-lockdown's check
-        return _converge(args, args.program, masker)
-    if args.command == "status":
-        from statekit import status
+    """Run the subcommand ``args.command``; its exit code."""
+    return _COMMANDS[args.command](args, masker)
 
-        _check_root(args.root)
-        return status.run(args, _load_cached(args, masker), masker)
-    if args.command == "drops":  # its module only here: off the converge's import path
-        from statekit import drops
 
-        _check_root(args.root)
-        given = args.paths or args.group is None  # --group alone needs no states
-        return drops.run(args, _load(args, masker) if given else None, masker)
+def _converge_command(args: argparse.Namespace, masker: Masker) -> int:
+    _check_root(args.root)
+    args.program = _load_cached(args, masker)  # for --require-lockdown's check
+    return _converge(args, args.program, masker)
+
+
+def _status_command(args: argparse.Namespace, masker: Masker) -> int:
+    from statekit import status  # its module only here: off the converge's import path
+
+    _check_root(args.root)
+    return status.run(args, _load_cached(args, masker), masker)
+
+
+def _drops_command(args: argparse.Namespace, masker: Masker) -> int:
+    from statekit import drops  # its module only here: off the converge's import path
+
+    _check_root(args.root)
+    given = args.paths or args.group is None  # --group alone needs no states
+    return drops.run(args, _load(args, masker) if given else None, masker)
+
+
+def _validate_command(args: argparse.Namespace, masker: Masker) -> int:
     program = _load(args, masker)
-    if args.command == "validate":
-        if program.input_errors:
-            _input_errors(program, masker)
-            return EXIT_INVALID
-        sys.stdout.write(f"{len(program.states)} states in {len(program.phases)} phases: "
-                         "valid\n")
-        return EXIT_OK
-    if args.command == "show":
-        import json
+    if program.input_errors:
+        _input_errors(program, masker, "would be")
+        return EXIT_INVALID
+    emit(sys.stdout, f"{_count(len(program.states), 'state')} in "
+         f"{_count(len(program.phases), 'phase')}: valid\n")
+    return EXIT_OK
 
-        from statekit.out.report import masked_tree
 
-        sys.stdout.write(json.dumps(masked_tree(_shown(program), masker), indent=2) + "\n")
-        return EXIT_OK
-    raise AssertionError(args.command)
+def _show_command(args: argparse.Namespace, masker: Masker) -> int:
+    program = _load(args, masker)
+    emit(sys.stdout, _show(program, masker, args.id, args.format))
+    if program.input_errors:  # shown as they would converge: absent, and why
+        _input_errors(program, masker, "would be")
+        return EXIT_INVALID
+    return EXIT_OK
+
+
+_COMMANDS: dict[str, Callable[[argparse.Namespace, Masker], int]] = {
+    "converge": _converge_command, "status": _status_command, "drops": _drops_command,
+    "validate": _validate_command, "show": _show_command}
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
 
 
 def _check_root(root: str) -> None:
@@ -95,34 +117,69 @@ def _raw_vars(items: list[str]) -> dict[str, str]:
     return dict(item.partition("=")[::2] for item in items)
 
 
-def _shown(program: Program) -> dict[str, Any]:
-    """The rendered states; ``masked_tree`` turns the specs into JSON data."""
-    return {"phases": program.phases, "states": [
-        {"id": s.id, "type": s.type, "phase": s.phase, "ensure": s.ensure,
-         "enabled": s.enabled, "file": s.where, "spec": _readable(s.spec)}
-        for s in program.states]}
+# --- show: the rendered states, in the shape they were written -------------------------
+
+def _show(program: Program, masker: Masker, ids: list[str], fmt: str) -> str:
+    """The states (those of ``ids``, else all, with the phases, secrets and vars) as YAML
+    (each state under a ``# file:line`` comment) or JSON, every string masked."""
+    from statekit.out.report import masked_tree
+
+    _check_ids(ids, program)
+    states = [s for s in program.states if not ids or s.id in ids]
+    doc: dict[str, Any] = {} if ids else {
+        "phases": program.phases, "secrets": program.secret_names, "vars": program.vars}
+    shown = [masked_tree(_as_written(s, program), masker) for s in states]
+    if fmt == "json":
+        import json
+
+        return json.dumps({**masked_tree(doc, masker), "states": shown}, indent=2) + "\n"
+    return _yaml(masked_tree(doc, masker), shown, [masker(s.where) for s in states])
 
 
-def _input_errors(program: Program, masker: Masker) -> None:
-    """Refused input values of files that converged absent instead (exit 3)."""
+def _check_ids(ids: list[str], program: Program) -> None:
+    known = [s.id for s in program.states]
+    for wanted in ids:
+        if wanted not in known:
+            from statekit.errors import StateError
+            from statekit.load.schema_check import did_you_mean
+
+            raise StateError(f"--id {wanted!r}: no such state"
+                             f"{did_you_mean(wanted, known)}")
+
+
+def _as_written(state: State, program: Program) -> dict[str, Any]:
+    """One state as a state file holds it: its graph keys, ``when``/``ensure`` when it
+    wrote them, then its own fields, rendered."""
+    out: dict[str, Any] = {"id": state.id, "type": state.type, "phase": state.phase}
+    for key, value in (("requires", state.requires), ("onchanges", state.onchanges)):
+        if value:
+            out[key] = value
+    fields = program.shown.get(state.id, {})
+    rendered = {"when": state.enabled, "ensure": state.ensure, **fields}
+    if state.ensure != "present":  # an input refused in its file: absent, written or not
+        out["ensure"] = state.ensure
+    out |= {k: rendered[k] for k in state.raw if k in rendered}  # in the order written
+    return out | fields
+
+
+def _yaml(doc: dict[str, Any], states: list[dict[str, Any]], where: list[str]) -> str:
+    import yaml
+
+    def dump(data: object) -> str:
+        return str(yaml.safe_dump(data, sort_keys=False, allow_unicode=True,
+                                  default_flow_style=False, width=1 << 16))
+
+    parts = [dump(doc) if doc else "", "states:\n" if states else "states: []\n"]
+    parts += [f"# {at}\n{dump([state])}" for at, state in zip(where, states, strict=True)]
+    return "".join(parts)
+
+
+def _input_errors(program: Program, masker: Masker, mode: str) -> None:
+    """Refused input values of files whose states converge absent instead (exit 3),
+    worded for the run: they ``were`` (a converge) or ``would be`` (check, validate)."""
     for error in program.input_errors:
-        sys.stderr.write(masker(f"statekit: {error} (its file's states were converged "
+        emit(sys.stderr, masker(f"statekit: {error} (its file's states {mode} converged "
                                 "absent; fix the value and converge again)") + "\n")
-_MODE_FIELDS = ("mode", "dir_mode")
-
-
-def _readable(value: Any, key: str = "") -> Any:
-    """A spec as a person reads it: file modes as octal strings ("0600"), not 384 (bytes
-    become text in ``masked_tree``)."""
-    if hasattr(value, "_asdict"):
-        value = value._asdict()
-    if isinstance(value, dict):
-        return {k: _readable(v, str(k)) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_readable(v) for v in value]
-    if key in _MODE_FIELDS and isinstance(value, int) and not isinstance(value, bool):
-        return f"{value:04o}"
-    return value
 
 
 def _converge(args: argparse.Namespace, program: Program, masker: Masker) -> int:
@@ -133,14 +190,15 @@ def _converge(args: argparse.Namespace, program: Program, masker: Masker) -> int
 
     unknown = [p for p in args.phase if p not in program.phases]
     if unknown:
-        from statekit.errors import StateError
+        from statekit.errors import StateError, did_you_mean
 
         raise StateError(f"--phase {unknown[0]!r}: unknown phase "
-                         f"(declared: {', '.join(program.phases)})")
+                         f"(declared: {', '.join(program.phases)})"
+                         + did_you_mean(unknown[0], program.phases))
     host = Host(root=args.root)
     Engine(program, host, check=True).preflight(args.phase)  # exit 3 before anything
     if _should_ask(args, program) and not _confirmed(args, program, masker):
-        sys.stderr.write("statekit: not confirmed: nothing changed\n")
+        emit(sys.stderr, "statekit: not confirmed: nothing changed\n")
         return EXIT_FAILED
     text = report.TextReport(masker, check=args.check, diff=args.diff)
     on_outcome = text.outcome if args.format == "text" else None
@@ -149,9 +207,9 @@ def _converge(args: argparse.Namespace, program: Program, masker: Masker) -> int
         engine = Engine(program, host, check=args.check, on_outcome=on_outcome)
         outcomes = engine.converge(args.phase or None)
     if args.format == "json":
-        sys.stdout.write(report.as_json(outcomes, check=args.check, phases=args.phase
-                                        or program.phases, mask=masker,
-                                        input_errors=program.input_errors) + "\n")
+        emit(sys.stdout, report.as_json(
+            outcomes, check=args.check, phases=args.phase or program.phases, mask=masker,
+            input_errors=program.input_errors) + "\n")
     else:
         text.recap(outcomes)
     code = _exit_code(report.summary(outcomes), program, args, masker)
@@ -163,7 +221,7 @@ def _converge(args: argparse.Namespace, program: Program, masker: Masker) -> int
 def _exit_code(counts: dict[str, int], program: Program, args: argparse.Namespace,
                masker: Masker) -> int:
     if program.input_errors:
-        _input_errors(program, masker)
+        _input_errors(program, masker, "would be" if args.check else "were")
         return EXIT_INVALID
     if counts["failed"]:
         return EXIT_FAILED
@@ -240,7 +298,6 @@ def _confirmed(args: argparse.Namespace, program: Program, masker: Masker) -> bo
                and cuts_own_traffic(o.state)]
     if not cutting:
         return True
-    sys.stderr.write(QUESTION.format(what="would drop outbound packets ("
-                                     + ", ".join(cutting) + ")"))
-    sys.stderr.flush()
+    emit(sys.stderr, QUESTION.format(what="would drop outbound packets ("
+                                            + ", ".join(cutting) + ")"))
     return sys.stdin.readline().strip() == "yes"

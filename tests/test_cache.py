@@ -208,3 +208,26 @@ def test_decoding_names_only_statekit_records() -> None:
 def test_what_marshal_cannot_hold_is_refused() -> None:
     with pytest.raises(TypeError):
         cache.encode({"when": datetime.date(2024, 1, 1)})  # save() then caches nothing
+
+
+def test_a_cache_reached_through_a_symlinked_directory_is_never_read(
+        tmp_path: Path, root: Path) -> None:
+    """The cache is read and removed like every other file: no symlink is followed at
+    any component of its path (a planted ``run -> elsewhere`` is a miss)."""
+    path = write(tmp_path / "s.yaml", STATES)
+    args = ["converge", "--root", str(root), str(path)]
+    assert statekit(args, env={"VALUE": "1"}).returncode == 0
+    program = loader.load([str(path)], environ={"VALUE": "1"})
+    from statekit.load.discover import collect
+    from statekit.run.files import FileSystem
+
+    key = cache.key(collect([str(path)]), {})
+    fs = FileSystem(str(root))
+    assert cache.load(fs, key, {"VALUE": "1"}) is not None  # the control: a hit
+    elsewhere = tmp_path / "elsewhere"
+    (root / "run").rename(elsewhere)
+    (root / "run").symlink_to(elsewhere)
+    assert cache.load(fs, key, {"VALUE": "1"}) is None
+    cache.remove(fs)
+    assert (elsewhere / "statekit/program.cache").exists()  # not removed through it
+    assert program.states[0].id == "f"

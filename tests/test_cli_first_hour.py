@@ -37,14 +37,13 @@ def test_version_is_the_package_version() -> None:
     assert 'dynamic = ["version"]' in project, "one source for the version"
 
 
-def test_show_prints_modes_as_octal_and_text_as_text() -> None:
-    run = statekit(["show", str(REPO / "states")], env=TELEMETRY_ON)
+def test_show_prints_modes_as_octal_strings_and_no_python_reprs() -> None:
+    run = statekit(["show", "--format", "json", str(REPO / "states")], env=TELEMETRY_ON)
     assert run.returncode == 0, run.stderr
     doc = json.loads(run.stdout)
-    env_file = next(s for s in doc["states"] if s["type"] == "env_file")["spec"]
-    text = json.dumps(env_file)
-    assert '"mode": "0600"' in text and '"dir_mode": "0700"' in text
-    assert "CLAUDE_CODE_ENABLE_TELEMETRY=1\n" in env_file["file"]["content"]
+    env_file = next(s for s in doc["states"] if s["type"] == "env_file")
+    assert (env_file["mode"], env_file["dir_mode"]) == ("0600", "0700")
+    assert env_file["entries"]["CLAUDE_CODE_ENABLE_TELEMETRY"] == "1"
     assert not re.search(r'"(dir_)?mode": \d', run.stdout), "no decimal modes"
     assert "\"b'" not in run.stdout and '"b\\"' not in run.stdout, "no Python byte reprs"
     assert TELEMETRY_ON["GRAFANA_API_TOKEN"] not in run.stdout

@@ -171,7 +171,8 @@ def test_defaults_are_argparse_defaults_and_fresh_lists() -> None:
     second = cli.fast_parse(["converge"])
     assert second is not None
     assert second.phase == []
-    assert vars(cli.fast_parse(["show"]) or {}) == {"command": "show", "paths": [], "var": []}
+    assert vars(cli.fast_parse(["show"]) or {}) == {"command": "show", "paths": [], "var": [],
+                                                    "id": [], "format": "yaml"}
 
 
 COMMANDS = ["converge", "validate", "show", "drops"]

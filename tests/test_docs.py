@@ -22,11 +22,22 @@ Conventions for a fenced block's info string (every block must have one of these
   ``statekit`` entry point in pyproject.toml. ``drops`` commands are run in a private
   network namespace with ``--timeout 0`` (exit 0).
 - ``text``: output or anything shown only; not checked.
+
+A ``json`` report sample right after a ``yaml`` list of states is what statekit prints
+for those states (``converge --check --format json`` on an empty root), exactly.
+
+The prose is checked too, for the kinds of drift that happened: every repository path
+in backquotes exists; every ``--option`` is one of statekit's (or a listed tool's); the
+usage synopsis lists each subcommand's options, no more, no fewer; every path under
+``/run/statekit`` or ``/var/lib/statekit`` is one statekit uses; the state language's
+top-level keys (and their count) are the file schema's; the list of places where a typo
+gets its nearest spelling is true, each place tried.
 """
 
 from __future__ import annotations
 
 import importlib.util
+import itertools
 import json
 import re
 import shlex
@@ -159,6 +170,32 @@ def test_json_samples_have_the_real_keys(page: Path, body: str, real_report: dic
             assert keys(change) == keys(real_state["changes"][0])
 
 
+def report_samples() -> list[Any]:
+    """(page, states yaml, report json) for each json report that follows a yaml list."""
+    out = []
+    for page in PAGES:
+        for (info, body, _), (after, sample, line) in itertools.pairwise(blocks(page)):
+            if info == "yaml" and after == "json" and isinstance(yaml.safe_load(body), list):
+                out.append(pytest.param(body, sample, id=f"{page.name}:{line}"))
+    return out
+
+
+@pytest.mark.parametrize(("states", "sample"), report_samples())
+def test_json_report_samples_are_what_statekit_prints(states: str, sample: str,
+                                                      tmp_path: Path) -> None:
+    expected = json.loads(sample)
+    doc = {"phases": expected["phases"], "states": yaml.safe_load(states)}
+    path = write(tmp_path / "s.yaml", yaml.safe_dump(doc))
+    (tmp_path / "root").mkdir()
+    run = statekit(["converge", "--check", "--format", "json", "--root",
+                    str(tmp_path / "root"), str(path)])
+    assert json.loads(run.stdout) == expected, run.stdout
+
+
+def test_there_is_an_exact_report_sample() -> None:
+    assert report_samples()
+
+
 # --- sh ----------------------------------------------------------------------------------
 
 def commands(body: str) -> list[list[str]]:
@@ -226,6 +263,8 @@ def test_shell_samples_are_true(page: Path, body: str, netns: str, tmp_path: Pat
     assert syntax.returncode == 0, syntax.stderr
     for command in commands(body):
         words = command[1:] if command[0] == "exec" else command
+        while words and re.fullmatch(r"[A-Z_][A-Z0-9_]*=\S*", words[0]):
+            words = words[1:]  # NAME=value before a command: its environment
         if words[0] == "statekit":
             run_statekit_sample(words[1:], netns, tmp_path)
         elif words[0] == "make":
@@ -246,6 +285,20 @@ def test_readme_is_short_and_names_the_two_commands_and_the_first_try() -> None:
     for needed in ("make demo", "make test", "pip install .", "pipx install .", "make try",
                    "Data residency"):
         assert needed in text
+
+
+def test_readme_says_who_it_is_for_shows_the_language_and_what_the_first_run_costs() -> None:
+    from statekit.resources import REGISTRY
+
+    text = (REPO / "README.md").read_text()
+    first = " ".join(text.split("## ", 2)[0].split())  # before the first section
+    assert "Claude Code" in first and "Fly.io" in first
+    sample = next(body for info, body, _ in blocks(REPO / "README.md") if info == "yaml")
+    assert len(sample.splitlines()) <= 12 and "states:" in sample and "{{" in sample
+    assert all(f"`{name}`" in text for name in REGISTRY), "the resource types"
+    for cost in ("4 minutes", "3.3 GB", "progress"):
+        assert cost in text
+    assert "pipx ensurepath" in text and "PIPX_BIN_DIR=/usr/local/bin pipx install ." in text
 
 
 def test_links_point_to_files_that_exist() -> None:
@@ -303,3 +356,133 @@ def test_the_sh_package_decision_is_written_down_and_kept() -> None:
                  if re.search(r"^\s*(import sh\b|from sh import)", p.read_text(), re.M)]
     assert importing == []
     assert '"sh' not in (REPO / "pyproject.toml").read_text().split("[project.optional")[0]
+
+
+# --- the prose ---------------------------------------------------------------------------
+
+PROSE = [*PAGES, REPO / "ARCHITECTURE.md", REPO / "RELIABILITY.md"]
+#: the options of other tools the docs name (iptables, ip6tables, mypy)
+OTHER_OPTIONS = {"--noflush", "--wait", "--comment", "--strict", "--help", "--version",
+                 "--uid-owner", "--syn", "--tcp-flags", "--icmpv6-type"}
+REPO_PATH = re.compile(r"`((?:states|statekit|scripts|tests|docs|bench|examples|bin|\.tools)"
+                       r"/[^`\s]*)`")
+
+
+def statekit_options() -> dict[str, set[str]]:
+    return {command: {a.name for a in args if a.name.startswith("--")}
+            for command, (_, args) in cli.COMMANDS.items()}
+
+
+def test_every_repository_path_in_the_docs_exists() -> None:
+    missing = []
+    for page in PROSE:
+        for path in REPO_PATH.findall(page.read_text()):
+            if "<" in path:
+                continue  # a pattern: tests/test_<module>.py
+            if not (any(REPO.glob(path.rstrip("/"))) if "*" in path else (REPO / path).exists()):
+                missing.append(f"{page.name}: {path}")
+    assert missing == []
+
+
+def test_every_option_in_the_docs_exists() -> None:
+    known = set().union(*statekit_options().values()) | OTHER_OPTIONS
+    unknown = {f"{page.name}: {option}" for page in PROSE
+               for option in re.findall(r"(?<![\w-])--[a-z][a-z0-9-]*", page.read_text())
+               if option not in known}
+    assert unknown == set()
+
+
+def test_the_usage_synopsis_lists_each_subcommand_with_its_options() -> None:
+    text = (REPO / "docs" / "usage.md").read_text()
+    synopsis = blocks(REPO / "docs" / "usage.md")[0][1]
+    shown: dict[str, set[str]] = {}
+    command = ""
+    for line in synopsis.splitlines():
+        words = line.split()
+        if words[:1] == ["statekit"]:  # a subcommand, or a top-level option ("")
+            command = "" if words[1].startswith("-") else words[1]
+        shown.setdefault(command, set()).update(re.findall(r"--[a-z][a-z-]*", line))
+    shown.pop("", None)
+    assert shown == statekit_options(), "docs/usage.md's first block: the synopsis"
+    assert "statekit --version" in text
+
+
+def test_the_runtime_paths_in_the_docs_are_the_ones_statekit_uses() -> None:
+    from statekit.out.last_run import PATH as LAST_RUN
+    from statekit.out.masking import KEY_PATH
+    from statekit.run.cache import CACHE_PATH
+    from statekit.run.lock import DEFAULT_LOCK
+
+    used = {DEFAULT_LOCK, CACHE_PATH, KEY_PATH, LAST_RUN}
+    dirs = {str(Path(p).parent) for p in used}
+    named = {f"{page.name}: {path}" for page in PROSE
+             for path in re.findall(r"(?:/run|/var/lib)/statekit[^\s`'\),;:]*",
+                                    page.read_text())
+             if path.rstrip("/.") not in used | dirs}
+    assert named == set()
+    assert "/run/statekit/lock" in (REPO / "docs" / "usage.md").read_text()
+
+
+NUMBERS = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"]
+
+
+def test_the_state_language_names_the_schemas_top_level_keys() -> None:
+    text = " ".join((REPO / "docs" / "state-language.md").read_text().split())
+    keys = list(json.loads((REPO / "statekit" / "schema" / "file.json").read_text())
+                ["properties"])
+    count = re.search(r"A state file is YAML with (\w+) top-level keys", text)
+    assert count and count.group(1) == NUMBERS[len(keys)]
+    listed = re.search(r"Top-level keys: ((?:`\w+`,? (?:and )?)+)and nothing else", text)
+    assert listed, "state-language.md: the 'Top-level keys: ...' line"
+    assert sorted(re.findall(r"`(\w+)`", listed.group(1))) == sorted(keys)
+
+
+#: each place usage.md says a typo gets its nearest spelling: (argv, file text, expected)
+TYPO = "phases: [main]\nstates:\n  - id: app-env\n    type: env_file\n    phase: main\n" \
+       "    path: /etc/app/env\n    entries: {A: '{{ app_mode }}'}\nvars: {app_mode: x}\n"
+TYPOS: dict[str, tuple[list[str], str, str]] = {
+    "field names": (["validate"], TYPO.replace("path:", "pth:"), "did you mean 'path'?"),
+    "types": (["validate"], TYPO.replace("type: env_file", "type: env_fil"),
+              "did you mean 'env_file'?"),
+    "phases": (["validate"], TYPO.replace("phase: main", "phase: mian"),
+               "did you mean 'main'?"),
+    "fixed values": (["validate"], TYPO.replace("path:", "ensure: absnt\n    path:"),
+                     "did you mean 'absent'?"),
+    "`--var` names": (["validate", "--var", "app_mdoe=1"], TYPO,
+                      "did you mean 'app_mode'?"),
+    "`--phase` names": (["converge", "--check", "--phase", "mian"], TYPO,
+                        "did you mean 'main'?"),
+    "`--id` names": (["show", "--id", "app-evn"], TYPO, "did you mean 'app-env'?"),
+}
+
+
+def test_the_nearest_spelling_is_given_wherever_the_docs_promise_it(tmp_path: Path) -> None:
+    text = " ".join((REPO / "docs" / "usage.md").read_text().split())
+    promise = re.search(r"A typo gets the nearest valid spelling \(`did you mean`\) in: "
+                        r"([^.]+)\.", text)
+    assert promise, "usage.md: the sentence that says where a typo gets its nearest spelling"
+    assert promise.group(1).split(", ") == list(TYPOS)
+    (tmp_path / "root").mkdir()
+    for argv, state, expected in TYPOS.values():
+        path = write(tmp_path / "s.yaml", state)
+        extra = ["--root", str(tmp_path / "root")] if argv[0] == "converge" else []
+        run = statekit([*argv, *extra, str(path)])
+        assert run.returncode == 3 and expected in run.stderr, (argv, run.stderr)
+
+
+GRAPH_KEYS = {"id", "type", "phase", "requires", "onchanges", "when", "ensure"}
+
+
+def test_every_field_the_shipped_states_use_is_explained_in_resources_md() -> None:
+    """Each field the shipped states rely on (`purge` and `ignore` were missing) is named
+    in its type's section of docs/resources.md, in its text or its example."""
+    text = (REPO / "docs" / "resources.md").read_text()
+    sections = dict(re.findall(r"^### (\w+)\n(.*?)(?=^### |\Z)", text, re.M | re.S))
+    missing = []
+    for path in sorted((REPO / "states").rglob("*.yaml")):
+        for state in yaml.safe_load(path.read_text()).get("states", []):
+            section = sections.get(state["type"], "")
+            missing += [f"{state['type']}.{field}" for field in state
+                        if field not in GRAPH_KEYS and not re.search(
+                            rf"`{field}[`:]|^\s*-? ?{field}:", section, re.M)]
+    assert sorted(set(missing)) == []

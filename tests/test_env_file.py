@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import os
 import stat
 from pathlib import Path
@@ -9,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import statekit, write
+from tests.conftest import REPO, statekit, write
 
 TOKEN = "glc_envfile_test_token_1f2e3d"
 STATES = """\
@@ -79,7 +80,7 @@ def test_check_mode_changes_nothing_and_masks(states: Path, root: Path) -> None:
     assert result.returncode == 2, result.output
     assert "would change" in result.stdout
     assert "+CLAUDE_CODE_ENABLE_TELEMETRY=1" in result.stdout
-    assert "+OTEL_EXPORTER_OTLP_HEADERS=<secret:" in result.stdout
+    assert "+OTEL_EXPORTER_OTLP_HEADERS=<secret>" in result.stdout  # no key made: no hash
     assert TOKEN not in result.output and "NDI6Z2xj" not in result.output
     assert list(root.iterdir()) == []
 
@@ -109,10 +110,47 @@ def test_absent_removes_without_knowing_values_and_masks_them(states: Path, root
     result = converge(states, root, "--diff", token=None)
     assert "changed=1" in result.stdout
     assert "-OTEL_EXPORTER_OTLP_HEADERS=<secret:" in result.stdout
-    assert "-PLAIN=<secret:" in result.stdout  # removal masks every value
+    assert "-PLAIN=a=b=c" in result.stdout  # the value its state gives: not a secret
+    assert "-CLAUDE_CODE_ENABLE_TELEMETRY=1" in result.stdout
     assert not (root / "tmp/otel/otel-env").exists()
     again = converge(states, root, "--detailed-exitcode", token=None)
     assert again.returncode == 0 and "changed=0" in again.stdout
+
+
+def test_a_removal_masks_only_what_it_cannot_vouch_for(states: Path, root: Path) -> None:
+    """A key copied from a secret, not listed as sensitive: its value is unknown to a
+    removal that runs without the secret, so it is masked; the state's own values not."""
+    copied = 'PLAIN: "a=b=c"\n      COPY: "{{ env.TOKEN }}"'
+    write(states, states.read_text().replace('PLAIN: "a=b=c"', copied))
+    converge(states, root)
+    gone = converge(states, root, "--diff", token=None)
+    assert "-PLAIN=a=b=c" in gone.stdout and "-COPY=<secret:" in gone.stdout
+    assert TOKEN not in gone.output
+
+
+TELEMETRY_ON = {"GRAFANA_INSTANCE_ID": "123456", "GRAFANA_API_TOKEN": TOKEN,
+                "GRAFANA_OTLP_ENDPOINT": "https://otlp.example.test/otlp"}
+
+
+@pytest.mark.parametrize(("off", "plain"), [
+    ({}, True),  # telemetry switched off: the state still gives its constant values
+    ({**TELEMETRY_ON, "GRAFANA_INSTANCE_ID": "12x"}, False),  # refused input: it cannot know
+])
+def test_the_shipped_env_file_removed_shows_its_constants(root: Path, off: dict[str, str],
+                                                          plain: bool) -> None:
+    """`OTEL_METRICS_EXPORTER=otlp` was shown as `<secret:e81fa7>` on its way out."""
+    states = str(REPO / "states" / "telemetry.yaml")
+    on = statekit(["converge", "--phase", "auth", "--root", str(root), states], env=TELEMETRY_ON)
+    assert on.returncode == 0, on.output
+    gone = statekit(["converge", "--phase", "auth", "--diff", "--root", str(root), states],
+                    env=off)
+    assert gone.returncode == (0 if plain else 3), gone.output
+    assert not (root / "tmp/otel/otel-env").exists()
+    assert "-OTEL_EXPORTER_OTLP_HEADERS=<secret:" in gone.stdout
+    assert ("-OTEL_METRICS_EXPORTER=otlp" in gone.stdout) is plain
+    assert ("-OTEL_METRICS_EXPORTER=<secret:" in gone.stdout) is not plain
+    header = base64.b64encode(f"123456:{TOKEN}".encode()).decode()
+    assert TOKEN not in gone.output and header not in gone.output
 
 
 @pytest.mark.parametrize("where", ["file", "parent"])

@@ -161,6 +161,9 @@ def test_make_try_is_a_shell_in_a_throwaway_namespace_and_root() -> None:
     netns = re.search(r"^NETNS=(ske-\w+-ctr)$", proc.stdout, re.M)
     root = re.search(r"^ROOT=(/\S+)$", proc.stdout, re.M)
     assert netns and root, proc.stdout
+    banner = " ".join(proc.stderr.split())  # what its statekit adds, as it runs it
+    assert f"--root {root.group(1)} --var upstream_resolvers=[" in banner, proc.stderr
+    assert "--var domains=[a.allowed.test]" in banner
     assert "RC=0" in proc.stdout, proc.stdout + proc.stderr
     assert "-P OUTPUT DROP" in proc.stdout
     assert "Corefile" in proc.stdout

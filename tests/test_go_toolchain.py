@@ -109,6 +109,19 @@ def test_tampered_zip_is_refused(tmp_path: Path, fake_proxy: str) -> None:
     assert [p.name for p in tmp_path.iterdir()] == []
 
 
+def test_the_download_shows_its_progress_on_stderr(tmp_path: Path, fake_proxy: str) -> None:
+    """`make go-toolchain` sends stdout (the go binary's path) to /dev/null; the progress
+    of the large download goes to stderr, which make shows."""
+    proc = run_script(tmp_path / "go", {"PATH": STOCK_PATH, "GOPROXY": fake_proxy})
+    lines = proc.stderr.splitlines()
+    assert lines[0].startswith(f"go-toolchain: downloading {fake_proxy}/golang.org/toolchain/")
+    assert any(line.startswith("go-toolchain: 100% (") for line in lines), proc.stderr
+    assert proc.stdout == ""
+    recipe = subprocess.run(["make", "-n", "go-toolchain"], cwd=REPO, capture_output=True,
+                            text=True, check=True).stdout
+    assert ">/dev/null" in recipe and "2>" not in recipe
+
+
 def test_zip_entries_outside_the_module_are_refused(tmp_path: Path) -> None:
     mod = load_script()
     zpath = tmp_path / "z.zip"

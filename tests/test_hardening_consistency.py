@@ -18,7 +18,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from statekit.digits import shell_join
-from statekit.out.masking import tag
+from statekit.out.masking import host_key, keyed_tag
 from tests.conftest import statekit, write
 from tests.hardening import clean
 
@@ -75,10 +75,11 @@ def test_a_failed_command_shows_both_tails_masked(tmp_path: Path, root: Path, ta
     states = write(tmp_path / "s.yaml", COMMAND.format(tail=tail))
     argv = ["sh", "-c", f"echo out-$0; echo err-$0 >&2; {tail}", TOKEN]
     exit_code = -1 if "sleep" in tail else 3
-    quoted = shell_join(argv).replace(TOKEN, tag(TOKEN))  # quoted, then masked
-    expected = (f"{error} (command: {quoted}; exit {exit_code}): err-{tag(TOKEN)}; "
-                f"stdout: out-{tag(TOKEN)}")
     text = statekit(["converge", "--root", str(root), str(states)], env={"TOKEN": TOKEN})
+    shown = keyed_tag(TOKEN, host_key(str(root), create=False))  # the key it made
+    quoted = shell_join(argv).replace(TOKEN, shown)  # quoted, then masked
+    expected = (f"{error} (command: {quoted}; exit {exit_code}): err-{shown}; "
+                f"stdout: out-{shown}")
     clean(text, 1, expected)
     as_json = statekit(["converge", "--root", str(root), "--format", "json", str(states)],
                        env={"TOKEN": TOKEN})

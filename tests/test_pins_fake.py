@@ -316,3 +316,18 @@ def test_a_damaged_record_is_no_history(world: World) -> None:
         assert last_run.read(FileSystem(str(world.root))) is None
         world.converge()  # rewritten whole
         assert world.last()["names"]["a.example"]["pins"] == ["192.0.2.1"]
+
+
+def test_a_no_op_converge_only_moves_the_records_time(world: World) -> None:
+    world.converge()
+    world.converge()  # the first no-op: its counts differ from the first converge's
+    path = world.root / "run/statekit/last-run.json"
+    inode, content = path.stat().st_ino, path.read_bytes()
+    world.now += 300
+    world.converge()
+    assert (path.stat().st_ino, path.read_bytes()) == (inode, content)  # not rewritten
+    assert world.last()["time"] == T0 + 300
+    world.answers["a.example"] = ("192.0.2.9",)
+    world.now += 300
+    world.converge()
+    assert path.stat().st_ino != inode and world.last()["time"] == T0 + 600

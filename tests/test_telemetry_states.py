@@ -7,6 +7,7 @@ written (under a temporary --root), and invalid input is refused before anything
 from __future__ import annotations
 
 import base64
+import json
 from pathlib import Path
 from typing import Any
 
@@ -119,10 +120,12 @@ def test_no_attributes_no_key(root: Path) -> None:
 
 def test_endpoint_port_and_ip_literal(root: Path) -> None:
     env = {**ON, "GRAFANA_OTLP_ENDPOINT": "https://192.0.2.10:4318/otlp"}
-    result = statekit(["show", STATES], env=env)
+    result = statekit(["show", "--format", "json", "--id", "otlp-dns", "--id",
+                       "otlp-firewall", STATES], env=env)
     assert result.returncode == 0, result.output
-    assert '"ensure": "absent"' in result.stdout.split('"otlp-dns-reload"')[0]  # no DNS entry
-    assert "4318" in result.stdout and "192.0.2.10" in result.stdout
+    dns, firewall = json.loads(result.stdout)["states"]
+    assert dns["ensure"] == "absent"  # no DNS entry for an IP literal
+    assert (firewall["destination_host"], firewall["dport"]) == ("192.0.2.10", 4318)
 
 
 BAD = [
@@ -182,7 +185,8 @@ HOOKS = [
      "    comment: \"{{ env.T_COMMENT or 'grafana-otlp' }}\"\n"),
     ("    resolve_timeout: 5\n", "    resolve_timeout: \"{{ env.T_TIMEOUT or 5 }}\"\n"),
     ("    dport: \"{{ otlp_port }}\"\n", "    dport: \"{{ env.T_PORT or otlp_port }}\"\n"),
-    ("    cache: 300\n", "    cache: \"{{ 300 // ((env.T_DIVISOR or 1) | int) }}\"\n"),
+    ("    pin_ttl: \"{{ pin_ttl }}\"\n",
+     "    pin_ttl: \"{{ pin_ttl // ((env.T_DIVISOR or 1) | int) }}\"\n"),
 ]
 
 
@@ -241,8 +245,8 @@ DEGRADE = [  # (variable, value, what the one error line says)
      "not valid: expected printable ASCII without quotes"),  # the schema's pattern, in words
     ("T_TIMEOUT", b"soon", "states[otlp-firewall].resolve_timeout: 'soon' is a string: "
      "expected a number"),
-    ("T_DIVISOR", b"0", "states[otlp-dns].cache: template error: integer division or modulo "
-     "by zero"),
+    ("T_DIVISOR", b"0", "states[otlp-dns].pin_ttl: template error: integer division or "
+     "modulo by zero"),
 ]
 
 

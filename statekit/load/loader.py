@@ -208,11 +208,12 @@ def _build(sources: list[Source], phases: list[str], overrides: Mapping[str, Any
     renderer = templating.Renderer()
     context = _render_vars(sources, dict(overrides or {}), env, renderer, degraded, found)
     by_name = {s.name: s for s in sources}
+    shown: dict[str, Any] = {}
     for state in states:
         source = by_name[state.file]
         try:
-            _render_state(state, source, context, renderer, secrets, state.file in degraded,
-                          found)
+            shown[state.id] = _render_state(state, source, context, renderer, secrets,
+                                            state.file in degraded, found)
         except StateError as exc:
             found.add(exc)
         except Exception as exc:
@@ -221,8 +222,12 @@ def _build(sources: list[Source], phases: list[str], overrides: Mapping[str, Any
     _check(states, by_name, found)
     found.add(check_graph(states, phases, by_name, found.other_ids, complete=not found.unread))
     used = None if env.used is None else sorted(env.used | secret_names)
-    return Program(phases=phases, states=states, secrets=secrets, env_used=used,
-                   secret_names=sorted(secret_names))
+    program = Program(phases=phases, states=states, secrets=secrets, env_used=used,
+                      secret_names=sorted(secret_names))
+    program.shown = shown
+    program.vars = {k: v for k, v in context.items()
+                    if k != "env" and not isinstance(v, templating.EnvView)}
+    return program
 
 
 def _as_state_error(exc: Exception, source: Source, path: list[str | int]) -> StateError:
@@ -387,9 +392,11 @@ def _unknown_var(name: str, declared: list[str]) -> str:
 
 def _render_state(state: State, source: Source, context: dict[str, Any],
                   renderer: templating.Renderer, secrets: set[str],
-                  degraded: bool = False, found: Found | None = None) -> None:
-    """Render, validate and parse ``state`` (``state.spec``); raise every error of its
-    fields at once (:class:`StateErrors`)."""
+                  degraded: bool = False, found: Found | None = None) -> dict[str, Any]:
+    """Render, validate and parse ``state`` (``state.spec``): the type's fields as the
+    state gave them, rendered (``show`` prints them), of a disabled or absent state only
+    its identity fields (the others are not checked, so they may hold unknown secrets).
+    Every error of its fields is raised at once (:class:`StateErrors`)."""
     found = found or Found()
     base: list[str | int] = ["states", state.index]
     raw = dict(state.raw)
@@ -412,17 +419,19 @@ def _render_state(state: State, source: Source, context: dict[str, Any],
     fields = schema_check.coerce(fields, type_schema)
     if not state.enabled:
         _check_unknown(fields, type_schema, source, base)
-        return
+        return {k: v for k, v in fields.items() if k in resource.identity_fields}
+    hints: dict[str, Any] = {}
     if ensure == "absent":
         _check_unknown(fields, type_schema, source, base)
+        hints = {k: v for k, v in fields.items() if k not in resource.identity_fields}
         fields = {k: v for k, v in fields.items() if k in resource.identity_fields}
     _raise_all(schema_check.validate(state.type, fields, source, base))
-    given = frozenset(fields)
+    shown, given = dict(fields), frozenset(fields)
     fields = schema_check.with_defaults(  # the schema is the one source of defaults
         state.type, fields, resource.identity_fields if ensure == "absent" else None)
     try:
         state.spec = resource.parse(fields, Meta(state.id, ensure, state.phase, state.where,
-                                                 given))
+                                                 given, hints))
     except FieldError as exc:
         raise source.error([*base, *str(exc.field).split(".")], exc.message) from None
     values = [v for v in resource.secret_values(state.spec) if v]
@@ -432,6 +441,7 @@ def _render_state(state: State, source: Source, context: dict[str, Any],
             state.spec = None
             raise source.error([*base, "sensitive"], reason)
     secrets.update(values)
+    return shown
 
 
 def _render_fields(raw: dict[str, Any], base: list[str | int], source: Source,

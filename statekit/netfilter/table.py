@@ -58,16 +58,14 @@ def comment_of(line: str) -> str | None:
     return rest.split(" ", 1)[0]
 
 
-def split_gone(comment: str, tag: str) -> tuple[bool, int | None]:
-    """Whether ``comment`` is ``tag``'s (plain or with a ``gone=`` mark), and the mark's
-    time (None: plain, a current pin)."""
-    if comment == tag:
-        return True, None
-    if comment.startswith(tag + GONE):
-        when = comment[len(tag) + len(GONE):]
+def split_gone(comment: str) -> tuple[str, int | None]:
+    """A comment's tag and its ``gone=`` mark's time (None: no mark, a current pin)."""
+    at = comment.rfind(GONE)
+    if at >= 0:
+        when = comment[at + len(GONE):]
         if digits(when) and len(when) <= 12:
-            return True, int(when)
-    return False, None
+            return comment[:at], int(when)
+    return comment, None
 
 
 def owner(line: str) -> str | None:

@@ -1,7 +1,11 @@
 """Secrets never reach output: every byte printed goes through a :class:`Masker`.
 
-A secret is shown as ``<secret:1a2b3c>`` (a short hash, so a change stays visible),
-whatever its length (the loader refuses a 1-character secret: see ``check_secret``).
+A secret is shown as ``<secret:1a2b3c>``, whatever its length (the loader refuses a
+1-character secret: see ``check_secret``): the first 6 hex digits of an HMAC-SHA-256 keyed
+with this machine's mask key, so a change stays visible from run to run on one machine,
+and nobody without the key (root-only, ``/var/lib/statekit/mask.key`` under ``--root``)
+can confirm a guessed value from a log. When the key cannot be had (check mode before the
+first converge made it, a user other than root), a secret is shown as ``<secret>``.
 Encoded forms are masked whole, not only their middle:
 
 - base64 (standard and URL-safe, padded or not, at each of the alignments the secret can
@@ -10,19 +14,23 @@ Encoded forms are masked whole, not only their middle:
   entirely, so no boundary character that mixes secret bits stays visible;
 - hex (lower and upper case) and percent-encoding: replaced like the plain value.
 
-Lazy: the patterns (``re``) and tags (``hashlib``) are built on the first text that may
-hold a secret. For secrets of 6 characters or more a substring test on the forms any such
-text must contain (the plain value, hex, percent-encoding and the middle of each base64
-alignment) decides first, so that a run whose output holds no secret (the 5-minute
-refresh with telemetry on) imports neither.
+Lazy: the patterns (``re``), the key (a file read) and the tags (``hmac``) are built on
+the first text that may hold a secret. For secrets of 6 characters or more a substring
+test on the forms any such text must contain (the plain value, hex, percent-encoding and
+the middle of each base64 alignment) decides first, so that a run whose output holds no
+secret (the 5-minute refresh with telemetry on) reads no key and imports none of them.
 """
 
 from __future__ import annotations
 
+import os
+
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     import re
-    from collections.abc import Iterable
+    from collections.abc import Callable, Iterable
+
+    from statekit.run.files import FileSystem
 
 MIN_SECRET = 2  # a 1-character secret would mask every occurrence of that character
 _MIN_FRAGMENT = 6
@@ -30,11 +38,83 @@ _QUICK_MIN = 6  # below this, a secret's base64 has no fixed middle: always mask
 _B64_RUN = r"[A-Za-z0-9+/_-]{2,}={0,2}"
 
 
-def tag(value: str) -> str:
-    """How a secret value is shown."""
-    import hashlib
+KEY_PATH = "/var/lib/statekit/mask.key"  # under --root
+KEY_SIZE = 32
 
-    return f"<secret:{hashlib.sha256(value.encode()).hexdigest()[:6]}>"
+
+def tag(value: str) -> str:
+    """How a secret value is shown, with this machine's key (see :func:`use_key_file`)."""
+    return keyed_tag(value, _KEY.get())
+
+
+def keyed_tag(value: str, key: bytes | None) -> str:
+    """``<secret:HMAC-SHA-256(key, value)[:6 hex]>``, or ``<secret>`` without a key."""
+    if key is None:
+        return "<secret>"
+    import hmac  # imports hashlib: only when a secret is shown
+
+    return f"<secret:{hmac.new(key, value.encode(), 'sha256').hexdigest()[:6]}>"
+
+
+class _LazyKey:
+    """The mask key, fetched on first use (never on a run that shows no secret)."""
+
+    __slots__ = ("fetch", "value")
+
+    def __init__(self) -> None:
+        self.fetch: Callable[[], bytes | None] | None = None
+        self.value: bytes | None = None
+
+    def get(self) -> bytes | None:
+        if self.fetch is not None:
+            self.value, self.fetch = self.fetch(), None
+        return self.value
+
+
+_KEY = _LazyKey()  # no key until the command line names a root: ``<secret>``
+
+
+def use_key_file(root: str, *, create: bool) -> None:
+    """Take the mask key from :data:`KEY_PATH` under ``root`` (made when missing and
+    ``create``: a real converge), on the first secret shown."""
+    _KEY.fetch, _KEY.value = (lambda: host_key(root, create=create)), None
+
+
+def host_key(root: str, *, create: bool) -> bytes | None:
+    """The key at :data:`KEY_PATH` under ``root``: 32 bytes in a regular file (never
+    through a symlink) owned by us, 0600, in a directory of ours that no one else may
+    enter. Missing or unfit and ``create``: a fresh random key is written atomically
+    (temporary file, rename; directory 0700) and read back. None when it cannot be had."""
+    from statekit.errors import ApplyError
+    from statekit.run.files import FileSystem
+
+    fs = FileSystem(root)
+    key = _fit_key(fs)
+    if key is None and create:
+        uid, gid = os.geteuid(), os.getegid()
+        try:
+            fs.write(KEY_PATH, os.urandom(KEY_SIZE), mode=0o600, uid=uid, gid=gid,
+                     dir_mode=0o700, dir_owner=(uid, gid), enforce_dir_mode=True)
+        except (OSError, ApplyError):
+            return None
+        key = _fit_key(fs)
+    return key
+
+
+def _fit_key(fs: FileSystem) -> bytes | None:
+    """The key file's content if it is fit to be the key, else None."""
+    from statekit.errors import ApplyError
+
+    try:
+        read = fs.read(KEY_PATH, KEY_SIZE)
+    except (OSError, ApplyError):  # a symlink, a FIFO, too large, unreadable
+        return None
+    key, parent, uid = read.file, read.parent, os.geteuid()
+    if key is None or parent is None or len(key.content) != KEY_SIZE:
+        return None
+    if key.uid != uid or key.mode & 0o077 or parent.uid != uid or parent.mode & 0o077:
+        return None
+    return key.content
 
 
 def check_secret(name: str, value: str) -> str | None:

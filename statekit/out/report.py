@@ -22,6 +22,31 @@ FORMAT_VERSION = 1
 _COLORS = {OK: "32", CHANGED: "33", FAILED: "31", SKIPPED: "36"}
 
 
+def emit(stream: TextIO, text: str) -> None:
+    """Write ``text`` to ``stream`` and flush. A reader that went away (``| head -1``)
+    cuts the output, never the run: the rest goes to /dev/null, the exit code stays."""
+    try:
+        stream.write(text)
+        stream.flush()
+    except BrokenPipeError:
+        cut(stream)
+
+
+def cut(stream: TextIO) -> None:
+    """Point ``stream``'s file descriptor at /dev/null (what a closed pipe left unread
+    is dropped there too, at the next flush)."""
+    try:
+        null = os.open(os.devnull, os.O_WRONLY | os.O_CLOEXEC)
+    except OSError:
+        return
+    try:
+        os.dup2(null, stream.fileno())
+    except (OSError, ValueError):  # not a real file (a test's capture): nothing to cut
+        pass
+    finally:
+        os.close(null)
+
+
 def use_color(stream: TextIO) -> bool:
     return stream.isatty() and "NO_COLOR" not in os.environ
 
@@ -59,8 +84,7 @@ class TextReport:
         self._write(mode + " ".join(f"{k}={v}" for k, v in counts.items()))
 
     def _write(self, text: str) -> None:
-        self.stream.write(self.mask(text) + "\n")
-        self.stream.flush()
+        emit(self.stream, self.mask(text) + "\n")
 
 
 def as_json(outcomes: list[Outcome], *, check: bool, phases: list[str], mask: Mask,

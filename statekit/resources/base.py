@@ -47,13 +47,18 @@ EMPTY: Mapping[str, Any] = MappingProxyType({})
 
 class Meta(Record):
     """What a resource may know about the state it parses: its id and ``ensure``, and
-    which fields the state gave (the others hold their schema defaults)."""
+    which fields the state gave (the others hold their schema defaults).
+
+    ``hints``: with ``ensure: absent``, the other fields the state gave, rendered but
+    neither validated nor needed (a removal may use them to say more, never to decide).
+    """
 
     id: str
     ensure: str = "present"
     phase: str = ""
     where: str = ""  # file:line of the state, for messages
     given: frozenset[str] = frozenset()
+    hints: Mapping[str, Any] = EMPTY
 
     @property
     def present(self) -> bool:

@@ -48,8 +48,10 @@ its last-known pins, and at first boot a name without pins answers NXDOMAIN::
     }
 
 A zone that a block this state does not own already serves on the same port and an
-overlapping address (no ``bind`` is every address) is a conflict: CoreDNS would refuse to
-start, so the state fails naming both places and nothing is written.
+overlapping address is a conflict (no ``bind``, ``0.0.0.0``, ``::``, an interface or
+anything else that is no address is every address: a wildcard block next to ours would
+answer on 127.0.0.1): the state fails naming both places and nothing is written, unless
+``adopt`` takes the block over (all its keys are this state's zones).
 """
 
 from __future__ import annotations
@@ -236,20 +238,31 @@ def _pinned(spec: ZoneSpec, zone: str, pins: Sequence[str]) -> list[str]:
 
 
 def _overlap(a: Sequence[str], b: Sequence[str]) -> bool:
-    """Whether two ``bind`` lists share an address (none = all; names may be anything)."""
+    """Whether two ``bind`` lists can share an address: none, a wildcard (``0.0.0.0``,
+    ``::``) or anything that is no IP address (an interface such as ``lo``, an import,
+    ``{$ENV}``) is every address (fail closed)."""
     if not a or not b:
         return True
     norm = [{_norm_ip(x) for x in side} for side in (a, b)]
-    return bool(norm[0] & norm[1]) or None in norm[0] | norm[1]
+    if any(None in side or _WILDCARDS & side for side in norm):
+        return True
+    return bool(norm[0] & norm[1])
+
+
+_WILDCARDS = frozenset({"0.0.0.0", "::"})  # noqa: S104 -- recognised, never bound
 
 
 def _norm_ip(value: str) -> str | None:
+    """The address as CoreDNS (Go) takes it: an IPv4-mapped IPv6 address is IPv4."""
     try:
         import ipaddress
 
-        return str(ipaddress.ip_address(value))
+        address = ipaddress.ip_address(value)
     except ValueError:
         return None
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        return str(address.ipv4_mapped)
+    return str(address)
 
 
 def _corefile() -> Any:
@@ -329,11 +342,27 @@ def _assign(owned: Sequence[Block], zones: Sequence[str]) -> tuple[list[str | No
     return result, free
 
 
+_PARSED: dict[bytes, Corefile] = {}
+
+
+def parsed(data: bytes) -> Corefile:
+    """``corefile.parse(data)``, remembered for the last few contents: the states of one
+    Corefile (the catch-all, the allowlist, the OTLP block) plan against the same bytes on
+    a refresh, and parsing is pure."""
+    found = _PARSED.get(data)
+    if found is None:
+        found = _corefile().parse(data)
+        if len(_PARSED) >= 4:
+            _PARSED.pop(next(iter(_PARSED)))
+        _PARSED[data] = found
+    return found
+
+
 def desired(data: bytes, spec: ZoneSpec,
             pins: Mapping[str, Sequence[str]] = EMPTY) -> bytes:
     """The Corefile ``data`` with this state's blocks as ``spec`` wants them."""
     corefile = _corefile()
-    cf = corefile.parse(data)
+    cf = parsed(data)
     if spec.present:
         _refuse(cf, spec)
     owned = list(cf.owned_by(spec.owner))
@@ -343,14 +372,11 @@ def desired(data: bytes, spec: ZoneSpec,
     zones = spec.zones if spec.present else ()
     targets, new = _assign(owned, zones)
     by_zone = {corefile.normalise_zone(z): z for z in zones}
-    for block, zone in reversed(list(zip(owned, targets, strict=True))):
-        if zone is None:
-            data = corefile.remove(data, block)
-        else:
-            data = corefile.replace(data, block, _owned(spec, by_zone[zone], pins))
-    for zone in new:
-        data = corefile.insert(data, _owned(spec, by_zone[zone], pins))
-    return data
+    edits = [(block, None if zone is None else _owned(spec, by_zone[zone], pins))
+             for block, zone in zip(owned, targets, strict=True)]
+    out: bytes = corefile.rewrite(data, edits,
+                                  [_owned(spec, by_zone[z], pins) for z in new])
+    return out
 
 
 def _owned(spec: ZoneSpec, zone: str, pins: Mapping[str, Sequence[str]]) -> bytes:
@@ -365,12 +391,13 @@ def read_pins(source: PinSource, zones: Sequence[str], host: Host) -> dict[str, 
     IPv4 lines for that name in the live (or, in check mode, staged) table."""
     from statekit.netfilter import save
     from statekit.netfilter.table import name_tag
-    from statekit.resources.iptables_rule import pinned
+    from statekit.resources.iptables_rule import pins_of
 
-    chain = save.load(host, source.table, "ipv4").chains.get(source.chain)
+    index = pins_of(save.load(host, source.table, "ipv4").chains.get(source.chain),
+                    source.rule)
     out: dict[str, tuple[str, ...]] = {}
     for zone in zones:
-        found = pinned(chain, source.rule, name_tag(source.tag, zone))
+        found = index.get(name_tag(source.tag, zone), {})
         out[zone] = tuple(d.removesuffix("/32") for d, gone in found.items() if gone is None)
     return out
 

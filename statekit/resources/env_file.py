@@ -35,6 +35,7 @@ _FORBIDDEN = frozenset("\n\r\0\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029")
 class EnvFileSpec(Record):
     path: str
     present: bool
+    #: the entries to write; of a removal, those its state gives (hints: see display)
     entries: tuple[tuple[str, str], ...] = ()
     sensitive: frozenset[str] = frozenset()
     file: FileSpec | None = None
@@ -42,15 +43,34 @@ class EnvFileSpec(Record):
     def display(self, content: bytes) -> str:
         """The file's text with sensitive values masked (for diffs).
 
-        Removal (``ensure: absent``) does not know which keys were sensitive, so it masks
-        every value: a removed token must not be printed on its way out.
+        A removal (``ensure: absent``) does not know the values it removes. It shows a
+        value only when its state gives that very value for that key, and the key is not
+        ``sensitive`` (``OTEL_METRICS_EXPORTER=otlp``); every other value is masked (a
+        token copied under another key, a value its state no longer knows): a removed
+        secret is never printed on its way out.
         """
+        vouched = None if self.present else dict(self.entries)
         out = []
         for line in content.decode("utf-8", "replace").splitlines(keepends=True):
             key, sep, value = line.partition("=")
-            masked = sep and (key in self.sensitive or not self.present)
-            out.append(f"{key}={tag(value.rstrip(chr(10)))}\n" if masked else line)
+            value = value.rstrip("\n")
+            masked = sep and (key in self.sensitive or (
+                vouched is not None and vouched.get(key) != value))
+            out.append(f"{key}={tag(value)}\n" if masked else line)
         return "".join(out)
+
+
+def _hinted(hints: Mapping[str, Any]) -> EnvFileSpec:
+    """What a removal's unvalidated fields say: the entries it gives (never a sensitive
+    one's value: a removal holds no secret of its own) and which keys are sensitive; all
+    of it ignored unless well formed."""
+    entries, sensitive = hints.get("entries"), hints.get("sensitive")
+    if not isinstance(entries, dict) or not isinstance(sensitive, list | type(None)):
+        return EnvFileSpec(path="", present=False)
+    keys = frozenset(k for k in sensitive or () if isinstance(k, str))
+    pairs = tuple((k, v) for k, v in entries.items()
+                  if isinstance(k, str) and isinstance(v, str) and k not in keys)
+    return EnvFileSpec(path="", present=False, entries=pairs, sensitive=keys)
 
 
 def render(entries: Iterable[tuple[str, str]]) -> bytes:
@@ -64,7 +84,7 @@ class EnvFile(Resource[EnvFileSpec, ReadResult]):
     def parse(self, fields: Mapping[str, Any], meta: Meta) -> EnvFileSpec:
         path = fields["path"]
         if not meta.present:
-            return EnvFileSpec(path=path, present=False)
+            return _hinted(meta.hints)._replace(path=path)
         entries = tuple((str(k), str(v)) for k, v in fields["entries"].items()
                         if v is not None)  # null omits the key, like Ansible's `omit`
         for key, value in entries:

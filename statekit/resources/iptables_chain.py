@@ -145,7 +145,7 @@ class IptablesChain(TableResource[ChainSpec, dict[str, ChainState]]):
                 ops.append(op)
             if spec.purge and (state.live != state.desired or (
                     op is not None and op.kind == "new_chain")):
-                members = {m.id for m in spec.members}
+                members = {m.id for m in spec.members} | set(spec.after)  # absent too
                 for mark, line in _chain_diff(state.live, state.desired):
                     who = owner(line)
                     if mark == "~" or who not in members:  # a member shows its own

@@ -182,9 +182,10 @@ def expand(spec: RuleSpec, family: str, resolved: Mapping[str, Iterable[str]],
     dsts = [str(n) for n in spec.destinations if f"ipv{n.version}" == want]
     if dsts or not (spec.destinations or spec.hosts):
         out += base.lines((s, d) for s in _or_any(srcs) for d in _or_any(dsts))
+    index = pins_of(live, spec.id) if spec.hosts else {}
     for name in spec.hosts:
         tag = name_tag(base.tag, name)
-        had = pinned(live, spec.id, tag)
+        had = index.get(tag, {})
         if name in resolved:  # canonical text from the resolver, sorted, IPv4 first
             pins = [f"{a}/128" if ":" in a else f"{a}/32" for a in resolved[name]
                     if (":" in a) == (want == "ipv6")]
@@ -206,10 +207,10 @@ def name_facts(spec: RuleSpec, lines: list[str],
     `statekit drops`' source."""
     if spec.template is None:
         return {}
-    chain = Chain(rules=lines)
+    index = pins_of(Chain(rules=lines), spec.id)
     out: dict[str, dict[str, Any]] = {}
     for name in spec.hosts:
-        found = pinned(chain, spec.id, name_tag(spec.template.tag, name))
+        found = index.get(name_tag(spec.template.tag, name), {})
         out[name] = {"pins": [_address(d) for d, gone in found.items() if gone is None],
                      "grace": {_address(d): gone for d, gone in found.items()
                                if gone is not None},
@@ -221,20 +222,26 @@ def _address(dest: str) -> str:
     return dest.rsplit("/", 1)[0]
 
 
-def pinned(live: Chain | None, state_id: str, tag: str) -> dict[str, int | None]:
-    """The destinations of ``tag``'s rules in the live chain, in order, each with its
-    ``gone=`` time (None: a current pin)."""
-    out: dict[str, int | None] = {}
+#: tag -> destination -> ``gone=`` time (None: a current pin)
+Pins = dict[str, dict[str, int | None]]
+
+
+def pins_of(live: Chain | None, state_id: str) -> Pins:
+    """The destinations of ``state_id``'s rules in the live chain, by tag (a name's tag,
+    ``gone=`` mark left out), in order, each with its mark's time (None: a current pin).
+    One pass over the chain, whatever the number of names."""
+    out: Pins = {}
     if live is None:
         return out
     for line, who in zip(live.rules, live.owners, strict=True):
         comment = comment_of(line) if who == state_id and " -d " in line else None
         if comment is None:
             continue
-        mine, gone = split_gone(comment, tag)
+        tag, gone = split_gone(comment)
         dest = line.split(" -d ", 1)[1].split(" ", 1)[0]
-        if mine and (dest not in out or gone is None):
-            out[dest] = gone
+        found = out.setdefault(tag, {})
+        if dest not in found or gone is None:
+            found[dest] = gone
     return out
 
 
@@ -461,8 +468,8 @@ def pin_reason(mark: str, line: str, names: Mapping[str, str], spec: RuleSpec,
     shows each pin change); ``""`` for other lines. ``names``: tag -> name."""
     comment = comment_of(line)
     for tag, name in names.items() if comment else ():
-        mine, gone = split_gone(str(comment), tag)
-        if not mine:
+        mine, gone = split_gone(str(comment))
+        if mine != tag:
             continue
         if gone is None:
             return f"{name}: in its answers" if mark == "+" else (

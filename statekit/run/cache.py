@@ -24,14 +24,13 @@ from __future__ import annotations
 
 import marshal
 import os
-import stat
 import sys
 from types import MappingProxyType
 
 from statekit import __version__
 from statekit.errors import ApplyError
 from statekit.program import Program, State
-from statekit.run.files import STATE_FILE_LIMIT, read_capped, read_path
+from statekit.run.files import STATE_FILE_LIMIT, read_path
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -107,22 +106,16 @@ def _code_stamp() -> str:
 
 
 def load(fs: FileSystem, cache_key: str, environ: Mapping[str, str]) -> Program | None:
-    path = fs.host_path(CACHE_PATH)
+    """The cached program, or None: missing, too large, damaged, or a file that is not
+    ours or that others could have written (read through ``fs``: no symlink followed at
+    any component of the path)."""
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
-    except OSError:
+        found = fs.read(CACHE_PATH, CACHE_LIMIT).file
+    except Exception:  # a symlink, too large, unreadable: a miss, rewritten by this run
         return None
-    try:
-        st = os.fstat(fd)
-        if (st.st_uid != os.geteuid() or stat.S_IMODE(st.st_mode) & 0o077
-                or not stat.S_ISREG(st.st_mode)):
-            return None  # not ours, or others could have written it: ignore
-        data = read_capped(fd, CACHE_LIMIT, path)
-    except (OSError, ApplyError):  # too large: a miss, rewritten by this converge
+    if found is None or found.uid != os.geteuid() or found.mode & 0o077:
         return None
-    finally:
-        os.close(fd)
-    return _unpack(data, cache_key, environ)
+    return _unpack(found.content, cache_key, environ)
 
 
 def _names(text: str) -> list[str] | None:
@@ -176,8 +169,8 @@ def save(fs: FileSystem, cache_key: str, environ: Mapping[str, str], program: Pr
 
 def remove(fs: FileSystem) -> None:
     try:  # noqa: SIM105 -- contextlib stays off the no-op path
-        os.unlink(fs.host_path(CACHE_PATH))
-    except OSError:
+        fs.remove(CACHE_PATH)
+    except Exception:  # noqa: S110 -- a cache that cannot be removed is not used either
         pass
 
 

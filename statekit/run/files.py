@@ -481,6 +481,18 @@ class FileSystem:
         except FileNotFoundError:
             pass
 
+    def touch(self, path: str, when: float) -> None:
+        """Set ``path``'s access and modification times to ``when``, nothing else (no
+        symlink followed, at any component; a missing file is an ApplyError)."""
+        name = self._parts(path)[-1]
+        try:
+            with self._dir(path, None) as dfd:
+                if dfd is None:
+                    raise FileNotFoundError(2, "No such file or directory")
+                os.utime(name, (when, when), dir_fd=dfd, follow_symlinks=False)
+        except OSError as exc:
+            raise os_error(path, "touch", exc) from exc
+
     def remove(self, path: str) -> None:
         """Remove ``path`` (and stale temporaries beside it); a missing file is fine."""
         try:
