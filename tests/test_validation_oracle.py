@@ -260,6 +260,9 @@ ZONES: list[tuple[str, list[dict[str, Any]]]] = [
                                {"zone": "a.example", "bind": ["::1"]}]),
     ("zone-two-states-all", [{"zone": "a.example"},
                              {"zone": "a.example", "bind": ["127.0.0.1"]}]),
+    ("zone-two-states-wildcard", [{"zone": "a.example", "bind": ["0.0.0.0"]},
+                                  {"zone": "a.example", "bind": ["127.0.0.1"]}]),
+    ("bind-same", [{"zone": "a.example", "bind": ["::1", "::1"]}]),
     ("bind-v4", [{"zone": "a.example", "bind": ["127.0.0.1"]}]),
     ("bind-v6", [{"zone": "a.example", "bind": ["::1"]}]),
     ("bind-both", [{"zone": "a.example", "bind": ["127.0.0.1", "::1"]}]),
@@ -284,6 +287,9 @@ ZONE_STRICTER = {
                        "the firewall resolves for the same allowlist",
     "zone-leading-hyphen": "as zone-underscore",
     "bind-name": "bind takes addresses: statekit compares them to find overlapping blocks",
+    "zone-two-states-wildcard": "a wildcard bind is every address: two blocks of one zone "
+                                "on it and on one of its addresses are refused (fail closed: "
+                                "which block answers depends on the socket, not the file)",
     "port-0": "port 0 would be a port nobody can find (CoreDNS picks one)",
     "cache-86401": "a cache of more than a day outlives every pin and grace",
 }

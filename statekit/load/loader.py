@@ -331,7 +331,7 @@ def _declare(source: Source, index: int, raw: dict[str, Any], phases: list[str],
     """The state as declared, or None when its phase or type is unknown (told)."""
     base: list[str | int] = ["states", index]
     error = None
-    if raw["phase"] not in phases and not found.unread:  # else: declared where unread?
+    if raw["phase"] not in phases and not found.unread:  # (else an unread file may declare it)
         error = source.error([*base, "phase"], f"unknown phase {raw['phase']!r} "
                              f"(declared: {', '.join(phases)})"
                              + schema_check.did_you_mean(raw["phase"], phases))

@@ -81,7 +81,7 @@ def chain(value: str, name: str = "chain") -> str:
     return value
 
 
-def user_chain(value: str, table: str) -> str:
+def user_chain(value: str) -> str:
     """A chain an ``iptables_chain`` state creates: not named like a target."""
     if value in RESERVED:
         raise FieldError("chain", f"{value!r} is a target: a user chain may not be named "

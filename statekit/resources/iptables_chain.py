@@ -71,7 +71,7 @@ class IptablesChain(TableResource[ChainSpec, dict[str, ChainState]]):
         chain = f.chain(fields["chain"])
         builtin = chain in BUILTIN[table]
         if not builtin:
-            f.user_chain(chain, table)
+            f.user_chain(chain)
         policy = fields.get("policy")
         if builtin and not meta.present:
             raise FieldError("ensure", f"{chain} is a built-in chain of {table}: it cannot "
