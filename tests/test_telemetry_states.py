@@ -281,3 +281,24 @@ def test_any_input_error_turns_telemetry_off_and_still_locks_down(
     assert any("statekit:fw-dns-local-udp" in r for r in table), table
     again = converge_all(netns, root, states, on_bytes(**{name: value}))
     assert again.returncode == 3 and "changed=0" in again.stdout, again.output
+
+
+def test_an_otlp_host_of_253_characters_is_valid_and_fits_the_rule_tag() -> None:
+    """A valid 253-character host turned telemetry off with a FieldError on the rule
+    comment's length (255) before issue 19: its name now fits the tag, cut and digested,
+    with room for a gone= mark."""
+    from statekit.load import loader
+    from statekit.netfilter.table import COMMENT_LIMIT, name_tag
+
+    host = ".".join(["a" * 63, "b" * 63, "c" * 63, "d" * 61])
+    assert len(host) == 253
+    env = {"GRAFANA_INSTANCE_ID": "424242", "GRAFANA_API_TOKEN": "glc_long_host_token",
+           "GRAFANA_OTLP_ENDPOINT": f"https://{host}/otlp"}
+    program = loader.load([str(REPO / "states")], {"domains": []}, environ=env)
+    assert program.input_errors == []
+    states = {s.id: s for s in program.states}
+    rule = states["otlp-firewall"].spec
+    assert rule.present and rule.hosts == (host,)
+    tag = name_tag(rule.template.tag, host)
+    assert len(f"{tag} gone=1800000000") <= COMMENT_LIMIT
+    assert states["otlp-dns"].spec.zones == (host,)
