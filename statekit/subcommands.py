@@ -192,16 +192,16 @@ def _converge(args: argparse.Namespace, program: Program, masker: Masker) -> int
 
     unknown = [p for p in args.phase if p not in program.phases]
     if unknown:
-        from statekit.errors import StateError
-        from statekit.load.schema_check import did_you_mean
+        from statekit.errors import StateError, did_you_mean
 
         raise StateError(f"--phase {unknown[0]!r}: unknown phase "
                          f"(declared: {', '.join(program.phases)})"
                          + did_you_mean(unknown[0], program.phases))
+    host = Host(root=args.root)
+    Engine(program, host, check=True).preflight(args.phase)  # exit 3 before anything
     if _should_ask(args, program) and not _confirmed(args, program, masker):
         emit(sys.stderr, "statekit: not confirmed: nothing changed\n")
         return EXIT_FAILED
-    host = Host(root=args.root)
     text = report.TextReport(masker, check=args.check, diff=args.diff)
     on_outcome = text.outcome if args.format == "text" else None
     with lock.hold(host.fs, args.lock_file or lock.DEFAULT_LOCK, args.lock_timeout,

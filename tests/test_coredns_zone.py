@@ -324,7 +324,7 @@ def test_invalid_input_is_exit_3_with_file_line_field(
     states = states_file(tmp_path, body)
     run = statekit(["converge", str(states), "--root", str(root)])
     assert run.returncode == 3, run.output
-    assert f"{states}:" in run.output and f"states[0].{field}" in run.output
+    assert f"{states}:" in run.output and f"states[bad].{field}" in run.output
     assert not (root / "etc").exists()
 
 

@@ -84,7 +84,7 @@ def test_one_character_sensitive_value_is_refused_as_input(tmp_path: Path) -> No
                   "    entries: {FLAG: '1', OK: 'ab'}\n    sensitive: [FLAG]\n")
     run = statekit(["validate", str(state)])
     assert run.returncode == 3
-    assert "states[0].sensitive: a sensitive value: a secret of 1 character" in run.stderr
+    assert "states[e].sensitive: a sensitive value: a secret of 1 character" in run.stderr
     fixed = state.read_text().replace("sensitive: [FLAG]", "sensitive: [OK]")
     assert statekit(["validate", str(write(state, fixed))]).returncode == 0
 

@@ -184,6 +184,7 @@ HOOKS = [
     ("    comment: grafana-otlp\n",
      "    comment: \"{{ env.T_COMMENT or 'grafana-otlp' }}\"\n"),
     ("    resolve_timeout: 5\n", "    resolve_timeout: \"{{ env.T_TIMEOUT or 5 }}\"\n"),
+    ("    dport: \"{{ otlp_port }}\"\n", "    dport: \"{{ env.T_PORT or otlp_port }}\"\n"),
     ("    pin_ttl: \"{{ pin_ttl }}\"\n",
      "    pin_ttl: \"{{ pin_ttl // ((env.T_DIVISOR or 1) | int) }}\"\n"),
 ]
@@ -238,16 +239,21 @@ DEGRADE = [  # (variable, value, what the one error line says)
     ("GRAFANA_API_TOKEN", b"glc_caf\xe9\xff_token", "secrets: invalid input: environment "
      "variable GRAFANA_API_TOKEN is not valid UTF-8 text"),
     ("OTEL_RESOURCE_ATTRIBUTES", b"team=caf\xe9", "OTEL_RESOURCE_ATTRIBUTES is not valid UTF-8"),
-    ("T_COMMENT", b'grafana "otlp"', "states[2].comment: must be printable ASCII without "
-     "quotes"),  # a FieldError from the resource's parse
-    ("T_TIMEOUT", b"soon", "states[2].resolve_timeout: 'soon' is a string: expected a number"),
-    ("T_DIVISOR", b"0", "states[0].pin_ttl: template error: integer division or modulo by zero"),
+    ("T_PORT", b"9:1", "states[otlp-firewall].dport: '9:1': ports are 0-65535 and a range "
+     "is low:high"),  # a FieldError from the resource's parse
+    ("T_COMMENT", b'grafana "otlp"', "states[otlp-firewall].comment: 'grafana \"otlp\"' is "
+     "not valid: expected printable ASCII without quotes"),  # the schema's pattern, in words
+    ("T_TIMEOUT", b"soon", "states[otlp-firewall].resolve_timeout: 'soon' is a string: "
+     "expected a number"),
+    ("T_DIVISOR", b"0", "states[otlp-dns].pin_ttl: template error: integer division or "
+     "modulo by zero"),
 ]
 
 
 @pytest.mark.parametrize(("name", "value", "message"), DEGRADE,
                          ids=["short-secret", "secret-not-utf8", "attributes-not-utf8",
-                              "field-error", "schema-error", "template-error"])
+                              "field-error", "schema-pattern", "schema-error",
+                              "template-error"])
 def test_any_input_error_turns_telemetry_off_and_still_locks_down(
         netns: str, root: Path, tmp_path: Path, name: str, value: bytes,
         message: str) -> None:

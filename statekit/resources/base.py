@@ -38,6 +38,7 @@ if TYPE_CHECKING:
     from collections.abc import Hashable, Iterable, Mapping, Sequence
     from typing import Any, ClassVar
 
+    from statekit.errors import FieldError
     from statekit.run.host import Host
 
 #: An empty, read-only mapping: the default of mapping fields (never shared mutably).
@@ -129,6 +130,20 @@ class Resource(ABC, Generic[SpecT, CurrentT]):
         the others (a purged chain learns its member rules, and the rules that they are
         members). Pure."""
         return list(specs)
+
+    def check(self, spec: SpecT,
+              program: Mapping[str, Sequence[Any]] = EMPTY) -> Iterable[FieldError]:
+        """After ``link``: what is wrong with ``spec`` that only the other states show (a
+        jump to a chain no state declares, spelt like one that does; a zone another
+        state serves too). Pure; each error is this state's (exit 3)."""
+        return ()
+
+    def preflight(self, spec: SpecT, host: Host) -> Iterable[FieldError]:
+        """Before anything is applied (converge and ``--check``; never ``validate``,
+        which touches no machine): what is wrong with ``spec`` that only the machine
+        shows (a jump to a chain no state declares and the live table lacks). Reads
+        only; each error is this state's (exit 3, nothing touched)."""
+        return ()
 
     @abstractmethod
     def read(self, spec: SpecT, host: Host) -> CurrentT:

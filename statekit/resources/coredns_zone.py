@@ -185,6 +185,12 @@ def parse_upstream(value: str) -> str:
     return f"[{address}]:{port}" if ":" in address else f"{address}:{port}"
 
 
+def _binds(values: Sequence[Any]) -> tuple[str, ...]:
+    """The ``bind`` addresses in canonical form, each once: CoreDNS refuses an address
+    written twice, and two spellings of one (``::1``, ``0:0:0:0:0:0:0:1``) are one."""
+    return tuple(dict.fromkeys(parse_ip(str(b), "bind") for b in values))
+
+
 def _zones(value: Any) -> tuple[str, ...]:
     if value is None:
         raise FieldError("zone", "zone is required with ensure: present")
@@ -427,7 +433,7 @@ class CorednsZone(Resource[ZoneSpec, ZoneCurrent]):
         return ZoneSpec(
             owner=meta.id, path=path, present=True, zones=zones, zone_keys=_zone_keys(zones),
             port=int(fields["port"]),
-            bind=tuple(parse_ip(str(b), "bind") for b in fields["bind"]),
+            bind=_binds(fields["bind"]),
             forward=tuple(parse_upstream(str(f)) for f in fields["forward"]),
             answer=_answer(fields), aaaa=str(fields["aaaa"]),
             cache=None if cache is None else int(cache), log=bool(fields["log"]),
@@ -459,6 +465,23 @@ class CorednsZone(Resource[ZoneSpec, ZoneCurrent]):
 
     def ordering(self, spec: ZoneSpec) -> Iterable[str]:
         return spec.after
+
+    def check(self, spec: ZoneSpec,
+              program: Mapping[str, Sequence[Any]] = EMPTY) -> Iterable[FieldError]:
+        """A zone an earlier state serves too, in the same Corefile, on the same port
+        and an overlapping address: CoreDNS would refuse to start."""
+        if not spec.present:
+            return
+        for other in program.get(self.type_name, ()):
+            if other is spec or other.owner == spec.owner:
+                break  # only the states before it: the conflict is told once
+            if not other.present or other.path != spec.path or other.port != spec.port \
+                    or not _overlap(other.bind, spec.bind):
+                continue
+            for zone in sorted(set(spec.zones) & set(other.zones)):
+                yield FieldError("zone", f"zone {zone} port {spec.port} is also served by "
+                                 f"state {other.owner!r}{_at(other.where)}: CoreDNS would "
+                                 "refuse to start (give each a different bind or port)")
 
     def read(self, spec: ZoneSpec, host: Host) -> ZoneCurrent:
         current = read_file(host, spec.path, COREFILE_LIMIT)

@@ -72,6 +72,8 @@ class IptablesChain(TableResource[ChainSpec, dict[str, ChainState]]):
         table = fields["table"]
         chain = rule_fields.chain(fields["chain"])
         builtin = chain in BUILTIN[table]
+        if not builtin:
+            rule_fields.user_chain(chain)
         policy = fields.get("policy")
         if builtin and not meta.present:
             raise FieldError("ensure", f"{chain} is a built-in chain of {table}: it cannot "

@@ -20,13 +20,14 @@ from __future__ import annotations
 
 import time
 
-from statekit.errors import ApplyError, FieldError
+from statekit.errors import ApplyError, FieldError, did_you_mean
 from statekit.netfilter import fields as rule_fields
 from statekit.netfilter import save, transaction
 from statekit.netfilter.block import BlockPlan, Position, plan_block
 from statekit.netfilter.rule import Rule, Target
 from statekit.netfilter.rulediff import ACTIONS, marks, text
 from statekit.netfilter.table import (
+    BUILTIN,
     COMMENT_LIMIT,
     GONE,
     TAG_PREFIX,
@@ -68,6 +69,10 @@ class RuleSpec(Record):
     #: its rules there: see iptables_chain); in the others it is placed by ``position``
     exclusive: frozenset[str] = frozenset()
     phase: str = ""
+    #: (field, chain, family) of each chain it names (``jump``, ``chain``) that is not
+    #: built in and no state declares: checked against the live table before anything
+    #: is applied (:meth:`IptablesRule.preflight`), once linked
+    foreign: tuple[tuple[str, str, str], ...] = ()
 
 
 class RuleCurrent(Record):
@@ -97,7 +102,7 @@ def _target(fields: Mapping[str, Any], table: str) -> Target:
         raise FieldError("log_prefix", "only with jump LOG or NFLOG")
     if group is not None and jump != "NFLOG":
         raise FieldError("nflog_group", "only with jump NFLOG")
-    limit = 29 if jump == "LOG" else 64
+    limit = rule_fields.PREFIX_LIMIT.get(jump, 0)
     return Target(jump, rule_fields.text(prefix, "log_prefix", limit), group)
 
 
@@ -106,8 +111,13 @@ def _template(fields: Mapping[str, Any], meta: Meta, chain: str, table: str) -> 
     _check_protocol(fields, protocol)
     comment = rule_fields.text(fields.get("comment"), "comment", 200)
     owner = fields.get("uid_owner")
+    tag = TAG_PREFIX + meta.id + (f" {comment}" if comment else "")
+    if len(tag) > COMMENT_LIMIT:
+        raise FieldError("comment" if comment else "id", f"the tag (statekit:<id> "
+                         f"<comment>) is {len(tag)} characters; iptables keeps "
+                         f"{COMMENT_LIMIT}: shorten the {'comment' if comment else 'id'}")
     return Rule(
-        chain=chain, family="", tag=TAG_PREFIX + meta.id + (f" {comment}" if comment else ""),
+        chain=chain, family="", tag=tag,
         target=_target(fields, table), protocol=protocol,
         in_interface=rule_fields.interface(fields.get("in_interface"), "in_interface", chain),
         out_interface=rule_fields.interface(fields.get("out_interface"), "out_interface", chain),
@@ -274,20 +284,59 @@ class IptablesRule(TableResource[RuleSpec, RuleCurrent]):
 
     def link(self, specs: Sequence[RuleSpec],
              program: Mapping[str, Sequence[Any]] = EMPTY) -> list[RuleSpec]:
-        """Mark the members of purged chains; tell each other rule which states share
-        its slot (same chain and position)."""
-        purged = {(c.table, c.chain, fam) for c in program.get("iptables_chain", ())
-                  if c.purge for fam in c.families}
+        """Mark the members of purged chains and the chains no state declares; tell
+        each other rule which states share its slot (same chain and position)."""
+        chains = program.get("iptables_chain", ())
+        purged = {(c.table, c.chain, fam) for c in chains if c.purge for fam in c.families}
+        declared = _declared(chains)
         slots: dict[tuple[str, str, str, str], set[str]] = {}
         out = [spec._replace(exclusive=frozenset(
-                   fam for fam in spec.families if (spec.table, spec.chain, fam) in purged))
-               for spec in specs]
+                   fam for fam in spec.families if (spec.table, spec.chain, fam) in purged),
+                             foreign=_foreign(spec, declared)) for spec in specs]
         for spec in out:
             if spec.present and _placed(spec):
                 slots.setdefault(_slot(spec), set()).add(spec.id)
         return [spec._replace(position=spec.position._replace(
                     peers=frozenset(slots[_slot(spec)] - {spec.id})))
                 if spec.present and _placed(spec) else spec for spec in out]
+
+    def check(self, spec: RuleSpec,
+              program: Mapping[str, Sequence[Any]] = EMPTY) -> Iterable[FieldError]:
+        """A chain it names that no state declares: a typo of a target or of a chain
+        the states declare (``ACCEPTT``), or one a state removes, is an error now; any
+        other is checked against the live table before anything is applied."""
+        chains = program.get("iptables_chain", ())
+        removed = {(c.table, c.chain, fam) for c in chains if not c.present
+                   for fam in c.families}
+        declared = _declared(chains)
+        for field, name in dict.fromkeys((fld, n) for fld, n, _ in spec.foreign):
+            gone = [fam for fam in spec.families if (spec.table, name, fam) in removed]
+            if gone:
+                yield FieldError(field, f"chain {name!r} is removed by a state (ensure: "
+                                 f"absent, {spec.table} {'/'.join(gone)})")
+                continue
+            known = [*(rule_fields.TARGETS if field == "jump" else BUILTIN[spec.table]),
+                     *sorted({c for t, c, fam in declared if t == spec.table
+                              and fam in spec.families})]
+            near = rule_fields.typo_of(name, known)
+            if near is not None:
+                yield FieldError(field, f"{name!r} is neither {_what(field, spec.table)}; did "
+                                 f"you mean {near!r}?")
+
+    def preflight(self, spec: RuleSpec, host: Host) -> Iterable[FieldError]:
+        """Each chain it names that no state declares must exist in the live table."""
+        lacking: dict[tuple[str, str], list[str]] = {}
+        live: set[str] = set()
+        for field, name, family in spec.foreign:
+            model = save.load(host, spec.table, family)
+            live.update(model.chains)
+            if not model.missing and name not in model.chains:
+                lacking.setdefault((field, name), []).append(family)
+        for (field, name), families in lacking.items():
+            yield FieldError(field, f"chain {name!r} does not exist in table {spec.table} "
+                             f"({', '.join(families)}) and no state declares it (an "
+                             "iptables_chain state creates one)"
+                             + did_you_mean(name, [*rule_fields.TARGETS, *sorted(live)]))
 
     def ordering(self, spec: RuleSpec) -> Iterable[str]:
         if not _placed(spec) or spec.position.kind != "before":
@@ -354,6 +403,30 @@ class IptablesRule(TableResource[RuleSpec, RuleCurrent]):
         """Only the families in which the rule is placed: in a purged chain the chain
         writes its rules (a member's plan carries no ops)."""
         super().stage(spec, plan, host)
+
+
+def _declared(chains: Iterable[Any]) -> set[tuple[str, str, str]]:
+    """(table, chain, family) of every chain a present iptables_chain state declares."""
+    return {(c.table, c.chain, fam) for c in chains if c.present for fam in c.families}
+
+
+def _foreign(spec: RuleSpec, declared: set[tuple[str, str, str]]
+             ) -> tuple[tuple[str, str, str], ...]:
+    """(field, chain, family) of the user chains ``spec`` names that no state declares."""
+    if not spec.present or spec.template is None:
+        return ()
+    named = [("chain", spec.chain)] if spec.chain not in BUILTIN[spec.table] else []
+    if spec.template.target.jump not in rule_fields.TARGETS:
+        named.append(("jump", spec.template.target.jump))
+    return tuple((field, name, fam) for field, name in named for fam in spec.families
+                 if (spec.table, name, fam) not in declared)
+
+
+def _what(field: str, table: str) -> str:
+    if field == "jump":
+        return f"a target ({', '.join(rule_fields.TARGETS)}) nor a chain the states declare"
+    return (f"a built-in chain of table {table} ({', '.join(BUILTIN[table])}) nor a "
+            "chain the states declare")
 
 
 def lookup(host: Host, spec: RuleSpec) -> tuple[dict[str, tuple[str, ...]], dict[str, str]]:

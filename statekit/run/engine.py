@@ -72,6 +72,23 @@ class Engine:
         self.pending: dict[str, _Pending] = {}
         self.unreported: list[str] = []  # states run but not yet reported, in run order
 
+    def preflight(self, phases: Iterable[str] | None = None) -> None:
+        """Before anything is applied: what only the machine shows is wrong with the
+        input of the selected phases' enabled states (``Resource.preflight``: a jump to
+        a chain that no state declares and the live table lacks). Every such error is
+        raised at once (StateErrors: exit 3, nothing touched)."""
+        from statekit.errors import StateError, StateErrors
+
+        selected = set(phases) if phases else set(self.program.phases)
+        found = [StateError(error.message, file=state.file,
+                            line=state.lines.get(str(error.field).split(".")[0], state.line),
+                            field=f"{state.label}.{error.field}")
+                 for state in self.program.states
+                 if state.phase in selected and state.enabled and state.spec is not None
+                 for error in resources.get(state.type).preflight(state.spec, self.host)]
+        if found:
+            raise StateErrors(found)
+
     def converge(self, phases: Iterable[str] | None = None) -> list[Outcome]:
         selected = set(phases) if phases else set(self.program.phases)
         for phase in self.program.phases:
