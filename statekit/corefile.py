@@ -571,8 +571,11 @@ def rewrite(data: bytes, edits: Sequence[tuple[Block, bytes | None]],
             start, end, piece = _removal(data, start, block.end, pos, head)
         elif text is None:  # a block that does not start its line: only its own bytes
             end, piece = block.end, b""
-        else:
+        else:  # nothing may stick to the new block's closing brace: `}# note` would make
+            # CoreDNS read `note` as a key (a '#' inside a word drops only that word's rest)
             end, piece = block.end, lead + text
+            if data[end:end + 1] not in (b"", b" ", b"\t", b"\r", b"\n"):
+                piece += b"\n"
         pieces += [data[end:pos], piece]
         head = (piece + data[end:pos])[:1] or head
         pos = start
@@ -608,7 +611,9 @@ def _removal(data: bytes, start: int, end: int, pos: int, head: bytes
 
     eol = data.find(b"\n", end, pos)
     eol = pos if eol < 0 else eol
-    kept = _rest_of_line(data[end:eol].decode("utf-8", "surrogateescape"))
+    rest = data[end:eol].decode("utf-8", "surrogateescape")
+    # after a quoted token (an unbraced block's last key) a '#' comments out the line
+    kept = None if data[end - 1:end] == b'"' and rest.startswith("#") else _rest_of_line(rest)
     end = eol if kept is None else end + len(kept.encode("utf-8", "surrogateescape"))
     if at(end) == b"\n":
         end += 1

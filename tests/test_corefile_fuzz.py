@@ -161,3 +161,15 @@ def _parses(data: bytes) -> bool:
     except corefile.CorefileError:
         return False
     return True
+
+
+@pytest.mark.parametrize("data", [
+    b'# statekit:mine\n"x y"# statekit:mine\n',  # found by hypothesis (an unbraced block)
+    b"# statekit:mine\na.test:53 {\n    log\n}# statekit:mine\n",
+])
+def test_what_follows_an_edited_blocks_end_on_its_line_never_becomes_a_key(
+        data: bytes) -> None:
+    """A '#' glued to a closing brace drops only the rest of its word (CoreDNS reads what
+    follows as tokens), while after a quoted token it comments out the line: an edit
+    and a removal both keep the output parseable, and a second edit changes nothing."""
+    assert [check(data, spec) for spec in SPECS] == [None] * len(SPECS)
