@@ -1,5 +1,9 @@
 """The floor: the least a converge of the benchmark's work can do, by hand.
 
+``floor.py --lockdown SPEC.json``: the lockdown refresh's floor: both filter tables saved
+(``iptables-save``, ``ip6tables-save``), each allowlisted name asked once (A over UDP, all
+at once, from one socket), the Corefile read; nothing written.
+
 ``floor.py SPEC.json``: one ``iptables-save -t filter``; the rules missing from it go in
 with one ``iptables-restore --noflush`` (none when nothing is missing: the no-op case);
 the env file is rewritten (atomically, mode 0600) only when its bytes or mode differ.
@@ -62,8 +66,46 @@ def converge_file(path: str, content: bytes, mode: int) -> bool:
     return True
 
 
+def ask_all(resolver: str, names: list[str], timeout: float = 2.0) -> int:
+    """One A query per name, all at once, to ``resolver`` over UDP; how many answered."""
+    import _socket
+    import select
+    import time
+
+    sock = _socket.socket(_socket.AF_INET, _socket.SOCK_DGRAM)
+    try:
+        sock.connect((resolver, 53))
+        for ident, name in enumerate(names):
+            qname = b"".join(bytes([len(p)]) + p.encode() for p in name.split(".")) + b"\0"
+            sock.send(ident.to_bytes(2, "big") + b"\x01\x00\x00\x01\0\0\0\0\0\0"
+                      + qname + b"\0\x01\0\x01")
+        pending, deadline = set(range(len(names))), time.monotonic() + timeout
+        while pending and time.monotonic() < deadline:
+            if select.select([sock], [], [], deadline - time.monotonic())[0]:
+                pending.discard(int.from_bytes(sock.recv(4096)[:2], "big"))
+        return len(names) - len(pending)
+    finally:
+        sock.close()
+
+
+def lockdown_refresh(spec: dict[str, Any]) -> str:
+    """The least a no-op refresh of the lockdown can do: read both filter tables, ask
+    every allowlisted name once, read the Corefile; nothing to write."""
+    for tool in ("iptables-save", "ip6tables-save"):
+        subprocess.run([tool, "-t", "filter"], capture_output=True, check=True)
+    answered = ask_all(str(spec["resolver"]), [str(n) for n in spec["names"]])
+    with open(str(spec["corefile"]), "rb") as f:
+        f.read()
+    return f"floor: lockdown, {answered} of {len(spec['names'])} names answered"
+
+
 def main(argv: list[str]) -> int:
-    """Converge the rules and the file of the spec file ``argv[0]``."""
+    """Converge the rules and the file of the spec file ``argv[0]`` (or, with
+    ``--lockdown SPEC``, the lockdown refresh's floor)."""
+    if argv[0] == "--lockdown":
+        with open(argv[1], encoding="utf-8") as f:
+            sys.stdout.write(lockdown_refresh(json.load(f)) + "\n")
+        return 0
     with open(argv[0], encoding="utf-8") as f:
         spec = json.load(f)
     added = converge_rules(spec)

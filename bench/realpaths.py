@@ -32,6 +32,7 @@ from results import (
     COLD,
     FLOOR,
     LOCKDOWN,
+    LOCKDOWN_FLOOR,
     REAL_PATHS,
     TELEMETRY_OFF,
     TELEMETRY_ON,
@@ -152,6 +153,35 @@ class Floor(Contender):
 
     def check(self, ns: str, wd: Path) -> None:
         verify(ns, FLOOR_WORK, wd)
+
+
+class LockdownFloor(Contender):
+    """``bench/floor.py --lockdown``: both tables saved, each name asked once of the same
+    local CoreDNS, the Corefile read: the least a no-op refresh of the lockdown does."""
+
+    name = LOCKDOWN_FLOOR
+
+    def __init__(self, table: dict[str, str]) -> None:
+        self.table = table
+
+    def open(self, stack: ExitStack, ns: str, wd: Path) -> None:
+        import json
+
+        stack.enter_context(local_resolver(ns, wd, self.table))
+        (wd / "Corefile").write_text(resolver_corefile(self.table), encoding="utf-8")
+        (wd / "lockdown.json").write_text(json.dumps(
+            {"resolver": RESOLVER, "names": list(self.table),
+             "corefile": str(wd / "Corefile")}), encoding="utf-8")
+
+    def argv(self, wd: Path, refresh: bool) -> list[str]:
+        return [sys.executable, "-I", str(REPO / "bench" / "floor.py"), "--lockdown",
+                str(wd / "lockdown.json")]
+
+    def env(self) -> dict[str, str]:
+        return base_env()
+
+    def check(self, ns: str, wd: Path) -> None:
+        return None
 
 
 class Shipped(Contender):
@@ -289,7 +319,7 @@ def measure_real_paths(results: Results, args: argparse.Namespace) -> None:
         Shipped(TELEMETRY_ON, [tele], True, table)], args)
     lockdown = Shipped("statekit lockdown", [states], True, table)
     log("real paths: lockdown refresh")
-    measure_refresh(results, LOCKDOWN, [floor, lockdown], args)
+    measure_refresh(results, LOCKDOWN, [floor, LockdownFloor(table), lockdown], args)
     log("real paths: cold boot")
     measure_cold(results, [floor, lockdown], args)
 

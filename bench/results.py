@@ -14,6 +14,7 @@ FIRST, NOOP, TELEMETRY = "first", "no-op", "telemetry no-op"
 # the real paths (issue 15, bench/realpaths.py): each against the floor of the same loop
 TELEMETRY_REFRESH, LOCKDOWN, COLD = "telemetry refresh", "lockdown refresh", "cold boot"
 REAL_PATHS = (TELEMETRY_REFRESH, LOCKDOWN, COLD)
+LOCKDOWN_FLOOR = "lockdown floor"  # both tables saved, each name asked once, no write
 FLOOR = "floor"
 TELEMETRY_OFF, TELEMETRY_ON = "statekit telemetry off", "statekit telemetry on"
 
@@ -210,7 +211,19 @@ def targets(results: Results) -> list[Target]:
                tele is not None and 1 / tele <= 3,
                f"statekit telemetry = {1 / tele:.2f}x python3 -c pass" if tele else ""),
         _telemetry_on_off(results),
+        _lockdown_refresh(results),
     ]
+
+
+def _lockdown_refresh(results: Results) -> Target:
+    """Issue 20: the lockdown refresh, pins and all, within 1.2x of its own floor."""
+    text = "lockdown refresh (pins, IPv6, every name asked) within 1.2x of the lockdown floor"
+    cell = results.get(LOCKDOWN, 0, "statekit lockdown")
+    ratios = cell.ratios(results.get(LOCKDOWN, 0, LOCKDOWN_FLOOR)) if cell else []
+    if not ratios:
+        return Target(text, "not measured", None)
+    return Target(text, f"statekit lockdown = {_ratio_text(ratios)} the lockdown floor",
+                  statistics.median(ratios) <= 1.2)
 
 
 def _telemetry_on_off(results: Results) -> Target:

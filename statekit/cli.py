@@ -139,10 +139,12 @@ COMMANDS: dict[str, tuple[str, tuple[Arg, ...]]] = {
         _PATHS,
         _VAR,
         Arg("--root", VALUE, default="/", metavar="DIR", help="take every file path under DIR"),
-        Arg("--format", VALUE, choices=("text", "json"), default="text"),
+        Arg("--format", VALUE, choices=("text", "json"), default="text",
+            help="text for a person, json for a script (default: %(default)s)"),
         Arg("--lock-file", VALUE, metavar="PATH",
             help="lock file (default /run/statekit/lock under --root)"),
-        Arg("--lock-timeout", VALUE, type=seconds, default=30.0, metavar="SECONDS"),
+        Arg("--lock-timeout", VALUE, type=seconds, default=30.0, metavar="SECONDS",
+            help="wait this long for a converge that holds the lock (default: %(default)s)"),
     )),
     "validate": ("check files, schema and templates; touch nothing", (_PATHS, _VAR)),
     "show": ("print the states as rendered, in the shape they were written, and the vars;"
@@ -350,32 +352,43 @@ def _require_lockdown(args: Namespace, masker: Masker, code: int) -> int:
 
 
 def _fail(exc: StatekitError, args: Namespace, masker: Masker, code: int) -> int:
-    """Report an error the user can act on: one line on stderr (a traceback too with
-    STATEKIT_DEBUG=1) and, with ``--format json``, the error as JSON on stdout."""
+    """Report an error the user can act on: one line on stderr per error (at most
+    ``SHOWN``, then how many more; a traceback too with STATEKIT_DEBUG=1) and, with
+    ``--format json``, the errors as JSON on stdout."""
+    from statekit.errors import SHOWN, every_error
+
     _traceback(exc, masker)
-    _error(masker(str(exc)))
+    errors = every_error(exc)
+    for error in errors[:SHOWN]:
+        _error(masker(str(error)))
+    if len(errors) > SHOWN:
+        _error(f"... and {len(errors) - SHOWN} more")
     if getattr(args, "format", None) == "json":
         _json_error(exc, code, masker, check=bool(getattr(args, "check", False)))
     return code
 
 
 def _wants_json(argv: Sequence[str]) -> bool:
-    pairs = (argv[i:i + 2] for i in range(len(argv)))  # itertools: off the common path
+    pairs = (argv[i:i + 2] for i in range(len(argv)))  # itertools.pairwise, without its import
     return "--format=json" in argv or ["--format", "json"] in pairs
 
 
 def _json_error(exc: StatekitError, code: int, masker: Masker | None = None,
                 check: bool = False) -> None:
     """``{"format_version": 1, "check": .., "error": {file, line, field, message,
-    exit_code}}`` on stdout: a machine never has to parse empty output."""
+    exit_code}, "errors": [...]}`` on stdout: a machine never has to parse empty output.
+    ``error`` is the first of ``errors`` (every input error of the run)."""
     import json
 
+    from statekit.errors import every_error
     from statekit.out.report import FORMAT_VERSION, emit, masked_tree
 
-    error = {"file": getattr(exc, "file", None), "line": getattr(exc, "line", None),
-             "field": getattr(exc, "field", None),
-             "message": getattr(exc, "message", str(exc)), "exit_code": code}
-    doc = {"format_version": FORMAT_VERSION, "check": check, "error": error}
+    errors = [{"file": getattr(e, "file", None), "line": getattr(e, "line", None),
+               "field": getattr(e, "field", None),
+               "message": getattr(e, "message", str(e)), "exit_code": code}
+              for e in every_error(exc)]
+    doc = {"format_version": FORMAT_VERSION, "check": check, "error": errors[0],
+           "errors": errors}
     emit(sys.stdout, json.dumps(masked_tree(doc, masker or Masker()), indent=2) + "\n")
 
 

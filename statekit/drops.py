@@ -32,8 +32,8 @@ import time
 
 from statekit.contract import EXIT_OK
 from statekit.errors import ApplyError, StateError, StatekitError
-from statekit.netfilter import explain as ex
 from statekit.netfilter import nflog, save
+from statekit.netfilter.explain import Pin, View
 from statekit.out.masking import Masker
 from statekit.program import Program
 from statekit.run.host import Host
@@ -93,7 +93,7 @@ class Shown(Record):
     """One drop, explained."""
 
     drop: nflog.Drop
-    pins: tuple[ex.Pin, ...] = ()
+    pins: tuple[Pin, ...] = ()
     reason: str = "unlisted"
     hint: str = ""
 
@@ -107,7 +107,7 @@ def setup(program: Program | None) -> Setup:
     resolvers: list[str] = []
     for state in program.states:
         spec = state.spec
-        if not state.enabled or spec is None or not getattr(spec, "present", False):
+        if not state.enabled or spec is None or state.ensure != "present":
             continue
         if state.type == "iptables_rule" and spec.template is not None:
             hosts[state.id] = frozenset(spec.hosts)
@@ -190,14 +190,14 @@ class Explainer:
     def __init__(self, host: Host, found: Setup,
                  history: Callable[[str], Mapping[str, tuple[str, float]]]) -> None:
         self.host, self.found, self.history = host, found, history
-        self.view = ex.View(())
+        self.view = View(())
         self.read_at: float | None = None
         self.warned: set[str] = set()
 
-    def current(self) -> ex.View:
+    def current(self) -> View:
         now = time.monotonic()
         if self.read_at is None or now - self.read_at > VIEW_TTL:
-            self.view = ex.View(self._lines(), self.found.hosts, self._history())
+            self.view = View(self._lines(), self.found.hosts, self._history())
             self.read_at = now
         return self.view
 
@@ -240,8 +240,8 @@ class Case(Record):
     """A dropped packet and what is known about its destination."""
 
     packet: nflog.Packet
-    pins: tuple[ex.Pin, ...]
-    view: ex.View
+    pins: tuple[Pin, ...]
+    view: View
     resolvers: tuple[str, ...]
 
     @property
@@ -249,7 +249,7 @@ class Case(Record):
         return self.pins[0].name if self.pins else self.packet.destination
 
 
-def explain(packet: nflog.Packet, pins: tuple[ex.Pin, ...], view: ex.View,
+def explain(packet: nflog.Packet, pins: tuple[Pin, ...], view: View,
             resolvers: tuple[str, ...]) -> tuple[str, str]:
     """(reason, what to do) for a dropped packet: the first of :data:`HINTS` that
     applies."""
@@ -344,7 +344,7 @@ def target(packet: nflog.Packet) -> str:
     return dst
 
 
-def _names(pins: tuple[ex.Pin, ...]) -> str:
+def _names(pins: tuple[Pin, ...]) -> str:
     shown = []
     for pin in pins:
         if pin.left is not None:
@@ -384,7 +384,7 @@ def as_dict(shown: Shown) -> dict[str, Any]:
         "reason": shown.reason, "hint": shown.hint}
 
 
-def _since(pin: ex.Pin) -> str | None:
+def _since(pin: Pin) -> str | None:
     """When a pin went into grace or left its name (None while it is current)."""
     since = pin.left if pin.left is not None else pin.gone
     return None if since is None else _iso(since)

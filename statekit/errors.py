@@ -7,6 +7,17 @@ if TYPE_CHECKING:
     from collections.abc import Sequence
 
 
+def did_you_mean(word: object, choices: Sequence[str]) -> str:
+    """``; did you mean 'x'?`` for the nearest of ``choices`` (any case), or ''."""
+    if not isinstance(word, str):
+        return ""
+    from difflib import get_close_matches  # only when there is an error to explain
+
+    lower = {c.lower(): c for c in choices}
+    close = get_close_matches(word.lower(), list(lower), n=1, cutoff=0.6)
+    return f"; did you mean {lower[close[0]]!r}?" if close else ""
+
+
 class StatekitError(Exception):
     """Base of every error statekit reports to its user (never as a traceback)."""
 
@@ -35,11 +46,37 @@ class StateError(StatekitError):
         return f"{where}{field}{self.message}"
 
 
+class StateErrors(StateError):
+    """Every input error of one run (a list of :class:`StateError`, in file order).
+
+    It reads as its first error (``file``, ``line``, ``field``, ``message``: what a
+    reader of one error expects); ``str()`` is every error, one a line, and the CLI
+    prints at most :data:`SHOWN` of them, then how many more there are.
+    """
+
+    def __init__(self, errors: Sequence[StateError]) -> None:
+        first = errors[0]
+        super().__init__(first.message, file=first.file, line=first.line, field=first.field)
+        self.errors = list(errors)
+
+    def __str__(self) -> str:
+        return "\n".join(str(e) for e in self.errors)
+
+
+#: How many input errors the text output lists before "... and N more".
+SHOWN = 20
+
+
+def every_error(exc: StatekitError) -> list[StatekitError]:
+    """The errors ``exc`` stands for: its list, or itself."""
+    return list(exc.errors) if isinstance(exc, StateErrors) else [exc]
+
+
 class FieldError(StateError):
     """Invalid value of one field, raised by a resource's ``parse``.
 
     ``field`` is relative to the state (``mode``, ``entries.FOO``); the loader adds the
-    file, the line and the ``states[i].`` prefix.
+    file, the line and the ``states[<id>].`` prefix.
     """
 
     def __init__(self, field: str, message: str) -> None:

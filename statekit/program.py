@@ -16,8 +16,8 @@ if TYPE_CHECKING:
 class State:
     """One state as declared, then rendered and parsed by the loader."""
 
-    __slots__ = ("enabled", "ensure", "file", "id", "index", "line", "onchanges", "order",
-                 "phase", "raw", "requires", "sealed", "spec", "type")
+    __slots__ = ("enabled", "ensure", "file", "id", "index", "line", "lines", "onchanges",
+                 "order", "phase", "raw", "requires", "sealed", "spec", "type")
 
     def __init__(
         self, *, id: str, type: str, phase: str, file: str, line: int, index: int, order: int,
@@ -31,6 +31,8 @@ class State:
         self.requires: list[str] = requires or []
         self.onchanges: list[str] = onchanges or []
         self.raw: dict[str, Any] = raw or {}  # the type's own fields, unrendered
+        #: the line of each of the state's fields, for errors found after loading
+        self.lines: dict[str, int] = {}
         self.ensure = "present"
         self.enabled = True  # the rendered ``when``
         self.spec: Any = None  # the resource's parsed spec
@@ -41,6 +43,11 @@ class State:
     @property
     def where(self) -> str:
         return f"{self.file}:{self.line}"
+
+    @property
+    def label(self) -> str:
+        """How messages name the state: ``states[fw-api]``."""
+        return f"states[{self.id}]"
 
     def __repr__(self) -> str:
         return f"State({self.id!r}, {self.type!r}, {self.phase!r}, {self.where})"

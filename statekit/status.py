@@ -70,8 +70,9 @@ def _last(last: dict[str, Any] | None) -> dict[str, Any] | None:
 
 
 def _names(last: dict[str, Any] | None, program: Program, now: int) -> list[dict[str, Any]]:
-    grace = {s.id: getattr(s.spec, "pin_grace", 0) for s in program.states
+    grace = {s.id: s.spec.pin_grace for s in program.states
              if s.type == "iptables_rule" and s.spec is not None}
+    run_time = (last or {}).get("time")
     out = []
     for name, fact in sorted(((last or {}).get("names") or {}).items()):
         if not isinstance(fact, dict):
@@ -79,7 +80,7 @@ def _names(last: dict[str, Any] | None, program: Program, now: int) -> list[dict
         seconds = int(grace.get(str(fact.get("rule")), 0))
         out.append({
             "name": name, "rule": fact.get("rule"), "pins": list(fact.get("pins") or []),
-            "last_seen": fact.get("resolved"),
+            "last_seen": fact.get("resolved") if fact.get("failing") else run_time,
             "grace": [{"address": a, "left": int(t), "until": int(t) + seconds}
                       for a, t in sorted((fact.get("grace") or {}).items())],
             "failing": fact.get("failing"), "failing_since": fact.get("failing_since")})
@@ -101,7 +102,9 @@ def _drift(program: Program, args: argparse.Namespace,
                        for c in outcome.plan.changes]
             out.append({"id": outcome.state.id, "type": outcome.state.type,
                         "changes": changes})
-        elif outcome.status == FAILED and not outcome.plan.errors:  # not "not asked"
+        elif outcome.status == FAILED and not outcome.plan.errors:
+            # a fault of the state itself; a plan's errors are the names this offline
+            # check never asks (each keeps its rules), which are no drift
             out.append({"id": outcome.state.id, "type": outcome.state.type,
                         "changes": [], "error": outcome.error})
     return out

@@ -156,7 +156,9 @@ def _as_written(state: State, program: Program) -> dict[str, Any]:
             out[key] = value
     fields = program.shown.get(state.id, {})
     rendered = {"when": state.enabled, "ensure": state.ensure, **fields}
-    if state.ensure != "present":  # an input refused in its file: absent, written or not
+    # shown even when the file did not write it: a refused input of a file with
+    # `on_invalid_input: absent` made the state absent
+    if state.ensure != "present":
         out["ensure"] = state.ensure
     out |= {k: rendered[k] for k in state.raw if k in rendered}  # in the order written
     return out | fields
@@ -190,16 +192,16 @@ def _converge(args: argparse.Namespace, program: Program, masker: Masker) -> int
 
     unknown = [p for p in args.phase if p not in program.phases]
     if unknown:
-        from statekit.errors import StateError
-        from statekit.load.schema_check import did_you_mean
+        from statekit.errors import StateError, did_you_mean
 
         raise StateError(f"--phase {unknown[0]!r}: unknown phase "
                          f"(declared: {', '.join(program.phases)})"
                          + did_you_mean(unknown[0], program.phases))
+    host = Host(root=args.root)
+    Engine(program, host, check=True).preflight(args.phase)  # exit 3 before anything
     if _should_ask(args, program) and not _confirmed(args, program, masker):
         emit(sys.stderr, "statekit: not confirmed: nothing changed\n")
         return EXIT_FAILED
-    host = Host(root=args.root)
     text = report.TextReport(masker, check=args.check, diff=args.diff)
     on_outcome = text.outcome if args.format == "text" else None
     with lock.hold(host.fs, args.lock_file or lock.DEFAULT_LOCK, args.lock_timeout,
@@ -245,25 +247,18 @@ def _record(host: Any, outcomes: list[Any], phases: list[str], code: int,
 
 # --- the guard: ask before cutting the machine's own traffic (as `terraform apply`) ------
 
-_CUTTING = ("DROP", "REJECT")
 QUESTION = ("\nThis converge runs on this machine (--root /) and {what}: its own outbound "
             "traffic will be cut.\nDo you want to converge? Only 'yes' will be accepted "
             "(--yes skips this question): ")
 
 
-def cuts_own_traffic(state: Any) -> bool:
-    """A present state that sets the filter table's OUTPUT policy to DROP or adds a
-    DROP/REJECT rule to OUTPUT."""
-    spec = state.spec
-    if not state.enabled or spec is None or not getattr(spec, "present", False):
-        return False
-    if getattr(spec, "table", "") != "filter" or getattr(spec, "chain", "") != "OUTPUT":
-        return False
-    if state.type == "iptables_chain":
-        return getattr(spec, "policy", None) == "DROP"
-    template = getattr(spec, "template", None)
-    return state.type == "iptables_rule" and template is not None and \
-        template.target.jump in _CUTTING
+def cuts_own_traffic(state: State) -> bool:
+    """An enabled state whose type says it cuts this machine's outbound traffic
+    (``Resource.cuts_traffic``: a DROP policy or a DROP/REJECT rule on OUTPUT)."""
+    from statekit import resources
+
+    return state.enabled and state.spec is not None and \
+        resources.get(state.type).cuts_traffic(state.spec)
 
 
 def _should_ask(args: argparse.Namespace, program: Program) -> bool:

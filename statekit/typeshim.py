@@ -19,6 +19,9 @@ For the type checker every name here *is* the ``typing`` one; at run time:
   ``collections``.
 - :class:`Generic` and :func:`TypeVar`: subscripting a generic class gives the class
   itself, and a type variable is just its name.
+
+The other ways the no-op path stays lean (imports inside functions, ``TYPE_CHECKING =
+False``): ARCHITECTURE.md, "Lean imports".
 """
 
 from __future__ import annotations

@@ -33,6 +33,7 @@ from tests.e2e.harness import (
     OTHER_ADDR,
     OTHER_PORT,
     UPSTREAM_DNS,
+    DnsAnswer,
     Sandbox,
     basic_auth,
     read_env_file,
@@ -67,14 +68,15 @@ class Boot:
     def env_file(self) -> Path:
         return self.root / "tmp/otel/otel-env"
 
-    def converge(self, env: dict[str, str], *args: str, resolver: str = "local") -> Any:
+    def converge(self, env: dict[str, str], *args: str,
+                 resolver: str = "local") -> dict[str, Any]:
         argv = ["converge", "--root", str(self.root), "--format", "json",
                 "--var", f"upstream_resolvers=[{UPSTREAM_DNS}]",
                 "--var", f"domains=[{ALLOWED}]", *args, STATES]
         proc = self.box.statekit(argv, env=env, resolver=resolver)  # type: ignore[arg-type]
         assert proc.returncode in (0, 1, 2), proc.stderr
         assert TOKEN not in proc.stdout + proc.stderr and B64 not in proc.stdout + proc.stderr
-        report = json.loads(proc.stdout)
+        report: dict[str, Any] = json.loads(proc.stdout)
         report["rc"] = proc.returncode
         return report
 
@@ -101,7 +103,7 @@ def boot(clean_sandbox: Sandbox, tmp_path: Path) -> Iterator[Boot]:
     yield Boot(clean_sandbox, root)
 
 
-def wait_rcode(box: Sandbox, name: str, rcode: str, timeout: float = 10.0) -> Any:
+def wait_rcode(box: Sandbox, name: str, rcode: str, timeout: float = 10.0) -> DnsAnswer:
     deadline = time.monotonic() + timeout
     while True:
         answer = box.dns_query(name)

@@ -64,7 +64,7 @@ def test_json_format_prints_the_error_on_exit_3(tmp_path: Path) -> None:
     assert doc["format_version"] == 1
     assert doc["error"]["file"] == str(state)
     assert doc["error"]["line"] == 9
-    assert doc["error"]["field"] == "states[0].entries.A"
+    assert doc["error"]["field"] == "states[conf].entries.A"
     assert "nope" in doc["error"]["message"]
     assert doc["error"]["exit_code"] == 3
     assert "Traceback" not in run.stderr

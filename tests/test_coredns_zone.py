@@ -11,7 +11,7 @@ import pytest
 
 from statekit.errors import ApplyError, FieldError
 from statekit.resources.base import Meta
-from statekit.resources.coredns_zone import CorednsZone, ZoneCurrent, desired
+from statekit.resources.coredns_zone import CorednsZone, ZoneCurrent, ZoneSpec, desired
 from statekit.run.files import ReadResult
 from tests.conftest import Run, dns_query, statekit, write
 
@@ -38,7 +38,7 @@ FOREIGN = "# hand-written\n(snip) {\n    errors\n}\n\nexample.org:53 {\n    impo
 RESOURCE = CorednsZone()
 
 
-def spec_of(fields: dict[str, Any], sid: str = "otlp-dns", ensure: str = "present") -> Any:
+def spec_of(fields: dict[str, Any], sid: str = "otlp-dns", ensure: str = "present") -> ZoneSpec:
     """The spec the loader would build: the schema's defaults filled in."""
     from statekit.load.schema_check import with_defaults
 
@@ -128,6 +128,59 @@ def test_conflicts(existing: str, conflict: bool) -> None:
         assert SPEC_BLOCK.encode() in desired(current, spec_of(OTLP))
 
 
+# --- issue 19 item 6: a wildcard bind is every address --------------------------------
+
+CATCH = {"corefile": "/etc/coredns/Corefile", "zone": ".", "bind": ["127.0.0.53"],
+         "answer": "nxdomain", "log": True}
+OPEN_BLOCK = ".:53 {{\n    bind {bind}\n    forward . 192.0.2.1\n}}\n"
+
+
+@pytest.mark.parametrize(("foreign", "conflict"), [
+    (OPEN_BLOCK.format(bind="0.0.0.0"), True),
+    (OPEN_BLOCK.format(bind="::"), True),
+    (OPEN_BLOCK.format(bind="0:0:0:0:0:0:0:0"), True),
+    (OPEN_BLOCK.format(bind="::ffff:0.0.0.0"), True),
+    (OPEN_BLOCK.format(bind="lo"), True),  # an interface: unknown here, so any address
+    (OPEN_BLOCK.format(bind="eth0 127.0.0.9"), True),
+    (OPEN_BLOCK.format(bind="{$DNS_BIND}"), True),
+    (OPEN_BLOCK.format(bind="127.0.0.9#x 0.0.0.0"), True),  # CoreDNS binds 0.0.0.0 too
+    (OPEN_BLOCK.format(bind="127.0.0.1 ::ffff:127.0.0.53"), True),
+    (OPEN_BLOCK.format(bind="fe80::1%eth0"), True),  # Go reads no zone index: not an address
+    (".:53 {\n    forward . 192.0.2.1\n}\n", True),  # no bind: every address
+    ("(any) {\n    bind 0.0.0.0\n}\n" + OPEN_BLOCK.format(bind="127.0.0.9\n    import any"),
+     True),
+    (OPEN_BLOCK.format(bind="127.0.0.9\n    import more/*.conf"), True),
+    (OPEN_BLOCK.format(bind="127.0.0.9\n    {$MORE} 0.0.0.0"), True),
+    (OPEN_BLOCK.format(bind="127.0.0.1"), False),
+    (OPEN_BLOCK.format(bind="127.0.0.1 ::1"), False),
+    (OPEN_BLOCK.format(bind="0.0.0.0").replace(":53", ":1053"), False),
+])
+def test_a_wildcard_or_unknown_bind_overlaps_every_address(foreign: str, conflict: bool) -> None:
+    """Such a block is taken over with ``adopt``; without it, the state fails."""
+    data = b"# line 1\n" + foreign.encode()
+    plain = spec_of(CATCH, "dns-catch-all")
+    if not conflict:
+        out = desired(data, spec_of({**CATCH, "adopt": True}, "dns-catch-all"))
+        assert out.startswith(data) and desired(data, plain) == out
+        return
+    line = data.count(b"\n", 0, data.index(b".:53")) + 1
+    with pytest.raises(ApplyError, match=rf"/etc/coredns/Corefile:{line} \(\.:53\).*"
+                                         r"'dns-catch-all'"):
+        desired(data, plain)
+    out = desired(data, spec_of({**CATCH, "adopt": True}, "dns-catch-all"))
+    assert b"192.0.2.1" not in out and out.count(b".:53 {") == 1
+    assert b"# statekit:dns-catch-all\n.:53 {\n    bind 127.0.0.53\n" in out
+
+
+def test_a_wildcard_block_with_another_zone_is_not_adopted_and_names_both_places() -> None:
+    data = b"example.org:53 .:53 {\n    bind 0.0.0.0\n    forward . 192.0.2.1\n}\n"
+    spec = spec_of({**CATCH, "adopt": True}, "dns-catch-all")
+    with pytest.raises(ApplyError) as info:
+        desired(data, spec)
+    assert "/etc/coredns/Corefile:1 (example.org:53 .:53)" in str(info.value)
+    assert "'dns-catch-all'" in str(info.value)
+
+
 def test_absent_touches_nothing_else_and_a_missing_file_is_fine() -> None:
     absent = spec_of({"corefile": "/c"}, ensure="absent")
     assert not RESOURCE.plan(absent, ZoneCurrent(ReadResult(None, None))).changed
@@ -145,7 +198,7 @@ def test_a_hand_edited_owned_block_is_restored_in_place() -> None:
 def test_unparseable_corefile_fails_without_writing() -> None:
     from statekit.run.files import FileState
 
-    broken = FileState(b"a.test {\n", 0o644, 0, 0, 1, 1)
+    broken = FileState(content=b"a.test {\n", mode=0o644, uid=0, gid=0, inode=1, mtime_ns=1)
     with pytest.raises(ApplyError, match="Corefile:1: cannot parse"):
         RESOURCE.plan(spec_of(OTLP), ZoneCurrent(ReadResult(broken, None)))
 
@@ -239,6 +292,22 @@ def test_conflict_fails_and_writes_nothing(tmp_path: Path, root: Path) -> None:
     assert (after.st_ino, after.st_mtime_ns) == (before.st_ino, before.st_mtime_ns)
 
 
+@pytest.mark.parametrize(("content", "message"), [
+    (FOREIGN + "#" * (1 << 20), ":1: cannot parse the Corefile: 1048649 bytes, over the "
+                                "1048576-byte limit"),
+    (FOREIGN + "x {\n" + "a\n" * 100_000 + "}\n", "more than 100000 tokens"),
+])
+def test_a_corefile_over_a_cap_fails_its_state_and_is_left_alone(
+        tmp_path: Path, root: Path, content: str, message: str) -> None:
+    corefile = write(root / "etc/coredns/Corefile", content)
+    before = os.stat(corefile)
+    run, report = converge(states_file(tmp_path, ZONE_STATE), root)
+    assert run.returncode == 1, run.output
+    assert message in report["states"][0]["error"]
+    after = os.stat(corefile)
+    assert (after.st_ino, after.st_mtime_ns) == (before.st_ino, before.st_mtime_ns)
+
+
 @pytest.mark.parametrize(("line", "field"), [
     ('    zone: "evil.com {"\n', "zone"),
     ('    zone: "a.com\\nb.com"\n', "zone"),
@@ -257,7 +326,7 @@ def test_invalid_input_is_exit_3_with_file_line_field(
     states = states_file(tmp_path, body)
     run = statekit(["converge", str(states), "--root", str(root)])
     assert run.returncode == 3, run.output
-    assert f"{states}:" in run.output and f"states[0].{field}" in run.output
+    assert f"{states}:" in run.output and f"states[bad].{field}" in run.output
     assert not (root / "etc").exists()
 
 
@@ -387,3 +456,37 @@ def test_coredns_serves_what_statekit_writes_next_to_foreign_blocks(
     assert dns_query(netns, "127.0.0.1", "x.b.test", port=1053) == ("NOERROR", ["192.0.2.8"])
     assert dns_query(netns, "127.0.0.1", "hand.test", port=1053) == ("NOERROR", ["192.0.2.99"])
     assert dns_query(netns, "127.0.0.1", "elsewhere.example", port=1053) == NX
+
+
+OPEN_TEMPLATE = """\
+.:53 {{
+    bind {bind}
+    forward . 127.0.0.10
+}}
+"""
+
+
+@pytest.mark.netns
+@pytest.mark.parametrize("bind", ["0.0.0.0", "lo"])
+def test_real_coredns_a_wildcard_template_block_is_taken_over(
+        tmp_path: Path, root: Path, netns: str, coredns: Any, bind: str) -> None:
+    """Issue 19 item 6: the template's `.:53 { bind 0.0.0.0; forward }` was kept next to
+    the catch-all on 127.0.0.53, and CoreDNS answered every name on 127.0.0.1. Adopted,
+    only the catch-all is left: NXDOMAIN on 127.0.0.53, nothing listening on 127.0.0.1."""
+    coredns(write(tmp_path / "upstream" / "Corefile", UPSTREAM))
+    corefile = write(root / "etc/coredns/Corefile", OPEN_TEMPLATE.format(bind=bind))
+    states = states_file(tmp_path, CATCH_ALL + "    adopt: true\n")
+    write(states.parent / "zz-allow.yaml", "phases: [network]\nstates:\n" + ALLOW)
+    run, report = converge(states.parent, root, netns=netns)
+    assert run.returncode == 0, run.output
+    assert statuses(report)["dns-catch-all"] == "changed"
+    coredns(corefile)
+    assert dns_query(netns, "127.0.0.53", "allowed.test",
+                     expect=("NOERROR", ["192.0.2.7"])) == ("NOERROR", ["192.0.2.7"])
+    assert dns_query(netns, "127.0.0.53", "other.test") == NX
+    rcode, answers = dns_query(netns, "127.0.0.1", "other.test", timeout=2)
+    assert rcode.startswith("ERROR") and not answers, (rcode, answers)  # was NOERROR
+    text = corefile.read_text()
+    assert text.count(".:53 {") == 1 and f"bind {bind}" not in text
+    run, report = converge(states.parent, root, netns=netns)
+    assert report["summary"]["changed"] == 0, run.output

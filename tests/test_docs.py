@@ -450,6 +450,13 @@ TYPOS: dict[str, tuple[list[str], str, str]] = {
                "did you mean 'main'?"),
     "fixed values": (["validate"], TYPO.replace("path:", "ensure: absnt\n    path:"),
                      "did you mean 'absent'?"),
+    "requisites": (["validate"], TYPO.replace("path:", "requires: [app-evn]\n    path:"),
+                   "did you mean 'app-env'?"),
+    "template variables": (["validate"], TYPO.replace("{{ app_mode }}", "{{ app_mod }}"),
+                           "did you mean 'app_mode'?"),
+    "targets and chains": (["validate"], TYPO.replace("vars:", "  - id: fw\n    type: "
+                           "iptables_rule\n    phase: main\n    chain: OUTPUT\n"
+                           "    jump: ACCEPTT\nvars:"), "did you mean 'ACCEPT'?"),
     "`--var` names": (["validate", "--var", "app_mdoe=1"], TYPO,
                       "did you mean 'app_mode'?"),
     "`--phase` names": (["converge", "--check", "--phase", "mian"], TYPO,

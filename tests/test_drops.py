@@ -53,7 +53,8 @@ RESOLVERS = ("127.0.0.53",)
 
 
 def packet(dst: str, dport: int | None = 443, proto: int = 6, version: int = 4) -> Packet:
-    return Packet(version, proto, "198.18.0.2", dst, 40000 if dport else None, dport)
+    return Packet(version=version, protocol=proto, source="198.18.0.2", destination=dst,
+                  sport=40000 if dport else None, dport=dport)
 
 
 def hint(p: Packet) -> tuple[str, str]:
@@ -116,12 +117,13 @@ def test_the_text_line_says_when_who_what_which_name_and_what_to_do() -> None:
     assert line == (f"{clock} CODETAINER_DROP uid=1000 gid=1000 tcp 198.18.0.31:443 "
                     f"b.allowed.test (in grace since {since}) -- b.allowed.test is open "
                     "for tcp/8443 only (state fw-allowlist)")
+    icmpv6 = Packet(version=6, protocol=58, source="::1", destination="::2", icmp_type=128)
     unknown = SHOWN._replace(drop=SHOWN.drop._replace(uid=None, gid=None, prefix="",
-                                                      packet=Packet(6, 58, "::1", "::2",
-                                                                    icmp_type=128)), pins=())
+                                                      packet=icmpv6), pins=())
     assert " - uid=? gid=? icmpv6 ::2 echo-request -- " in drops._text_line(unknown, Masker())
     assert drops.target(packet("2001:db8::1", 443, version=6)) == "[2001:db8::1]:443"
-    assert drops.target(Packet(4, 1, "a", "198.18.0.40", icmp_type=42)) == \
+    assert drops.target(Packet(version=4, protocol=1, source="a", destination="198.18.0.40",
+                               icmp_type=42)) == \
         "198.18.0.40 type 42"
 
 

@@ -1,5 +1,8 @@
 """The engine and the iptables planner in process, on the fake host (tests/fakehost.py):
-no root, no namespace, milliseconds. The kernel's side is in tests/test_lockdown_*.py."""
+no root, no namespace, milliseconds: one restore per table, check mode, names asked once,
+a failed restore, skips, faults in one member. What the planners send for a given table is
+in the planner cases (tests/planner_cases/); the kernel's side is in
+tests/test_lockdown_*.py."""
 
 from __future__ import annotations
 
@@ -129,38 +132,6 @@ def test_check_mode_writes_nothing_and_reports_in_the_same_order(world: World) -
     applied = world.converge()
     assert [o.state.id for o in checked] == [o.state.id for o in applied]
     assert [o.status for o in checked] == [o.status for o in applied]
-
-
-def test_a_foreign_rule_is_removed_and_a_moved_one_put_back(world: World) -> None:
-    world.converge()
-    rules = world.runner.table("ipv4", "filter")["OUTPUT"].rules
-    rules.insert(0, "-A OUTPUT -d 10.9.9.9/32 -j ACCEPT")
-    rules.append(rules.pop(1))  # lo to the bottom
-    outcomes = world.converge()
-    assert world.runner.rules() == EXPECTED
-    out = next(o for o in outcomes if o.state.id == "out")
-    assert out.status == "changed"
-    assert "- -A OUTPUT -d 10.9.9.9/32 -j ACCEPT" in out.plan.diff.splitlines()
-    assert status(outcomes)["lo"] == "ok"  # its own lines are right: the chain orders
-
-
-def test_a_failed_name_keeps_its_address_and_the_others_change(world: World) -> None:
-    world.converge()
-    world.answers = {"a.example": resolve.Failure("a.example", "NXDOMAIN"),
-                     "b.example": ("192.0.2.9",)}
-    outcomes = {o.state.id: o for o in world.converge()}
-    assert world.runner.rules() == [EXPECTED[0], EXPECTED[1],
-                                    EXPECTED[2].replace("192.0.2.2", "192.0.2.9"), EXPECTED[3]]
-    assert outcomes["allow"].status == "failed"
-    assert "'a.example': NXDOMAIN" in str(outcomes["allow"].error)
-    assert outcomes["out"].status == "changed"
-
-
-def test_at_first_boot_a_dead_name_still_gets_the_lockdown(world: World) -> None:
-    world.answers["a.example"] = resolve.Failure("a.example", "timed out")
-    world.converge()
-    assert world.runner.policy() == "DROP"
-    assert world.runner.rules() == [EXPECTED[0], EXPECTED[2], EXPECTED[3]]
 
 
 def test_each_name_is_asked_once_per_converge_verify_included(world: World) -> None:

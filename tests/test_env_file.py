@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import REPO, statekit, write
+from tests.conftest import REPO, Run, statekit, write
 
 pytestmark = pytest.mark.root
 
@@ -37,7 +37,7 @@ def states(tmp_path: Path) -> Path:
     return write(tmp_path / "states" / "env.yaml", STATES)
 
 
-def converge(states: Path, root: Path, *extra: str, token: str | None = TOKEN) -> Any:
+def converge(states: Path, root: Path, *extra: str, token: str | None = TOKEN) -> Run:
     env = {"TOKEN": token} if token else {}
     return statekit(["converge", "--root", str(root), *extra, str(states)], env=env)
 

@@ -1,8 +1,9 @@
-"""Exclusive (purged) chains, per-name rules and the DNS stub client, pure (no kernel).
+"""Purged chains' fields, the DNS stub client, coredns_zone adopt and invalid telemetry
+input, pure (no kernel).
 
-The kernel, CoreDNS and the packets are tested in tests/test_lockdown_*.py; here the
-planning logic: what a purged chain must hold, what a member reports, what a failed name
-keeps, how a reply is read, and how a file with an invalid input is loaded.
+What a purged chain and its members plan (order, foreign and ignored rules, failed names)
+is in the planner cases (tests/planner_cases/, run by tests/test_planner_cases.py); the
+kernel, CoreDNS and the packets are tested in tests/test_lockdown_*.py.
 """
 
 from __future__ import annotations
@@ -10,115 +11,18 @@ from __future__ import annotations
 import socket
 import struct
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from statekit.load import loader
 from statekit.load.schema_check import with_defaults
 from statekit.netfilter import dnsquery
-from statekit.netfilter.table import Chain, Table
 from statekit.resources.base import Meta
 from statekit.resources.coredns_zone import CorednsZone, desired
-from statekit.resources.iptables_chain import ChainState, IptablesChain
-from statekit.resources.iptables_rule import IptablesRule, RuleCurrent, expand
+from statekit.resources.iptables_chain import IptablesChain
 
 REPO = Path(__file__).resolve().parents[1]
-RULE, CHAIN = IptablesRule(), IptablesChain()
-
-
-def rule(sid: str, order: int = 500, **fields: Any) -> Any:
-    return RULE.parse(with_defaults("iptables_rule", {"chain": "OUTPUT", "jump": "ACCEPT",
-                                                      "order": order, **fields}),
-                      Meta(sid, phase="network"))
-
-
-def chain_spec(rules: list[Any], **fields: Any) -> Any:
-    spec = CHAIN.parse(with_defaults("iptables_chain", {"chain": "OUTPUT", "policy": "DROP",
-                                                        "purge": True, **fields}),
-                       Meta("out", phase="network"))
-    program = {"iptables_rule": rules, "iptables_chain": [spec]}
-    return CHAIN.link([spec], program)[0], RULE.link(rules, program)
-
-
-def chain(*lines: str, policy: str = "ACCEPT") -> Chain:
-    c = Chain(policy)
-    for ln in lines:
-        c.insert(len(c.rules), ln)
-    return c
-
-
-def test_members_are_ordered_by_order_then_declaration() -> None:
-    rules = [rule("late", 900, protocol="udp"), rule("lo", 100, out_interface="lo"),
-             rule("b", 500, destination="10.0.0.2"), rule("a", 500, destination="10.0.0.1")]
-    spec, linked = chain_spec(rules)
-    assert [m.id for m in spec.members] == ["lo", "b", "a", "late"]
-    assert all(r.exclusive for r in linked)
-    assert list(CHAIN.ordering(spec)) == ["late", "lo", "b", "a"]  # all of the phase
-
-
-def test_absent_rules_and_other_chains_are_not_members() -> None:
-    gone = RULE.parse(with_defaults("iptables_rule", {"chain": "OUTPUT"}), Meta("gone", "absent"))
-    other = rule("in", chain="INPUT")
-    spec, linked = chain_spec([gone, other, rule("x")])
-    assert [m.id for m in spec.members] == ["x"]
-    assert linked[0].exclusive and not linked[1].exclusive
-
-
-def plan_chain(spec: Any, live: Chain) -> Any:
-    lines = []
-    for member in spec.members:
-        lines += expand(member, "ipv4", {}, live)
-    state = ChainState(live.policy, len(live.rules), (), tuple(lines), tuple(live.rules))
-    if spec.ignore:
-        from statekit.resources.iptables_chain import _desired
-
-        state = state._replace(desired=tuple(_desired(spec, "ipv4", live, None)))  # type: ignore[arg-type]
-    return CHAIN.plan(spec, {"ipv4": state})
-
-
-def play(plan: Any, live: Chain) -> Chain:
-    table = Table("filter", "ipv4", {"OUTPUT": live})
-    for _family, ops in plan.payload:
-        for op in ops:
-            table.apply(op)
-    return table.chains["OUTPUT"]
-
-
-def test_a_purged_chain_is_rewritten_whole_with_policy_and_order() -> None:
-    spec, _ = chain_spec([rule("drop", 900, jump="DROP"), rule("lo", 100, out_interface="lo")])
-    foreign = "-A OUTPUT -d 10.9.9.9/32 -j ACCEPT"
-    live = chain(foreign, "-A OUTPUT -m comment --comment \"statekit:stale\" -j ACCEPT")
-    plan = plan_chain(spec, live)
-    ops = plan.payload[0][1]
-    assert [o.restore for o in ops][:2] == ["-P OUTPUT DROP", "-F OUTPUT"]
-    after = play(plan, live)
-    assert after.policy == "DROP"
-    assert after.rules == [
-        '-A OUTPUT -o lo -m comment --comment "statekit:lo" -j ACCEPT',
-        '-A OUTPUT -m comment --comment "statekit:drop" -j DROP']
-    assert f"- {foreign}" in plan.diff.splitlines()
-    assert not plan_chain(spec, after).changed  # idempotent
-
-
-def test_ignored_foreign_rules_are_kept_on_top() -> None:
-    spec, _ = chain_spec([rule("lo", 100, out_interface="lo")], ignore=["DOCKER"])
-    live = chain('-A OUTPUT -o lo -m comment --comment "statekit:lo" -j ACCEPT',
-                 "-A OUTPUT -j DOCKER-USER", "-A OUTPUT -d 10.9.9.9/32 -j ACCEPT",
-                 policy="DROP")
-    after = play(plan_chain(spec, live), live)
-    assert after.rules == ["-A OUTPUT -j DOCKER-USER",
-                           '-A OUTPUT -o lo -m comment --comment "statekit:lo" -j ACCEPT']
-
-
-def test_reordering_alone_is_a_change() -> None:
-    spec, _ = chain_spec([rule("a", 1, destination="10.0.0.1"),
-                          rule("b", 2, destination="10.0.0.2")])
-    good = play(plan_chain(spec, chain(policy="DROP")), chain(policy="DROP"))
-    swapped = chain(*reversed(good.rules), policy="DROP")
-    plan = plan_chain(spec, swapped)
-    assert plan.changed and all(line.startswith("~ ") for line in plan.diff.splitlines())
-    assert play(plan, swapped).rules == good.rules
+CHAIN = IptablesChain()
 
 
 def test_bad_ignore_pattern_and_ignore_without_purge_are_field_errors() -> None:
@@ -130,39 +34,6 @@ def test_bad_ignore_pattern_and_ignore_without_purge_are_field_errors() -> None:
     with pytest.raises(FieldError, match="only with purge"):
         CHAIN.parse(with_defaults("iptables_chain", {"chain": "OUTPUT", "ignore": ["x"]}),
                     Meta("c"))
-
-
-# --- per-name rules: a failed name keeps its last-known addresses ---------------------
-
-
-def hosts_rule() -> Any:
-    spec = rule("allow", 600, destination_host=["a.example", "b.example"])
-    return RULE.link([spec], {"iptables_chain": [chain_spec([spec])[0]]})[0]
-
-
-def test_each_name_has_its_own_tagged_rules() -> None:
-    spec = hosts_rule()
-    lines = expand(spec, "ipv4", {"a.example": ("192.0.2.1",), "b.example": ("192.0.2.2",
-                                                                            "192.0.2.3")})
-    assert lines == [
-        '-A OUTPUT -d 192.0.2.1/32 -m comment --comment "statekit:allow a.example" -j ACCEPT',
-        '-A OUTPUT -d 192.0.2.2/32 -m comment --comment "statekit:allow b.example" -j ACCEPT',
-        '-A OUTPUT -d 192.0.2.3/32 -m comment --comment "statekit:allow b.example" -j ACCEPT']
-
-
-def test_a_failed_name_keeps_its_lines_while_the_others_change() -> None:
-    spec = hosts_rule()
-    old = expand(spec, "ipv4", {"a.example": ("192.0.2.1",), "b.example": ("192.0.2.2",)})
-    live = chain(*old, policy="DROP")
-    now = expand(spec, "ipv4", {"b.example": ("192.0.2.9",)}, live)  # a.example failed
-    assert now == [old[0], old[1].replace("192.0.2.2", "192.0.2.9")]
-    assert expand(spec, "ipv4", {"b.example": ("192.0.2.9",)}, None) == [now[1]]  # boot
-    plan = RULE.plan(spec, RuleCurrent({"ipv4": live}, {"b.example": ("192.0.2.9",)},
-                                       {"a.example": "NXDOMAIN"}))
-    assert plan.errors == ("cannot resolve 'a.example': NXDOMAIN; its last-known "
-                           "addresses are kept",)
-    assert plan.payload == []  # a member stages nothing: the chain writes
-    assert {c.action for c in plan.changes} == {"add", "remove"}
 
 
 # --- the DNS stub client ------------------------------------------------------------

@@ -20,6 +20,9 @@ from pathlib import Path
 
 import pytest
 
+from statekit import resources
+from statekit.load.schema_check import with_defaults
+from statekit.resources.base import Meta
 from tests.conftest import REPO, in_netns, saved, write
 
 pytestmark = pytest.mark.netns
@@ -46,6 +49,31 @@ states:
     policy: DROP
 """
 HARMLESS = CUT.split("  - id: fw-drop-udp", maxsplit=1)[0]
+
+
+@pytest.mark.parametrize(("type_name", "fields", "cuts"), [
+    ("iptables_chain", {"chain": "OUTPUT", "policy": "DROP"}, True),
+    ("iptables_chain", {"chain": "OUTPUT", "policy": "ACCEPT"}, False),
+    ("iptables_chain", {"chain": "INPUT", "policy": "DROP"}, False),
+    ("iptables_rule", {"chain": "OUTPUT", "protocol": "udp", "jump": "DROP"}, True),
+    ("iptables_rule", {"chain": "OUTPUT", "jump": "REJECT"}, True),
+    ("iptables_rule", {"chain": "OUTPUT", "jump": "ACCEPT"}, False),
+    ("iptables_rule", {"chain": "FORWARD", "jump": "DROP"}, False),
+    ("iptables_rule", {"chain": "OUTPUT", "table": "raw", "jump": "DROP"}, False),
+    ("command", {"argv": ["true"]}, False),
+])
+def test_which_states_cut_the_machines_own_traffic(type_name: str, fields: dict[str, object],
+                                                   cuts: bool) -> None:
+    """The question each type answers for the guard (pure: no terminal, no kernel)."""
+    resource = resources.get(type_name)
+    spec = resource.parse(with_defaults(type_name, fields), Meta("s"))
+    assert resource.cuts_traffic(spec) is cuts
+    if type_name == "iptables_chain":
+        return  # a built-in chain cannot be absent
+    identity = {k: v for k, v in fields.items() if k in resource.identity_fields}
+    absent = resource.parse(with_defaults(type_name, identity, resource.identity_fields),
+                            Meta("s", "absent"))
+    assert resource.cuts_traffic(absent) is False
 
 
 def policy(netns: str) -> str:

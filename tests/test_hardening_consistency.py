@@ -52,7 +52,7 @@ def test_lowercase_jump_is_refused_alike_in_check_and_apply(tmp_path: Path,
     runs = [statekit(["converge", "--root", str(root), *extra, str(states)])
             for extra in (["--check"], [])]
     for run in runs:
-        clean(run, 3, "states[0].jump: 'accept': targets are upper case, write 'ACCEPT'")
+        clean(run, 3, "states[fw].jump: 'accept': targets are upper case, write 'ACCEPT'")
     assert runs[0].stderr == runs[1].stderr
     assert list(root.iterdir()) == []
 

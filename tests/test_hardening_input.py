@@ -174,7 +174,7 @@ def test_a_template_that_would_run_away_is_exit_3_at_once(tmp_path: Path, root: 
     start = time.monotonic()
     run, kib = measured(["converge", "--root", str(root), str(states)])
     elapsed = time.monotonic() - start
-    clean(run, 3, f"{states}:8: states[0].entries.A: template error: {message}",
+    clean(run, 3, f"{states}:8: states[app].entries.A: template error: {message}",
           "templates compute names and small values")
     assert len(run.stderr.splitlines()) == 1
     assert list(root.iterdir()) == []

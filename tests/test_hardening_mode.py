@@ -55,7 +55,7 @@ def test_an_integer_mode_is_refused(tmp_path: Path, root: Path, field: str, valu
     states = write(tmp_path / "s.yaml", text)
     for command in (["validate"], ["converge", "--root", str(root)]):
         run = statekit([*command, str(states)])
-        clean(run, 3, f"states[0].{field}: a mode is a quoted octal string: YAML read this "
+        clean(run, 3, f"states[env].{field}: a mode is a quoted octal string: YAML read this "
                       f"unquoted number as {read} (write mode: \"0{read:o}\"")
     assert list(root.iterdir()) == []
 
@@ -63,7 +63,7 @@ def test_an_integer_mode_is_refused(tmp_path: Path, root: Path, field: str, valu
 def test_a_coredns_zone_integer_mode_is_refused(tmp_path: Path, root: Path) -> None:
     run = statekit(["converge", "--root", str(root),
                     str(write(tmp_path / "s.yaml", ZONE.format(value="0644")))])
-    clean(run, 3, "states[0].mode: a mode is a quoted octal string", "as 420")
+    clean(run, 3, "states[dns].mode: a mode is a quoted octal string", "as 420")
     assert list(root.iterdir()) == []
 
 

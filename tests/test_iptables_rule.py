@@ -1,7 +1,12 @@
-"""iptables_rule and iptables_chain against the real kernel, in a private netns, via the CLI.
+"""iptables_rule and iptables_chain against the real kernel, in a private netns, via the CLI:
+what only the kernel can tell (does iptables-save print back what statekit renders? does a
+rule the kernel refuses leave the table as it was? is the xtables lock waited for?).
 
 Every test creates its own network namespace (the ``netns`` fixture); the tool shims of
-``tool_log`` count each iptables-save / iptables-restore process statekit runs.
+``tool_log`` count each iptables-save / iptables-restore process statekit runs. What the
+planners send for a given table (drift, moves, absent, policies, positions, names, pins)
+is in the planner cases: tests/planner_cases/, run on the fake host by
+tests/test_planner_cases.py.
 """
 
 from __future__ import annotations
@@ -56,7 +61,6 @@ NFLOG = ('-A OUTPUT -m comment --comment "statekit:drop-log" -j NFLOG '
          '--nflog-prefix "statekit-drop: " --nflog-group 100')
 EXPECTED_V4 = [f"-A OUTPUT -d 10.0.0.0/8 {WEB}", f"-A OUTPUT -d 192.0.2.9/32 {WEB}",
                LOOP, NFLOG]
-FOREIGN = "-A OUTPUT -d 198.51.100.1/32 -j ACCEPT"
 
 
 class Ctx:
@@ -85,11 +89,6 @@ class Ctx:
     def ipt(self, *argv: str) -> None:
         in_netns(self.netns, ["iptables", *argv])
 
-    def hand(self, *lines: str) -> None:
-        """Edit the table by hand (not through statekit), lines in restore syntax."""
-        text = "".join(f"{ln}\n" for ln in ["*filter", *lines, "COMMIT"])
-        in_netns(self.netns, ["iptables-restore", "--noflush"], input=text)
-
 
 @pytest.fixture
 def ctx(netns: str, tmp_path: Path, tool_log: ToolLog) -> Ctx:
@@ -115,52 +114,18 @@ def test_converge_places_rules_then_noop_runs_one_save_and_no_restore(
     assert sorted(ctx.tools.calls()) == ["ip6tables-save", "iptables-save"]
 
 
-def test_drift_deleted_restored_moved_back_foreign_left_alone(ctx: Ctx) -> None:
-    ctx.write(BASE)
-    assert ctx.converge().returncode == 0
-    ctx.hand("-D" + LOOP[2:], "-I OUTPUT 1" + FOREIGN[9:],
-             "-D" + NFLOG[2:], "-I OUTPUT 1" + NFLOG[9:])  # deleted, foreign, NFLOG moved up
-    run = ctx.converge("--diff")
-    assert run.returncode == 0, run.output
-    assert f"+ {LOOP}" in run.output and f"~ {NFLOG} (moved)" in run.output
-    assert ctx.rules() == [*EXPECTED_V4[:3], FOREIGN, NFLOG]
-    assert "changed=0" in ctx.converge().output
-
-
-def test_owned_rule_moved_into_another_slot_is_moved_back(ctx: Ctx) -> None:
-    ctx.write(BASE)
-    assert ctx.converge().returncode == 0
-    ctx.hand("-D" + NFLOG[2:], "-I OUTPUT 1" + NFLOG[9:])  # the `last` rule now on top
-    run = ctx.converge("--diff")
-    assert "(moved)" in run.output and "changed=" in run.output, run.output
-    assert ctx.rules() == EXPECTED_V4
-    assert "changed=0" in ctx.converge().output  # `first` peers (loopback, web) coexist
-
-
-def test_absent_removes_only_owned_rules(ctx: Ctx) -> None:
-    ctx.write(BASE)
-    assert ctx.converge().returncode == 0
-    lookalike = f"-A OUTPUT -d 192.0.2.9/32 {WEB.split(' -m comment', maxsplit=1)[0]} -j ACCEPT"
-    other_tag = "-A OUTPUT -m comment --comment statekit-web -j ACCEPT"
-    ctx.hand(lookalike, other_tag)
-    ctx.write("""
-        - id: web
-          type: iptables_rule
-          phase: network
-          ensure: absent
-          chain: OUTPUT
-          family: both
-    """)
-    run = ctx.converge("--diff")
-    assert run.returncode == 0, run.output
-    assert ctx.rules() == [LOOP, NFLOG, lookalike, other_tag]
-    assert ctx.rules("ipv6") == []
-
-
 def test_kernel_rejected_rule_leaves_table_unchanged(ctx: Ctx) -> None:
+    """What validation cannot know (a kernel module missing, a chain deleted by another
+    program between the check and the restore) makes the restore fail: played by an
+    iptables-restore that refuses the transaction holding the ``bad`` rule."""
     ctx.write(BASE)
     assert ctx.converge().returncode == 0
     before = saved(ctx.netns)
+    shim = ctx.tools.bin_dir / "iptables-restore"
+    real = shim.read_text().splitlines()[-1].split()[1]
+    shim.write_text(f"#!/bin/sh\ninput=$(cat)\ncase \"$input\" in *statekit:bad*)\n"
+                    "  echo \"iptables-restore: line 3 failed\" >&2; exit 1;;\nesac\n"
+                    f"printf '%s\\n' \"$input\" | exec {real} \"$@\"\n")
     ctx.write(BASE + """
 - id: fine
   type: iptables_rule
@@ -172,33 +137,13 @@ def test_kernel_rejected_rule_leaves_table_unchanged(ctx: Ctx) -> None:
   type: iptables_rule
   phase: network
   chain: OUTPUT
-  jump: NO-SUCH-CHAIN
+  destination: 192.0.2.51
+  jump: ACCEPT
 """)
     run = ctx.converge()
     assert run.returncode == 1, run.output
     assert "failed=2" in run.output and "transaction failed, nothing changed" in run.output
     assert saved(ctx.netns) == before
-
-
-def test_check_mode_shows_diff_and_changes_nothing(ctx: Ctx) -> None:
-    ctx.write(BASE)
-    before = saved(ctx.netns)
-    run = ctx.converge("--check", "--diff", "--detailed-exitcode")
-    assert run.returncode == 2, run.output
-    assert f"+ -A OUTPUT -d 10.0.0.0/8 {WEB}" in run.output
-    assert f"+ [ipv6 filter] -A OUTPUT -d 2001:db8::1/128 {WEB}" in run.output
-    assert ":OUTPUT ACCEPT -> DROP" in run.output
-    assert saved(ctx.netns) == before
-    assert "iptables-restore" not in ctx.tools.calls()
-
-
-def test_policy_change_back_to_accept(ctx: Ctx) -> None:
-    ctx.write(BASE)
-    assert ctx.converge().returncode == 0
-    ctx.write(BASE.replace("policy: DROP", "policy: ACCEPT"))
-    run = ctx.converge("--diff")
-    assert ":OUTPUT DROP -> ACCEPT" in run.output
-    assert ":OUTPUT ACCEPT [0:0]" in saved(ctx.netns)
 
 
 @pytest.mark.parametrize(("extra", "field", "message"), [
@@ -211,8 +156,8 @@ def test_policy_change_back_to_accept(ctx: Ctx) -> None:
     ({"in_interface": "eth0"}, "in_interface", "cannot be used in chain OUTPUT"),
     ({"comment": 'say "hi"'}, "comment", "without quotes"),
     ({"position": "middle"}, "position", "is not valid"),
-    ({"chain": "BAD CHAIN"}, "chain", "not a valid chain name"),
-    ({"jump": "no/such"}, "jump", "neither a target"),
+    ({"chain": "BAD CHAIN"}, "chain", "is not valid: expected a chain name: letters"),
+    ({"jump": "no/such"}, "jump", "is not valid: expected one of ACCEPT, DROP"),
     ({"jump": "INPUT"}, "jump", "built-in chain"),
     ({"jump": "LOG", "nflog_group": 3}, "nflog_group", "only with jump NFLOG"),
     ({"chain": "INPUT", "uid_owner": 0}, "uid_owner", "cannot be used in chain INPUT"),
@@ -234,7 +179,7 @@ def test_invalid_input_exits_3_and_touches_nothing(
         {"id": "x", "type": "iptables_rule", "phase": "network", **fields}]}, indent=1))
     run = ctx.converge()
     assert run.returncode == 3, run.output
-    assert "states.yaml:" in run.stderr and f"states[0].{field}: " in run.stderr
+    assert "states.yaml:" in run.stderr and f"states[x].{field}: " in run.stderr
     assert message in run.stderr
     assert ctx.tools.calls() == []
 
@@ -278,26 +223,6 @@ def test_user_chain_rules_and_deletion_rules(ctx: Ctx) -> None:
     assert ctx.converge().returncode == 0
     assert ":SK-OUT - [0:0]" not in saved(ctx.netns)
     assert ":SK-OUT - [0:0]" in saved(ctx.netns, family="ipv6")
-
-
-def test_position_before_another_state(ctx: Ctx) -> None:
-    ctx.write(BASE + """
-- id: dns
-  type: iptables_rule
-  phase: network
-  chain: OUTPUT
-  protocol: udp
-  dport: 53
-  jump: ACCEPT
-  position: {before: drop-log}
-""")
-    ctx.ipt("-A", "OUTPUT", *FOREIGN.split()[2:])
-    assert ctx.converge().returncode == 0
-    rules = ctx.rules()
-    assert rules[-2:] == ['-A OUTPUT -p udp -m udp --dport 53 -m comment --comment '
-                          '"statekit:dns" -j ACCEPT', NFLOG]
-    assert FOREIGN in rules
-    assert "changed=0" in ctx.converge().output
 
 
 def test_waits_for_xtables_lock_held_by_another_process(ctx: Ctx) -> None:

@@ -41,6 +41,9 @@ UPSTREAM_DNS = [
     *(f"-A OUTPUT -d {r}/32 -p udp -m udp --dport 53 -m owner --uid-owner 0 "
       f'{TAG.format("fw-dns-upstream")} -j ACCEPT' for r in ("8.8.8.8", "1.1.1.1")),
     *(f"-A OUTPUT -d {r}/32 -p udp -m udp --dport 53 "
+      f'{TAG.format("fw-log-dns-upstream-others")} -j NFLOG --nflog-prefix CODETAINER_DROP '
+      "--nflog-group 100" for r in ("8.8.8.8", "1.1.1.1")),
+    *(f"-A OUTPUT -d {r}/32 -p udp -m udp --dport 53 "
       f'{TAG.format("fw-dns-upstream-others")} -j DROP' for r in ("8.8.8.8", "1.1.1.1")),
 ]
 IPV6_STATES = ("fw6-output", "fw6-loopback", "fw6-icmp", "fw6-ssh-replies", "fw6-log")
@@ -81,8 +84,8 @@ def test_both_families_are_locked_down_in_one_converge_and_a_second_changes_noth
     assert machine.runner.policy() == "DROP"
     ipv4 = machine.runner.rules()
     at = ipv4.index(UPSTREAM_DNS[0])
-    assert ipv4[at:at + 4] == UPSTREAM_DNS
-    assert "conntrack --ctstate RELATED,ESTABLISHED" in ipv4[at + 4]  # below the drop
+    assert ipv4[at:at + len(UPSTREAM_DNS)] == UPSTREAM_DNS  # ESTABLISHED below the drop:
+    assert "conntrack --ctstate RELATED,ESTABLISHED" in ipv4[at + len(UPSTREAM_DNS)]
     assert (machine.calls("iptables-restore"), machine.calls("ip6tables-restore")) == (1, 1)
     second = machine.converge()
     assert {o.status for o in second.values()} == {"ok"}

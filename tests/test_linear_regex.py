@@ -181,6 +181,6 @@ def test_a_refused_ignore_pattern_is_exit_3_naming_file_line_and_field(
         assert run.returncode == 3, run.output
         lines = run.stderr.strip().splitlines()
         assert len(lines) == 1 and "internal error" not in run.output, run.stderr
-        assert lines[0].startswith(f"statekit: {path}:9: states[0].ignore: '"), lines
+        assert lines[0].startswith(f"statekit: {path}:9: states[out].ignore: '"), lines
         assert message in lines[0]
     assert list(root.iterdir()) == []

@@ -118,11 +118,13 @@ def test_1_healthy_boot_dns_udp_to_the_resolvers_tcp_only_locally(world: Lockdow
         assert world.box.dns_query(A, server=server).answers == [ALLOWED_HOSTS[A]], server
         tcp = world.box.dns_query(A, server=server, transport="tcp", timeout=BLOCKED)
         assert tcp.rcode in ("TIMEOUT", "ERROR"), f"TCP 53 to {server} answered: {tcp}"
-    # TCP 53 to the local resolver is open: its catch-all answers over TCP. (An allowlisted
-    # name asked over TCP is forwarded over TCP, which the reference order drops upstream;
-    # the agent's resolver asks over UDP.)
+    # TCP 53 to the local resolver is open, and answers everything locally: the catch-all
+    # and the allowlisted names too (their pins; the reference container forwards them,
+    # over TCP for a TCP query, which its own order drops upstream)
     local = world.box.dns_query("not-allowed.example.org", server=LOCAL_DNS, transport="tcp")
     assert local.rcode == "NXDOMAIN", local
+    assert world.box.dns_query(A, server=LOCAL_DNS, transport="tcp").answers == \
+        [ALLOWED_HOSTS[A]]
 
 
 def test_1_healthy_boot_writes_the_reference_order(world: Lockdown) -> None:

@@ -53,7 +53,10 @@ class Machine:
                         path.read_bytes() if path.exists() else None)
 
     def restore(self, snap: Snapshot) -> None:
-        """Put the filter tables and the Corefile back as ``snap`` saw them."""
+        """Put the filter tables and the Corefile back as ``snap`` saw them, with no
+        record of a last run (so that every converge writes one: the same hook points
+        each time)."""
+        (self.world.root / "run/statekit/last-run.json").unlink(missing_ok=True)
         for tool, table in (("iptables-restore", snap.table),
                             ("ip6tables-restore", snap.table6)):
             text = "\n".join(table) + "\n" if table else EMPTY

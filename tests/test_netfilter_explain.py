@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 
-from statekit.netfilter import explain as ex
+from statekit.netfilter import explain
 from statekit.netfilter.explain import Blocked, Opening, Pin, View
 
 LINES = [
@@ -113,16 +113,16 @@ def test_blocked_ranges_are_drop_or_reject_rules_for_all_traffic(view: View) -> 
     ("-A  OUTPUT ", ["-A", "OUTPUT"]),
 ])
 def test_save_lines_split_as_iptables_quotes_them(line: str, words: list[str]) -> None:
-    assert ex.split_save(line) == words
+    assert explain.split_save(line) == words
 
 
 def test_networks_and_addresses() -> None:
-    assert ex.network("10.1.2.3/8") == (4, 10 << 24, 8)
-    assert ex.network("2001:db8::1") == (6, int.from_bytes(bytes.fromhex(
+    assert explain.network("10.1.2.3/8") == (4, 10 << 24, 8)
+    assert explain.network("2001:db8::1") == (6, int.from_bytes(bytes.fromhex(
         "20010db8000000000000000000000001"), "big"), 128)
-    assert [ex.network(t) for t in ("10.0.0.0/33", "x/8", "10.0.0.0/a", "")] == [None] * 4
-    assert ex.canonical("2001:0db8:0::1") == "2001:db8::1"
-    assert ex.canonical("nope") is None
+    assert [explain.network(t) for t in ("10.0.0.0/33", "x/8", "10.0.0.0/a", "")] == [None] * 4
+    assert explain.canonical("2001:0db8:0::1") == "2001:db8::1"
+    assert explain.canonical("nope") is None
 
 
 def test_hostile_history_entries_are_skipped() -> None:

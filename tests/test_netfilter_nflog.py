@@ -85,8 +85,9 @@ CAPTURED = bytes.fromhex(
 def test_a_datagram_captured_from_the_kernel_reads_whole() -> None:
     [drop] = parse_datagram(CAPTURED, received=12.5)
     assert drop == Drop(time=12.5, group=7, prefix="TESTP", uid=1000, gid=1000,
-                        hw_protocol=0x0800, packet=Packet(4, 17, "127.0.0.1", "127.0.0.1",
-                                                          43738, 9))
+                        hw_protocol=0x0800, packet=Packet(
+                            version=4, protocol=17, source="127.0.0.1",
+                            destination="127.0.0.1", sport=43738, dport=9))
 
 
 def test_tcp_udp_and_icmp_over_ipv4() -> None:
@@ -94,7 +95,8 @@ def test_tcp_udp_and_icmp_over_ipv4() -> None:
                 + logged(ipv4(1, bytes([8, 0, 0, 0]), dst="169.254.169.254"), uid=0, gid=0))
     first, second, third = parse_datagram(datagram, received=1.0)
     assert (first.uid, first.gid, first.prefix) == (1000, 1000, "CODETAINER_DROP")
-    assert first.packet == Packet(4, 6, "198.18.0.2", "198.18.0.40", 40000, 443)
+    assert first.packet == Packet(version=4, protocol=6, source="198.18.0.2",
+                                  destination="198.18.0.40", sport=40000, dport=443)
     assert first.packet.protocol_name == "tcp"
     assert (second.uid, second.packet.protocol_name, second.packet.dport) == (None, "udp", 9999)
     assert third.packet.protocol_name == "icmp"
@@ -119,7 +121,8 @@ def test_ipv4_options_fragments_and_a_bad_header_length() -> None:
 
 def test_ipv6_with_extension_headers() -> None:
     plain = parse_packet(ipv6(6, tcp(dport=443)))
-    assert plain == Packet(6, 6, "2001:db8::2", "2001:db8::40", 40000, 443)
+    assert plain == Packet(version=6, protocol=6, source="2001:db8::2",
+                           destination="2001:db8::40", sport=40000, dport=443)
     hop = bytes([43, 0, 0, 0, 0, 0, 0, 0])  # hop-by-hop (8 bytes), next: routing
     routing = bytes([44, 1]) + b"\0" * 14  # routing (16 bytes), next: fragment
     fragment = bytes([17, 0, 0, 0, 0, 0, 0, 1])  # first fragment, next: UDP

@@ -2,7 +2,9 @@
 controls: the firewall keeps an address that left a name's answers for ``pin_grace``
 seconds (tagged ``gone=<when>``), then removes it; the zone answers only the current pins
 that the firewall already accepts. No root, no sleeping; the kernel's side is in
-tests/test_pins_world.py."""
+tests/test_pins_world.py. What the firewall's rules become at each step (a pin leaves,
+stays for its grace, goes, comes back; a failing name) is in the planner cases:
+tests/planner_cases/iptables_rule/pin_*.yaml and failed_name_*.yaml."""
 
 from __future__ import annotations
 
@@ -122,89 +124,6 @@ def world(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> World:
     return World(tmp_path, monkeypatch)
 
 
-def test_an_address_that_left_the_answers_stays_for_the_grace_then_goes(world: World) -> None:
-    world.converge()
-    assert world.allowed() == [rule("192.0.2.1", "a.example"), rule("192.0.2.2", "b.example")]
-    world.answers["a.example"] = ("192.0.2.9",)
-    world.now = T0 + 300
-    world.converge()
-    assert world.allowed() == [rule("192.0.2.9", "a.example"),
-                               rule("192.0.2.1", "a.example", gone=T0 + 300),
-                               rule("192.0.2.2", "b.example")]
-    writes = world.restores()
-    world.now = T0 + 300 + 599  # within the grace: nothing to write
-    outcomes = world.converge()
-    assert world.restores() == writes and {o.status for o in outcomes.values()} == {"ok"}
-    world.now = T0 + 300 + 600
-    world.converge()
-    assert world.allowed() == [rule("192.0.2.9", "a.example"), rule("192.0.2.2", "b.example")]
-
-
-def test_with_no_grace_a_refresh_closes_the_old_address_at_once(world: World) -> None:
-    world.vars = {"grace": 0}
-    world.converge()
-    world.answers["a.example"] = ("192.0.2.9",)
-    world.converge()
-    assert world.allowed() == [rule("192.0.2.9", "a.example"), rule("192.0.2.2", "b.example")]
-
-
-def test_an_address_that_comes_back_is_a_pin_again(world: World) -> None:
-    world.converge()
-    world.answers["a.example"] = ("192.0.2.9",)
-    world.now += 10
-    world.converge()
-    world.answers["a.example"] = ("192.0.2.1", "192.0.2.9")
-    world.now += 10
-    world.converge()
-    assert world.allowed() == [rule("192.0.2.1", "a.example"), rule("192.0.2.9", "a.example"),
-                               rule("192.0.2.2", "b.example")]
-
-
-def test_a_failed_name_keeps_its_pins_and_its_grace_still_runs_out(world: World) -> None:
-    world.converge()
-    world.answers["a.example"] = ("192.0.2.9",)
-    world.now += 100
-    world.converge()
-    world.answers["a.example"] = resolve.Failure("a.example", "timed out")
-    world.now += 100
-    outcomes = world.converge()
-    assert outcomes["allow"].status == "failed"
-    assert world.allowed() == [rule("192.0.2.9", "a.example"),
-                               rule("192.0.2.1", "a.example", gone=T0 + 100),
-                               rule("192.0.2.2", "b.example")]
-    world.now = T0 + 100 + 600
-    world.converge()
-    assert world.allowed() == [rule("192.0.2.9", "a.example"), rule("192.0.2.2", "b.example")]
-
-
-def test_check_mode_shows_the_pin_change_and_writes_nothing(world: World) -> None:
-    world.converge()
-    world.answers["a.example"] = ("192.0.2.9",)
-    world.now += 60
-    before, writes = world.runner.rules(), world.restores()
-    outcomes = world.converge(check=True)
-    assert world.runner.rules() == before and world.restores() == writes
-    diff = outcomes["allow"].plan.diff.splitlines()
-    assert "+ " + rule("192.0.2.9", "a.example") + "  # a.example: in its answers" in diff
-    assert ("- " + rule("192.0.2.1", "a.example")
-            + "  # a.example: no longer in its answers") in diff
-    assert ("+ " + rule("192.0.2.1", "a.example", gone=T0 + 60) + "  # a.example: left its "
-            "answers; accepted until 2027-01-15 08:11:00Z (pin_grace 600 s)") in diff
-    reasons = {c.reason for c in outcomes["allow"].plan.changes}
-    assert "a.example: in its answers" in reasons
-
-
-def test_check_mode_says_why_an_address_goes(world: World) -> None:
-    world.converge()
-    world.answers["a.example"] = ("192.0.2.9",)
-    world.now += 60
-    world.converge()
-    world.now += 600
-    diff = world.converge(check=True)["allow"].plan.diff.splitlines()
-    assert ("- " + rule("192.0.2.1", "a.example", gone=T0 + 60)
-            + "  # a.example: its grace ran out at 2027-01-15 08:11:00Z") in diff
-
-
 @pytest.mark.parametrize("length", [1, 60, 200, 253])
 def test_a_name_of_any_length_fits_the_comment_with_its_gone_mark(length: int) -> None:
     labels, left = [], length
@@ -318,3 +237,18 @@ def test_a_damaged_record_is_no_history(world: World) -> None:
         assert last_run.read(FileSystem(str(world.root))) is None
         world.converge()  # rewritten whole
         assert world.last()["names"]["a.example"]["pins"] == ["192.0.2.1"]
+
+
+def test_a_no_op_converge_only_moves_the_records_time(world: World) -> None:
+    world.converge()
+    world.converge()  # the first no-op: its counts differ from the first converge's
+    path = world.root / "run/statekit/last-run.json"
+    inode, content = path.stat().st_ino, path.read_bytes()
+    world.now += 300
+    world.converge()
+    assert (path.stat().st_ino, path.read_bytes()) == (inode, content)  # not rewritten
+    assert world.last()["time"] == T0 + 300
+    world.answers["a.example"] = ("192.0.2.9",)
+    world.now += 300
+    world.converge()
+    assert path.stat().st_ino != inode and world.last()["time"] == T0 + 600

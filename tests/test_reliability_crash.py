@@ -30,6 +30,7 @@ TOKEN = "glc_crash_token_7d1e9a2b4c"
 register_token(TOKEN)
 ENV_FILE = "tmp/otel/otel-env"
 COREFILE = "etc/coredns/Corefile"
+RECORD = "run/statekit/last-run.json"  # statekit status's record of the last converge
 STATES = """\
 phases: [network, auth]
 secrets: [TOKEN]
@@ -105,8 +106,10 @@ class Machine:
                          str(self.states)], netns=self.netns, env=env)
 
     def reset(self) -> None:
-        """Back to nothing: no files, empty filter tables with ACCEPT policies."""
-        for rel in (ENV_FILE, COREFILE):
+        """Back to nothing: no files, empty filter tables with ACCEPT policies, and no
+        record of a last run (so that every converge writes one: the same hook points
+        each time)."""
+        for rel in (ENV_FILE, COREFILE, RECORD):
             (self.root / rel).unlink(missing_ok=True)
         empty = ("*filter\n:INPUT ACCEPT [0:0]\n:FORWARD ACCEPT [0:0]\n:OUTPUT ACCEPT [0:0]\n"
                  "COMMIT\n")

@@ -95,8 +95,9 @@ def move_log_rule_to_top(box: Box) -> None:
 def edit_owned_block(box: Box) -> None:
     path = box.root / COREFILE
     text = path.read_text()
-    assert text.count("cache 300") == 3  # a, b and the otlp block
-    path.write_text(text.replace("forward . 192.0.2.53", "forward . 203.0.113.66", 1))
+    aaaa = "    template IN AAAA {\n        rcode NOERROR\n    }\n"
+    assert text.count(aaaa) == 3  # a, b and the otlp block
+    path.write_text(text.replace(aaaa, "", 1))
 
 
 def rewrite_env_file(box: Box) -> None:
@@ -115,7 +116,7 @@ DRIFTS: list[tuple[str, Drift, str]] = [
      "+ -A OUTPUT -d 192.0.2.10/32 -p tcp -m tcp --dport 443"),
     ("log-rule-moved", move_log_rule_to_top,
      '~ -A OUTPUT -m comment --comment "statekit:fw-log" -j NFLOG'),
-    ("corefile-block-edited", edit_owned_block, "+    forward . 192.0.2.53"),
+    ("corefile-block-edited", edit_owned_block, "+    template IN AAAA {"),
     ("env-file-content", rewrite_env_file, "+OTEL_LOG_USER_PROMPTS=1"),
     ("env-file-mode", lambda b: (b.root / ENV_FILE).chmod(0o644), "mode: 0644 -> 0600"),
     ("env-file-owner", lambda b: os.chown(b.root / ENV_FILE, 1000, 1000),

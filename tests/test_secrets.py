@@ -70,7 +70,7 @@ def test_token_not_printed_in_template_errors(tmp_path: Path) -> None:
     result = statekit(["validate", str(write(tmp_path / "s.yaml", text))],
                       env={"TOKEN": TOKEN, "ID": ID})
     assert result.returncode == 3
-    assert "states[0].path: template error" in result.stderr
+    assert "].path: template error" in result.stderr
     assert_clean(result.output)
 
 

@@ -63,11 +63,13 @@ def test_fields_are_rendered_and_nothing_internal_is_shown() -> None:
     assert states["otlp-firewall"]["dport"] == 443 and states["otlp-firewall"]["ensure"] \
         == "present"
     assert states["otlp-env"]["mode"] == "0600"
-    for internal in ("address", "family", "position", "exclusive", "members", "spec",
-                     "3405803786"):
+    for internal in ("address", "family: ''", 'family: ""', "position", "exclusive",
+                     "members", "spec", "3405803786"):
         assert internal not in run.stdout, internal
+    written = {s["id"]: s for s in doc["states"] if "family" in s}
+    assert set(written) == {s for s in states if s.startswith("fw6-")}  # as they wrote it
     assert f"# {REPO}/states/network.yaml:" in run.stdout  # where each state is
-    assert len(run.stdout.splitlines()) < 400
+    assert len(run.stdout.splitlines()) < 500  # 27 states and the vars, not 1,294 lines
 
 
 def test_vars_are_resolved_and_secrets_masked() -> None:

@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import REPO, statekit
+from tests.conftest import REPO, Run, statekit
 
 pytestmark = pytest.mark.netns
 
@@ -25,7 +25,7 @@ ON = {"GRAFANA_INSTANCE_ID": "123456", "GRAFANA_API_TOKEN": TOKEN,
 HEADER = "Authorization=Basic " + base64.b64encode(f"123456:{TOKEN}".encode()).decode()
 
 
-def auth(root: Path, env: dict[str, str], *extra: str) -> Any:
+def auth(root: Path, env: dict[str, str], *extra: str) -> Run:
     return statekit(["converge", "--phase", "auth", "--root", str(root), *extra, STATES],
                     env=env)
 
@@ -186,7 +186,9 @@ HOOKS = [
     ("    comment: grafana-otlp\n",
      "    comment: \"{{ env.T_COMMENT or 'grafana-otlp' }}\"\n"),
     ("    resolve_timeout: 5\n", "    resolve_timeout: \"{{ env.T_TIMEOUT or 5 }}\"\n"),
-    ("    cache: 300\n", "    cache: \"{{ 300 // ((env.T_DIVISOR or 1) | int) }}\"\n"),
+    ("    dport: \"{{ otlp_port }}\"\n", "    dport: \"{{ env.T_PORT or otlp_port }}\"\n"),
+    ("    pin_ttl: \"{{ pin_ttl }}\"\n",
+     "    pin_ttl: \"{{ pin_ttl // ((env.T_DIVISOR or 1) | int) }}\"\n"),
 ]
 
 
@@ -202,13 +204,13 @@ def hooked_states(tmp_path: Path) -> Path:
     return states
 
 
-def converge_all(netns: str, root: Path, states: Path, env: dict[bytes, bytes]) -> Any:
+def converge_all(netns: str, root: Path, states: Path, env: dict[bytes, bytes]) -> Run:
     """Every phase of network.yaml + telemetry.yaml, in ``netns``, with the environment
     given as bytes (os.environb: a value need not be UTF-8)."""
     import subprocess
     import sys
 
-    from tests.conftest import Run, record_output
+    from tests.conftest import record_output
 
     argv = ["ip", "netns", "exec", netns, sys.executable, "-m", "statekit", "converge",
             "--root", str(root), "--var", "domains=[]", str(states)]
@@ -239,16 +241,21 @@ DEGRADE = [  # (variable, value, what the one error line says)
     ("GRAFANA_API_TOKEN", b"glc_caf\xe9\xff_token", "secrets: invalid input: environment "
      "variable GRAFANA_API_TOKEN is not valid UTF-8 text"),
     ("OTEL_RESOURCE_ATTRIBUTES", b"team=caf\xe9", "OTEL_RESOURCE_ATTRIBUTES is not valid UTF-8"),
-    ("T_COMMENT", b'grafana "otlp"', "states[2].comment: must be printable ASCII without "
-     "quotes"),  # a FieldError from the resource's parse
-    ("T_TIMEOUT", b"soon", "states[2].resolve_timeout: 'soon' is a string: expected a number"),
-    ("T_DIVISOR", b"0", "states[0].cache: template error: integer division or modulo by zero"),
+    ("T_PORT", b"9:1", "states[otlp-firewall].dport: '9:1': ports are 0-65535 and a range "
+     "is low:high"),  # a FieldError from the resource's parse
+    ("T_COMMENT", b'grafana "otlp"', "states[otlp-firewall].comment: 'grafana \"otlp\"' is "
+     "not valid: expected printable ASCII without quotes"),  # the schema's pattern, in words
+    ("T_TIMEOUT", b"soon", "states[otlp-firewall].resolve_timeout: 'soon' is a string: "
+     "expected a number"),
+    ("T_DIVISOR", b"0", "states[otlp-dns].pin_ttl: template error: integer division or "
+     "modulo by zero"),
 ]
 
 
 @pytest.mark.parametrize(("name", "value", "message"), DEGRADE,
                          ids=["short-secret", "secret-not-utf8", "attributes-not-utf8",
-                              "field-error", "schema-error", "template-error"])
+                              "field-error", "schema-pattern", "schema-error",
+                              "template-error"])
 def test_any_input_error_turns_telemetry_off_and_still_locks_down(
         netns: str, root: Path, tmp_path: Path, name: str, value: bytes,
         message: str) -> None:
@@ -276,3 +283,24 @@ def test_any_input_error_turns_telemetry_off_and_still_locks_down(
     assert any("statekit:fw-dns-local-udp" in r for r in table), table
     again = converge_all(netns, root, states, on_bytes(**{name: value}))
     assert again.returncode == 3 and "changed=0" in again.stdout, again.output
+
+
+def test_an_otlp_host_of_253_characters_is_valid_and_fits_the_rule_tag() -> None:
+    """A valid 253-character host turned telemetry off with a FieldError on the rule
+    comment's length (255) before issue 19: its name now fits the tag, cut and digested,
+    with room for a gone= mark."""
+    from statekit.load import loader
+    from statekit.netfilter.table import COMMENT_LIMIT, name_tag
+
+    host = ".".join(["a" * 63, "b" * 63, "c" * 63, "d" * 61])
+    assert len(host) == 253
+    env = {"GRAFANA_INSTANCE_ID": "424242", "GRAFANA_API_TOKEN": "glc_long_host_token",
+           "GRAFANA_OTLP_ENDPOINT": f"https://{host}/otlp"}
+    program = loader.load([str(REPO / "states")], {"domains": []}, environ=env)
+    assert program.input_errors == []
+    states = {s.id: s for s in program.states}
+    rule = states["otlp-firewall"].spec
+    assert rule.present and rule.hosts == (host,)
+    tag = name_tag(rule.template.tag, host)
+    assert len(f"{tag} gone=1800000000") <= COMMENT_LIMIT
+    assert states["otlp-dns"].spec.zones == (host,)

@@ -16,12 +16,17 @@ from pathlib import Path
 from typing import Any
 
 from statekit.digits import digits
+from statekit.errors import StateError
+from statekit.errors import did_you_mean as did_you_mean  # noqa: PLC0414 (re-exported)
 from statekit.load.yamlsource import Source
 
 SCHEMA_DIR = Path(__file__).parent.parent / "schema"  # statekit/schema/
 _TRUE = {"true", "yes", "on", "1"}
 _FALSE = {"false", "no", "off", "0"}
 OCTAL_MODE = "octal-mode"  # the schemas' format of a file mode: a quoted octal string
+#: What a schema node accepts, in words: every ``pattern`` has one (a message never
+#: shows a regex), and any node may (a port: "a port number ... or a range ...").
+EXPLAIN = "x-explain"
 
 
 @cache
@@ -38,56 +43,68 @@ def _validator(name: str) -> Any:
     return Draft202012Validator(schema(name))
 
 
-def validate(name: str, instance: Any, source: Source, base: Sequence[str | int]) -> None:
-    """Validate ``instance`` (found at ``base`` in ``source``); raise the first error.
+def validate(name: str, instance: Any, source: Source,
+             base: Sequence[str | int]) -> list[StateError]:
+    """Every error of ``instance`` (found at ``base`` in ``source``), one per field, in
+    the order of the fields (``[]``: valid)."""
+    return [source.error([*base, *path], message) for path, message in problems(name, instance)]
 
-    The message names what was expected (the allowed values, the type, an example) and,
-    for an unknown field or value, the nearest valid spelling: never jsonschema's "is not
-    valid under any of the given schemas".
+
+def problems(name: str, instance: Any) -> list[tuple[list[str | int], str]]:
+    """Each field of ``instance`` that schema ``name`` refuses, with the message.
+
+    The message names what was expected (the allowed values, the type, an example, a
+    pattern in words: never the regex) and, for an unknown field or value, the nearest
+    valid spelling: never jsonschema's "is not valid under any of the given schemas".
     """
-    errors = sorted(_validator(name).iter_errors(instance), key=lambda e: list(e.absolute_path))
-    if errors:
-        path, message = explain(errors[0], schema(name))
-        raise source.error([*base, *path], message)
-    _check_paths(schema(name), instance, source, base)
+    found: dict[tuple[str | int, ...], str] = {}
+    errors = sorted(_validator(name).iter_errors(instance),
+                    key=lambda e: [str(p) for p in e.absolute_path])
+    for error in errors:
+        for path, message in explain(error, schema(name)):
+            found.setdefault(tuple(path), message)
+    out = [(list(path), message) for path, message in found.items()]
+    return out or _check_paths(schema(name), instance)
 
 
-def _check_paths(node: dict[str, Any], instance: Any, source: Source,
-                 base: Sequence[str | int]) -> None:
+def _check_paths(node: dict[str, Any], instance: Any) -> list[tuple[list[str | int], str]]:
     """Absolute-path fields (``"pattern": "^/"``) must name a file under ``--root``: what a
     converge would refuse, ``validate`` refuses first."""
     from statekit.run.files import path_problem
 
     if not isinstance(instance, dict):
-        return
+        return []
+    out: list[tuple[list[str | int], str]] = []
     for key, sub in node.get("properties", {}).items():
         value = instance.get(key)
         problem = path_problem(value) if sub.get("pattern") == "^/" and \
             isinstance(value, str) else None
         if problem:
-            raise source.error([*base, key], f"{value!r}: {problem} (e.g. "
-                               f"{example_of(sub, node)!r})")
+            out.append(([key], f"{value!r}: {problem} (e.g. {example_of(sub, node)!r})"))
+    return out
 
 
-def explain(error: Any, root: dict[str, Any]) -> tuple[list[str | int], str]:
-    """The path (relative to the validated instance) and the message for one error."""
+def explain(error: Any, root: dict[str, Any]) -> list[tuple[list[str | int], str]]:
+    """The paths (relative to the validated instance) and messages for one error (an
+    unknown field each, when a mapping has several)."""
     path: list[str | int] = list(error.absolute_path)
     node, value, kind = error.schema, error.instance, error.validator
     if kind == "additionalProperties":
         known = sorted(node.get("properties", {}))
         extra = sorted(set(value) - set(known))
-        return [*path, extra[0]], unknown_field(extra[0], known)
+        return [([*path, key], unknown_field(key, known)) for key in extra]
     if "propertyNames" in error.schema_path and isinstance(value, str):
-        return [*path, value], f"invalid key {value!r}: expected {describe(node, root)}"
+        return [([*path, value], f"invalid key {value!r}: expected {describe(node, root)}")]
     if kind == "required":
-        missing = next(k for k in node["required"] if k not in value)
-        sub = node.get("properties", {}).get(missing, {})
-        return [*path, missing], f"missing required field: expected {describe(sub, root)}"
+        missing = [k for k in node["required"] if k not in value]
+        return [([*path, key], "missing required field: expected "
+                 + describe(node.get("properties", {}).get(key, {}), root))
+                for key in missing]
     if kind in ("oneOf", "anyOf"):
         for sub in error.context or ():
             if sub.validator == "additionalProperties":  # a typo inside a mapping branch
                 return explain(sub, root)
-    return path, _mismatch(error, root)
+    return [(path, _mismatch(error, root))]
 
 
 def _mismatch(error: Any, root: dict[str, Any]) -> str:
@@ -106,23 +123,14 @@ def _mismatch(error: Any, root: dict[str, Any]) -> str:
         choices = [str(v) for b in node[kind] for v in resolve(b, root).get("enum", ())]
         return f"{_show(value)} is not valid: expected {expected}" + \
             did_you_mean(value, choices)
+    if kind == "pattern":  # jsonschema's message shows the regex: words instead
+        return f"{_show(value)} is not valid: expected {expected}"
     return f"{error.message}: expected {expected}"
 
 
 def unknown_field(name: str, known: Sequence[str]) -> str:
     """``unknown field (known: a, b)``, with the nearest spelling when there is one."""
     return f"unknown field{did_you_mean(name, known)} (known: {', '.join(sorted(known))})"
-
-
-def did_you_mean(word: object, choices: Sequence[str]) -> str:
-    """``; did you mean 'x'?`` for the nearest of ``choices``, or ''."""
-    if not isinstance(word, str):
-        return ""
-    from difflib import get_close_matches
-
-    lower = {c.lower(): c for c in choices}
-    close = get_close_matches(word.lower(), list(lower), n=1, cutoff=0.6)
-    return f"; did you mean {lower[close[0]]!r}?" if close else ""
 
 
 _TYPES = {"string": "a string", "integer": "an integer", "number": "a number",
@@ -134,7 +142,9 @@ def describe(node: dict[str, Any], root: dict[str, Any], example: bool = True) -
     """What ``node`` (a schema) accepts, in words, with an example: ``an integer from 1
     to 65535 (e.g. 53)``."""
     node = resolve(node, root)
-    if "enum" in node:
+    if EXPLAIN in node:
+        text = str(node[EXPLAIN])
+    elif "enum" in node:
         text = "one of " + ", ".join(str(v) for v in node["enum"])
     elif "oneOf" in node or "anyOf" in node:
         subs = node.get("oneOf") or node.get("anyOf") or []
@@ -143,7 +153,7 @@ def describe(node: dict[str, Any], root: dict[str, Any], example: bool = True) -
         types = node.get("type", [])
         types = [types] if isinstance(types, str) else types
         text = " or ".join(_one_type(t, node, root) for t in types)
-        if not text:
+        if not text:  # a pattern without words (every schema pattern has them: tested)
             text = f"a name matching {node['pattern']}" if "pattern" in node else "any value"
     sample = example_of(node, root) if example else None
     return text + (f" (e.g. {_show(sample)})" if sample is not None else "")
@@ -167,7 +177,7 @@ def _one_type(kind: str, node: dict[str, Any], root: dict[str, Any]) -> str:
     if kind == "object" and node.get("properties"):
         text = "a mapping with " + ", ".join(
             f"{k} ({describe(v, root, example=False)})" for k, v in node["properties"].items())
-    if kind == "string" and "pattern" in node:
+    if kind == "string" and "pattern" in node:  # as above: the words, when given, win
         text += f" matching {node['pattern']}"
     if kind == "string" and node.get("minLength") == 1:
         text = "a non-empty string"

@@ -189,12 +189,25 @@ class Renderer:
         return result
 
 
-def describe(exc: Exception) -> str:
-    """A one-line account of a template error."""
+def describe(exc: Exception, names: list[str] | None = None) -> str:
+    """A one-line account of a template error; an undefined name gets the nearest of
+    ``names`` (the vars and ``env``): ``'app_mod' is undefined; did you mean 'app_mode'?``."""
+    from statekit.errors import did_you_mean
     from statekit.load.input_checks import InputError
 
     if isinstance(exc, InputError):
         return f"invalid input: {exc}"
+    name = undefined_name(exc)
+    if name is not None:
+        return f"template error: {name!r} is undefined" + did_you_mean(name, names or [])
     if isinstance(exc, TemplateError):
         return f"template error: {exc.message or exc}"
     return f"template error: {exc}"
+
+
+def undefined_name(exc: Exception) -> str | None:
+    """The name a template used that is neither a var nor ``env``, or None."""
+    from jinja2 import UndefinedError
+
+    match = re.fullmatch(r"'([A-Za-z_][A-Za-z0-9_]*)' is undefined", str(exc))
+    return match.group(1) if isinstance(exc, UndefinedError) and match else None

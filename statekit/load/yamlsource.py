@@ -50,19 +50,44 @@ class Source:
         return self.lines.get(p, 1)
 
     def error(self, path: Sequence[str | int], message: str) -> StateError:
-        """Invalid input at ``path``: ``file:line: field: message``."""
+        """Invalid input at ``path``: ``file:line: field: message``, a state named by its
+        id (``states[fw-api].jump``)."""
         return StateError(message, file=self.name, line=self.line(path),
-                          field=field_path(path))
+                          field=field_path(self.named(path)))
+
+    def named(self, path: Sequence[str | int]) -> list[str | int]:
+        """``path`` with a state's index replaced by its id (``["states", "fw-api",
+        "jump"]``), when the state has a valid id; else as it is."""
+        out = list(path)
+        if len(out) > 1 and out[0] == "states" and isinstance(out[1], int):
+            name = state_id(self.data, out[1])
+            if name is not None:
+                out[1] = name
+        return out
+
+
+def state_id(data: Any, index: int) -> str | None:
+    """The id of state ``index`` of a file's ``data``, if it is a valid id."""
+    states = data.get("states") if isinstance(data, dict) else None
+    state = states[index] if isinstance(states, list) and 0 <= index < len(states) else None
+    name = state.get("id") if isinstance(state, dict) else None
+    return name if isinstance(name, str) and is_id(name) else None
+
+
+_ID_START = frozenset("abcdefghijklmnopqrstuvwxyz0123456789")
+_ID_CHARS = _ID_START | {"_", "-"}
+
+
+def is_id(name: str) -> bool:
+    """A state id: ``[a-z0-9][a-z0-9_-]*`` (the schema's ``$defs/id``)."""
+    return bool(name) and name[0] in _ID_START and set(name) <= _ID_CHARS
 
 
 def parse(name: str, text: str) -> Source:
     try:
         node = yaml.compose(text, Loader=_Loader)
     except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        line = mark.line + 1 if mark is not None else None
-        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
-        raise StateError(f"invalid YAML: {problem}", file=name, line=line) from None
+        raise yaml_error(name, text, exc) from None
     except RecursionError:
         raise StateError(f"invalid YAML: nested deeper than {MAX_DEPTH} levels",
                          file=name) from None
@@ -73,6 +98,58 @@ def parse(name: str, text: str) -> Source:
     ctor = yaml.constructor.SafeConstructor()
     data = _convert(node, (), lines, name, ctor, budget)
     return Source(name, data, lines)
+
+
+_INDENTATION = ("mapping values are not allowed", "did not find expected key",
+                "expected <block end>", "did not find expected '-' indicator")
+_UNCLOSED = ("end of stream", "did not find expected ',' or", "expected ',' or")
+
+
+def yaml_error(name: str, text: str, exc: yaml.YAMLError) -> StateError:
+    """A YAML syntax error: the line and column, and a hint for the usual causes (a tab,
+    the indentation, an unquoted template, a missing space after a colon, an unclosed
+    quote or bracket)."""
+    problem = str(getattr(exc, "problem", None) or str(exc).splitlines()[0])
+    mark, start = getattr(exc, "problem_mark", None), getattr(exc, "context_mark", None)
+    if mark is None:
+        return StateError(f"invalid YAML: {problem}", file=name)
+    if "expected ':'" in problem and start is not None:
+        mark = start  # the key that has no colon, not the line after it
+    lines = text.splitlines()
+    here = lines[mark.line] if mark.line < len(lines) else ""
+    hint = _yaml_hint(problem, here, start)
+    return StateError(f"invalid YAML at column {mark.column + 1}: {problem}"
+                      + (f"; {hint}" if hint else ""), file=name, line=mark.line + 1)
+
+
+def _yaml_hint(problem: str, here: str, start: Any) -> str:
+    """Words for the usual causes of ``problem`` (found on the line ``here``)."""
+    indent = here[:len(here) - len(here.lstrip())]
+    block = "" if start is None else \
+        f" (the block at line {start.line + 1} starts in column {start.column + 1})"
+    opened = "" if start is None else \
+        f": the one opened at line {start.line + 1}, column {start.column + 1}"
+    hints = [
+        ("tab" in problem or "\t" in problem or "\t" in indent,
+         "a tab: YAML indents with spaces only; replace the tab with spaces"),
+        ("{{" in here and not _quoted_template(here),
+         'a value that starts with a template must be quoted: "{{ ... }}"'),
+        ("expected ':'" in problem, "a key needs a colon and a space after it (key: value)"),
+        (any(p in problem for p in _UNCLOSED), f"an unclosed quote or bracket{opened}"),
+        ("mapping values" in problem,
+         "a value that holds ': ' must be quoted, or this line is indented too far (the "
+         "keys of one mapping start in the same column)"),
+        (any(p in problem for p in _INDENTATION),
+         "check the indentation: the keys of one mapping, and the items of one list, "
+         f"start in the same column{block}"),
+    ]
+    return next((hint for matched, hint in hints if matched), "")
+
+
+def _quoted_template(line: str) -> bool:
+    """Whether the first ``{{`` of ``line`` is inside a quoted value."""
+    before = line[:line.find("{{")]
+    return "'" in before or '"' in before
 
 
 def _distinct(root: yaml.Node, name: str) -> int:
@@ -132,7 +209,8 @@ def _convert(
 
 def _scalar(node: yaml.Node, name: str, ctor: yaml.constructor.SafeConstructor) -> Any:
     if not isinstance(node, yaml.ScalarNode):
-        raise StateError("a mapping key must be a scalar", file=name,
+        raise StateError("a mapping key must be a scalar (a value that starts with a "
+                         'template must be quoted: "{{ ... }}")', file=name,
                          line=node.start_mark.line + 1)
     try:
         return ctor.construct_object(node, deep=True)
@@ -142,8 +220,11 @@ def _scalar(node: yaml.Node, name: str, ctor: yaml.constructor.SafeConstructor) 
 
 
 def field_path(path: Sequence[str | int]) -> str:
-    """``("states", 1, "mode")`` -> ``states[1].mode``."""
+    """``("states", 1, "mode")`` -> ``states[1].mode``; ``("states", "fw", "jump")`` ->
+    ``states[fw].jump`` (a state named by its id)."""
     out = ""
-    for part in path:
-        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else part)
+    for index, part in enumerate(path):
+        named = index == 1 and path[0] == "states"
+        out += f"[{part}]" if isinstance(part, int) or named else (
+            f".{part}" if out else part)
     return out

@@ -13,6 +13,7 @@ restore's sequential semantics match.
 
 from __future__ import annotations
 
+from statekit.netfilter.rulediff import marks
 from statekit.netfilter.table import Chain, Op
 from statekit.typeshim import Record
 
@@ -24,13 +25,14 @@ class Position(Record):
 
 
 class BlockPlan:
-    """The ops to run, in order, and the diff lines (``-``, ``+``, ``~ ... (moved)``)."""
+    """The ops to run, in order, and the diff: ``(mark, rule)`` pairs
+    (:mod:`statekit.netfilter.rulediff`)."""
 
     __slots__ = ("diff", "ops")
 
     def __init__(self) -> None:
         self.ops: list[Op] = []
-        self.diff: list[str] = []
+        self.diff: list[tuple[str, str]] = []
 
 
 def _only_peers(chain: Chain, start: int, stop: int, peers: frozenset[str]) -> bool:
@@ -72,21 +74,23 @@ def plan_block(chain: Chain, name: str, state_id: str, desired: list[str],
     in_order = [ln for ln in current if ln in want] == [ln for ln in desired if ln in have]
     if ok and in_order and len(have) == len(current):
         _incremental(sim, name, current, desired, position, out)
-    else:
+        out.diff = marks(current, desired)
+    else:  # every rule of the block is deleted and inserted again: the kept ones move
         _rebuild(sim, name, current, desired, position, out)
+        out.diff = marks(current, desired, moved=want)
     return out
 
 
 def _delete(sim: Chain, name: str, line: str, out: BlockPlan) -> None:
     sim.remove(line)
-    out.ops.append(Op("delete", name, "-D" + line[2:], line))
+    out.ops.append(Op(kind="delete", chain=name, restore="-D" + line[2:], line=line))
 
 
 def _insert(sim: Chain, name: str, index: int, line: str, out: BlockPlan) -> None:
     spec = line[len(f"-A {name} "):]
     restore = line if index == len(sim.rules) else f"-I {name} {index + 1} {spec}"
     sim.insert(index, line)
-    out.ops.append(Op("insert", name, restore, line, index))
+    out.ops.append(Op(kind="insert", chain=name, restore=restore, line=line, at=index))
 
 
 def _incremental(sim: Chain, name: str, current: list[str], desired: list[str],
@@ -95,7 +99,6 @@ def _incremental(sim: Chain, name: str, current: list[str], desired: list[str],
     for line in current:
         if line not in want:
             _delete(sim, name, line, out)
-            out.diff.append(f"- {line}")
     have = set(current)
     kept = [ln for ln in desired if ln in have]
     cursor: int | None = None
@@ -106,18 +109,13 @@ def _incremental(sim: Chain, name: str, current: list[str], desired: list[str],
         if cursor is None:
             cursor = sim.rules.index(kept[0]) if kept else target_index(sim, position)
         _insert(sim, name, cursor, line, out)
-        out.diff.append(f"+ {line}")
         cursor += 1
 
 
 def _rebuild(sim: Chain, name: str, current: list[str], desired: list[str],
              position: Position, out: BlockPlan) -> None:
-    want, have = set(desired), set(current)
     for line in current:
         _delete(sim, name, line, out)
-        out.diff.append(f"~ {line} (moved)" if line in want else f"- {line}")
     start = target_index(sim, position)
     for offset, line in enumerate(desired):
         _insert(sim, name, start + offset, line, out)
-        if line not in have:
-            out.diff.append(f"+ {line}")

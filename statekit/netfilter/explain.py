@@ -3,13 +3,12 @@
 For ``statekit drops``: which allowlisted name an address is pinned for, which ACCEPT
 rules hold it only for another protocol or port, and which DROP rule's range holds it.
 
-A ``destination_host`` rule carries its name in its owner tag, after the state id and
-the optional comment: ``statekit:<id> [<comment>] <name>``; a pin in its grace period
-(the name no longer resolves to it, the address is still accepted) ends with one more
-word, ``gone=<epoch>``: ``statekit:fw-allowlist a.allowed.test gone=1733472000``. The
-last word (after ``gone=``) is the name when it is one of the owning state's
-``destination_host`` names (``hosts``, from the loaded states), or, for a state the
-caller does not know, when it is a DNS name with a dot.
+A ``destination_host`` rule carries its name in its owner tag (read with
+:mod:`statekit.netfilter.table`'s ``owner`` and ``split_gone``, which say its form):
+``statekit:<id> [<comment>] <name>``, and ``gone=<epoch>`` after it while the pin is in
+its grace period. The last word (before ``gone=``) is the name when it is one of the
+owning state's ``destination_host`` names (``hosts``, from the loaded states), or, for a
+state the caller does not know, when it is a DNS name with a dot.
 
 An address that left a name (its grace over, no rule any more) is known only to the pin
 history: ``history`` maps the address to ``(name, left_at)`` (see
@@ -20,14 +19,13 @@ from __future__ import annotations
 
 import _socket
 
-from statekit.netfilter.table import owner
+from statekit.netfilter.table import owner, split_gone
 from statekit.typeshim import Record
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Collection, Iterable, Mapping
 
-GONE = "gone="
 _ROUTING = frozenset({"-d", "-p", "-m", "--dport", "--comment"})
 _PLAIN_MODULES = frozenset({"comment", "tcp", "udp", "sctp", "udplite"})
 _FAMILIES = {4: _socket.AF_INET, 6: _socket.AF_INET6}
@@ -137,8 +135,9 @@ def read_line(line: str) -> Line | None:
             continue
         conditions = True  # "!", -s, -o, -m owner, --uid-owner 0, ...
         index += 1
-    return Line(values.get("-d"), values.get("-p", "all"), values.get("--dport"),
-                values.get("-j", ""), values.get("--comment", ""), conditions)
+    return Line(destination=values.get("-d"), protocol=values.get("-p", "all"),
+                dport=values.get("--dport"), target=values.get("-j", ""),
+                comment=values.get("--comment", ""), conditions=conditions)
 
 
 def network(text: str) -> tuple[int, int, int] | None:
@@ -187,27 +186,15 @@ def holds(net: tuple[int, int, int], address: tuple[int, int]) -> bool:
 def tag_pin(line: str, comment: str, hosts: Mapping[str, Collection[str]]) -> Pin | None:
     """The pin an owner tag names (see the module docstring), or None."""
     state = owner(line)
-    words = comment.split(" ")
+    tag, gone = split_gone(comment)
+    words = tag.split(" ")
     if state is None or len(words) < 2:
         return None
-    gone = None
-    if words[-1].startswith(GONE):
-        gone = _epoch(words[-1][len(GONE):])
-        if gone is None:
-            return None
-        words = words[:-1]
-    name = words[-1].lower() if len(words) >= 2 else ""
+    name = words[-1].lower()
     known = hosts.get(state)
     if not (name in known if known is not None else _dns_name(name)):
         return None
-    return Pin(name, state, gone)
-
-
-def _epoch(text: str) -> float | None:
-    whole, _, fraction = text.partition(".")
-    if not whole.isdigit() or (fraction and not fraction.isdigit()) or len(whole) > 12:
-        return None
-    return float(text)
+    return Pin(name, state, None if gone is None else float(gone))
 
 
 def _dns_name(name: str) -> bool:

@@ -17,10 +17,21 @@ if TYPE_CHECKING:
     from typing import Any
 
 FAMILIES = {"ipv4": ("ipv4",), "ipv6": ("ipv6",), "both": ("ipv4", "ipv6")}
+#: The targets a rule may jump to: the schema's ``jump`` enum (tests/test_schema_errors.py
+#: keeps the two equal). REJECT exists in table filter only, DROP in every table but nat.
 TARGETS = ("ACCEPT", "DROP", "REJECT", "RETURN", "LOG", "NFLOG")
+_TARGET_TABLES = {"REJECT": ("filter",), "DROP": ("filter", "mangle", "raw")}
+#: Names no user chain may have: iptables refuses the verdicts' (and QUEUE); statekit
+#: also the other targets', whose ``-j`` would be read as the target.
+RESERVED = (*TARGETS, "QUEUE")
+#: Prefix limits: the LOG target keeps 29 characters; NFLOG 63 with iptables-legacy (127
+#: with iptables-nft): longer, the kernel cuts it, and the rule never reads back as written.
+PREFIX_LIMIT = {"LOG": 29, "NFLOG": 63}
 # Checked at load only: ``re`` and ``ipaddress`` are imported there, not on the no-op path.
+# The schema has the same patterns (tests/test_schema_errors.py keeps them equal).
 _CHAIN = r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,27}"
-_IFACE = r"[A-Za-z0-9_.-]{1,15}\+?"
+_IFACE = r"[A-Za-z0-9_.-]+\+?"
+IFACE_LIMIT = 15  # IFNAMSIZ - 1, the trailing + included
 _TEXT = r"[ !#-&(-\[\]-~]*"  # printable ASCII without quotes and backslash
 _NO_IN = ("OUTPUT", "POSTROUTING")
 _NO_OUT = ("INPUT", "PREROUTING")
@@ -68,6 +79,38 @@ def chain(value: str, name: str = "chain") -> str:
         raise FieldError(name, f"{value!r} is not a valid chain name (letters, digits, "
                          "_ . -; at most 28 characters)")
     return value
+
+
+def user_chain(value: str) -> str:
+    """A chain an ``iptables_chain`` state creates: not named like a target."""
+    if value in RESERVED:
+        raise FieldError("chain", f"{value!r} is a target: a user chain may not be named "
+                         f"like one ({', '.join(RESERVED)})")
+    return value
+
+
+def typo_of(name: str, known: Iterable[str]) -> str | None:
+    """The name of ``known`` that ``name`` is one slip away from (a letter added,
+    dropped, changed or two swapped; any case), or None: ``ACCEPTT`` -> ``ACCEPT``."""
+    word = name.upper()
+    for candidate in known:
+        if candidate != name and _one_slip(word, candidate.upper()):
+            return candidate
+    return None
+
+
+def _one_slip(a: str, b: str) -> bool:
+    """Whether ``a`` and ``b`` are at most one edit apart (a transposition counts one)."""
+    if a == b:
+        return True
+    if abs(len(a) - len(b)) > 1:
+        return False
+    if len(a) == len(b):
+        diff = [i for i in range(len(a)) if a[i] != b[i]]
+        return len(diff) == 1 or (len(diff) == 2 and diff[1] == diff[0] + 1
+                                  and a[diff[0]] == b[diff[1]] and a[diff[1]] == b[diff[0]])
+    short, long = (a, b) if len(a) < len(b) else (b, a)
+    return any(long[:i] + long[i + 1:] == short for i in range(len(long)))
 
 
 def network(value: str, name: str) -> Network:
@@ -133,9 +176,10 @@ def uid_owner(uid: int, chain_name: str) -> int:
 def interface(value: str | None, name: str, chain_name: str) -> str | None:
     if value is None:
         return None
-    if not _matches(_IFACE, value):
-        raise FieldError(name, f"{value!r} is not an interface name (at most 15 "
-                         "characters, optional trailing +)")
+    if not _matches(_IFACE, value) or len(value) > IFACE_LIMIT:
+        raise FieldError(name, f"{value!r} is not an interface name (letters, digits, "
+                         f"_ . -, optional trailing +; at most {IFACE_LIMIT} characters "
+                         "in all)")
     banned = _NO_IN if name == "in_interface" else _NO_OUT
     if chain_name in banned:
         raise FieldError(name, f"cannot be used in chain {chain_name}")
@@ -153,6 +197,10 @@ def text(value: str | None, name: str, limit: int) -> str | None:
 
 def jump(value: str, table: str) -> str:
     if value in TARGETS:
+        tables = _TARGET_TABLES.get(value, (table,))
+        if table not in tables:
+            raise FieldError("jump", f"{value} cannot be used in table {table} (the kernel "
+                             f"refuses it; only in {', '.join(tables)})")
         return value
     if value.upper() in TARGETS:  # "accept" would read as a chain: check and apply disagree
         raise FieldError("jump", f"{value!r}: targets are upper case, write "

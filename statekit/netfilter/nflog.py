@@ -215,8 +215,9 @@ def _ipv4(data: bytes) -> Packet:
     if len(data) < 20:
         return Packet(4)
     header = (data[0] & 0x0F) * 4
-    packet = Packet(4, data[9], _socket.inet_ntop(_socket.AF_INET, data[12:16]),
-                    _socket.inet_ntop(_socket.AF_INET, data[16:20]))
+    packet = Packet(version=4, protocol=data[9],
+                    source=_socket.inet_ntop(_socket.AF_INET, data[12:16]),
+                    destination=_socket.inet_ntop(_socket.AF_INET, data[16:20]))
     fragment = struct.unpack_from("!H", data, 6)[0] & 0x1FFF
     if header < 20 or fragment:  # a later fragment carries no transport header
         return packet
@@ -234,7 +235,8 @@ def _ipv6(data: bytes) -> Packet:
             break
         if following == _FRAGMENT:
             if struct.unpack_from("!H", data, at + 2)[0] >> 3:  # not the first fragment
-                return Packet(6, data[at], source, destination)
+                return Packet(version=6, protocol=data[at], source=source,
+                              destination=destination)
             length = 8
         elif following == _AH:
             length = (data[at + 1] + 2) * 4
@@ -242,8 +244,9 @@ def _ipv6(data: bytes) -> Packet:
             length = (data[at + 1] + 1) * 8
         following, at = data[at], at + length
     if following in _EXTENSIONS:  # cut short, or too deep to follow
-        return Packet(6, None, source, destination)
-    return _transport(Packet(6, following, source, destination), data, at)
+        return Packet(version=6, source=source, destination=destination)
+    return _transport(Packet(version=6, protocol=following, source=source,
+                             destination=destination), data, at)
 
 
 def _transport(packet: Packet, data: bytes, at: int) -> Packet:

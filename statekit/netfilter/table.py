@@ -3,6 +3,13 @@
 A :class:`Table` is what one save of one (table, family) says, and what staged changes
 predict. :class:`Op` is one change; :meth:`Table.apply` plays it on the model exactly as
 ``iptables-restore`` plays the matching line (``Op.restore``) on the kernel.
+
+Every rule statekit writes carries an owner tag, its comment:
+``statekit:<id>[ <comment>][ <name>][ gone=<when>]``: the owning state's id, the state's
+``comment``, a ``destination_host`` name (:func:`name_tag`), and for an address that left
+that name's answers but is still in its grace period, when it left (:data:`GONE`). This
+module is the one reader of tags: :func:`owner` (the id), :func:`comment_of` (the whole
+tag) and :func:`split_gone` (the tag without its ``gone=`` mark, and the mark's time).
 """
 
 from __future__ import annotations
@@ -58,16 +65,14 @@ def comment_of(line: str) -> str | None:
     return rest.split(" ", 1)[0]
 
 
-def split_gone(comment: str, tag: str) -> tuple[bool, int | None]:
-    """Whether ``comment`` is ``tag``'s (plain or with a ``gone=`` mark), and the mark's
-    time (None: plain, a current pin)."""
-    if comment == tag:
-        return True, None
-    if comment.startswith(tag + GONE):
-        when = comment[len(tag) + len(GONE):]
+def split_gone(comment: str) -> tuple[str, int | None]:
+    """A comment's tag and its ``gone=`` mark's time (None: no mark, a current pin)."""
+    at = comment.rfind(GONE)
+    if at >= 0:
+        when = comment[at + len(GONE):]
         if digits(when) and len(when) <= 12:
-            return True, int(when)
-    return False, None
+            return comment[:at], int(when)
+    return comment, None
 
 
 def owner(line: str) -> str | None:

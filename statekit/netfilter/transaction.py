@@ -53,7 +53,8 @@ def stage(host: Host, table: str, family: str, ops: Iterable[Op]) -> None:
         txn.lines.append(op.restore)
 
 
-def where(family: str, table: str) -> str:
-    """How a diff line names a table other than the default IPv4 filter table."""
+def table_prefix(family: str, table: str) -> str:
+    """How a diff line or a change's target names a table other than the default IPv4
+    filter table: ``[ipv6 filter] `` before the rule."""
     return "" if (family, table) == ("ipv4", "filter") else f"[{family} {table}] "
 

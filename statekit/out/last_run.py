@@ -1,13 +1,14 @@
 """The last converge, kept for ``statekit status`` and ``statekit drops``.
 
 After every converge (not a dry run), ``<root>/run/statekit/last-run.json`` (root's, 0600,
-in a 0700 directory; written whole by rename) says when it ran, which phases, its exit
-code and counts, each failed state with its (masked) error, and each allowlisted name:
-its pins, its addresses in grace (with the time each left the answers), why it fails and
-since when. ``history`` keeps, for a week and at most :data:`HISTORY` entries, the
-addresses that left a name, so that ``drops`` can still say which name a dropped
-address once belonged to. No secret is ever in it: errors go through the masker, and
-names and addresses are not secret.
+in a 0700 directory, written whole by rename) says which phases ran, the exit code and
+counts, each failed state with its (masked) error, and each allowlisted name: its pins,
+its addresses in grace (with the time each left the answers), why it fails and since
+when. Its modification time says when the run was: a run whose record would not change
+(a no-op refresh) only sets that time. ``history`` keeps, for a week and at most
+:data:`HISTORY` entries, the addresses that left a name, so that ``drops`` can still say
+which name a dropped address once belonged to. No secret is ever in it: errors go through
+the masker, and names and addresses are not secret.
 
 It is written with :mod:`statekit.jsonlite` (no ``json``: this runs on every refresh),
 and a file that cannot be read back (missing, damaged, not ours) counts as no history.
@@ -34,7 +35,8 @@ LIMIT = 4 << 20
 
 
 def read(fs: FileSystem) -> dict[str, Any] | None:
-    """The last run's record, or None (never run, unreadable, or not a record)."""
+    """The last run's record, or None (never run, unreadable, or not a record). Its
+    ``time`` is the file's modification time: a run like the one before only touches it."""
     try:
         found = fs.read(PATH, LIMIT).file
         if found is None:
@@ -44,6 +46,7 @@ def read(fs: FileSystem) -> dict[str, Any] | None:
         return None
     if not isinstance(doc, dict) or doc.get("format_version") != FORMAT_VERSION:
         return None
+    doc["time"] = found.mtime_ns // 1_000_000_000
     return doc
 
 
@@ -51,10 +54,11 @@ def record(fs: FileSystem, outcomes: list[Outcome], *, now: int, phases: list[st
            exit_code: int, mask: Callable[[str], str]) -> dict[str, Any]:
     """Write the record of this run (merged with the previous one's name history)."""
     previous = read(fs) or {}
-    names = _names(outcomes, previous.get("names") or {}, now)
+    when = previous.get("time")
+    names = _names(outcomes, previous.get("names") or {}, now,
+                   when if isinstance(when, int) else None)
     doc = {
         "format_version": FORMAT_VERSION,
-        "time": now,
         "phases": list(phases),
         "exit_code": exit_code,
         "summary": _summary(outcomes),
@@ -63,9 +67,13 @@ def record(fs: FileSystem, outcomes: list[Outcome], *, now: int, phases: list[st
         "names": names,
         "history": _history(previous, names, now),
     }
-    fs.write(PATH, (jsonlite.dumps(doc) + "\n").encode(), mode=0o600, uid=os.getuid(),
-             gid=os.getgid(), dir_mode=0o700)
-    return doc
+    if {**previous, "time": None} != {**doc, "time": None}:
+        fs.write(PATH, (jsonlite.dumps(doc) + "\n").encode(), mode=0o600, uid=os.getuid(),
+                 gid=os.getgid(), dir_mode=0o700)
+    # the file's modification time is the run's time; when the outcome is as before (a
+    # no-op refresh), setting it is the only write
+    fs.touch(PATH, now)
+    return {**doc, "time": now}
 
 
 def _summary(outcomes: list[Outcome]) -> dict[str, int]:
@@ -75,7 +83,17 @@ def _summary(outcomes: list[Outcome]) -> dict[str, int]:
     return counts
 
 
-def _names(outcomes: list[Outcome], before: dict[str, Any], now: int) -> dict[str, Any]:
+def _last_resolved(old: dict[str, Any], previous_time: int | None) -> int | None:
+    """When a name that fails now last resolved: kept while it fails, else the time of
+    the previous run (it resolved then)."""
+    if old.get("failing"):
+        found = old.get("resolved")
+        return found if isinstance(found, int) else None
+    return previous_time if old else None
+
+
+def _names(outcomes: list[Outcome], before: dict[str, Any], now: int,
+           previous_time: int | None = None) -> dict[str, Any]:
     """Each name of each iptables_rule state that has names (its plan's facts)."""
     out: dict[str, Any] = {}
     for outcome in outcomes:
@@ -90,7 +108,10 @@ def _names(outcomes: list[Outcome], before: dict[str, Any], now: int) -> dict[st
             out[name] = {"rule": outcome.state.id, "pins": list(fact.get("pins", ())),
                          "grace": dict(fact.get("grace", {})), "failing": failing,
                          "failing_since": since,
-                         "resolved": old.get("resolved") if failing else now}
+                         # a failing name: when it last resolved (null: never);
+                         # otherwise it resolved at this run (the file's time)
+                         "resolved": _last_resolved(old, previous_time) if failing
+                         else None}
     return out
 
 

@@ -71,7 +71,8 @@ class _LazyKey:
         return self.value
 
 
-_KEY = _LazyKey()  # no key until the command line names a root: ``<secret>``
+#: Without a key (before the command line names the root), a secret shows as ``<secret>``.
+_KEY = _LazyKey()
 
 
 def use_key_file(root: str, *, create: bool) -> None:

@@ -66,8 +66,10 @@ class TextReport:
         self.mask = mask
         self.check = check
         self.diff = diff
-        self.stream = sys.stdout if stream is None else stream  # the one of now, not of
-        self.color = use_color(self.stream)  # this module's import (a redirect holds)
+        # sys.stdout as it is now, not as it was when this module was imported: a
+        # redirect made since (a test's capture, say) is honoured
+        self.stream = sys.stdout if stream is None else stream
+        self.color = use_color(self.stream)
 
     def outcome(self, o: Outcome) -> None:
         label = "would change" if (o.status == CHANGED and self.check) else o.status

@@ -38,6 +38,7 @@ if TYPE_CHECKING:
     from collections.abc import Hashable, Iterable, Mapping, Sequence
     from typing import Any, ClassVar
 
+    from statekit.errors import FieldError
     from statekit.run.host import Host
 
 #: An empty, read-only mapping: the default of mapping fields (never shared mutably).
@@ -130,6 +131,20 @@ class Resource(ABC, Generic[SpecT, CurrentT]):
         members). Pure."""
         return list(specs)
 
+    def check(self, spec: SpecT,
+              program: Mapping[str, Sequence[Any]] = EMPTY) -> Iterable[FieldError]:
+        """After ``link``: what is wrong with ``spec`` that only the other states show (a
+        jump to a chain no state declares, spelt like one that does; a zone another
+        state serves too). Pure; each error is this state's (exit 3)."""
+        return ()
+
+    def preflight(self, spec: SpecT, host: Host) -> Iterable[FieldError]:
+        """Before anything is applied (converge and ``--check``; never ``validate``,
+        which touches no machine): what is wrong with ``spec`` that only the machine
+        shows (a jump to a chain no state declares and the live table lacks). Reads
+        only; each error is this state's (exit 3, nothing touched)."""
+        return ()
+
     @abstractmethod
     def read(self, spec: SpecT, host: Host) -> CurrentT:
         """Read the current state of what ``spec`` describes."""
@@ -144,6 +159,12 @@ class Resource(ABC, Generic[SpecT, CurrentT]):
 
         May return facts learnt while applying (a command's output) for the report.
         """
+
+    def cuts_traffic(self, spec: SpecT) -> bool:
+        """Whether applying ``spec`` cuts this machine's own outbound traffic (a DROP policy
+        or a DROP/REJECT rule in the filter table's OUTPUT chain): at a terminal,
+        ``converge`` asks before it does. No, by default."""
+        return False
 
     def predict(self, spec: SpecT, plan: Plan, host: Host) -> None:
         """Check mode, after a plan that would change something: record what ``apply``

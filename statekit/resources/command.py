@@ -48,7 +48,8 @@ class Command(Resource[CommandSpec, bool]):
         argv = tuple(str(a) for a in fields["argv"])
         if any("\0" in a for a in argv):
             raise FieldError("argv", "an argument may not contain NUL")
-        return CommandSpec(True, argv, fields.get("creates"), float(fields["timeout"]))
+        return CommandSpec(present=True, argv=argv, creates=fields.get("creates"),
+                           timeout=float(fields["timeout"]))
 
     def read(self, spec: CommandSpec, host: Host) -> bool:
         """Whether the ``creates`` guard exists."""

@@ -48,8 +48,10 @@ its last-known pins, and at first boot a name without pins answers NXDOMAIN::
     }
 
 A zone that a block this state does not own already serves on the same port and an
-overlapping address (no ``bind`` is every address) is a conflict: CoreDNS would refuse to
-start, so the state fails naming both places and nothing is written.
+overlapping address is a conflict (no ``bind``, ``0.0.0.0``, ``::``, an interface or
+anything else that is no address is every address: a wildcard block next to ours would
+answer on 127.0.0.1): the state fails naming both places and nothing is written, unless
+``adopt`` takes the block over (all its keys are this state's zones).
 """
 
 from __future__ import annotations
@@ -98,7 +100,10 @@ class ZoneSpec(Record):
     owner: str
     path: str
     present: bool
-    zones: tuple[str, ...] = ()
+    zones: tuple[str, ...] = ()  # as parse_zone spells them: lower case, no trailing dot
+    #: the same zones as a Corefile's block keys name them (``a.test.``, the root ``.``),
+    #: to compare with the parsed keys; computed once, at parse
+    zone_keys: tuple[str, ...] = ()
     port: int = 53
     bind: tuple[str, ...] = ()
     forward: tuple[str, ...] = ()
@@ -140,15 +145,28 @@ def parse_zone(value: str) -> str:
                          "inner hyphens, at most 63 bytes each and 253 in all; or '.')") from None
 
 
-def parse_ip(value: str, field: str) -> str:
-    try:
-        if "%" in value:
-            raise ValueError(value)
-        import ipaddress
+def ip_text(value: str, *, unmap: bool = False) -> str | None:
+    """``value`` as CoreDNS reads an IP address (Go's ``net.ParseIP``), in canonical text
+    (``2001:db8::1``); None if it is none (Go takes no zone index: ``fe80::1%eth0``).
+    ``unmap``: an IPv4-mapped IPv6 address as the IPv4 one, which Go holds alike."""
+    import ipaddress
 
-        return str(ipaddress.ip_address(value))
+    if "%" in value:
+        return None
+    try:
+        address = ipaddress.ip_address(value)
     except ValueError:
-        raise FieldError(field, f"{value!r} is not an IP address") from None
+        return None
+    if unmap and isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        return str(address.ipv4_mapped)
+    return str(address)
+
+
+def parse_ip(value: str, field: str) -> str:
+    address = ip_text(value)
+    if address is None:
+        raise FieldError(field, f"{value!r} is not an IP address")
+    return address
 
 
 def parse_upstream(value: str) -> str:
@@ -167,6 +185,12 @@ def parse_upstream(value: str) -> str:
     return f"[{address}]:{port}" if ":" in address else f"{address}:{port}"
 
 
+def _binds(values: Sequence[Any]) -> tuple[str, ...]:
+    """The ``bind`` addresses in canonical form, each once: CoreDNS refuses an address
+    written twice, and two spellings of one (``::1``, ``0:0:0:0:0:0:0:1``) are one."""
+    return tuple(dict.fromkeys(parse_ip(str(b), "bind") for b in values))
+
+
 def _zones(value: Any) -> tuple[str, ...]:
     if value is None:
         raise FieldError("zone", "zone is required with ensure: present")
@@ -174,6 +198,13 @@ def _zones(value: Any) -> tuple[str, ...]:
     if len(set(zones)) != len(zones):
         raise FieldError("zone", "a zone is listed twice")
     return zones
+
+
+def _zone_keys(zones: Sequence[str]) -> tuple[str, ...]:
+    """``zones`` as :func:`statekit.corefile.parse_key` gives a block key's zone."""
+    from statekit.corefile import normalise_zone
+
+    return tuple(normalise_zone(z) for z in zones)
 
 
 def _answer(fields: Mapping[str, Any]) -> str:
@@ -230,28 +261,18 @@ def _pinned(spec: ZoneSpec, zone: str, pins: Sequence[str]) -> list[str]:
 
 
 def _overlap(a: Sequence[str], b: Sequence[str]) -> bool:
-    """Whether two ``bind`` lists share an address (none = all; names may be anything)."""
+    """Whether two ``bind`` lists can share an address: none, a wildcard (``0.0.0.0``,
+    ``::``) or anything that is no IP address (an interface such as ``lo``, an import,
+    ``{$ENV}``) is every address (fail closed)."""
     if not a or not b:
         return True
-    norm = [{_norm_ip(x) for x in side} for side in (a, b)]
-    return bool(norm[0] & norm[1]) or None in norm[0] | norm[1]
+    norm = [{ip_text(x, unmap=True) for x in side} for side in (a, b)]
+    if any(None in side or _WILDCARDS & side for side in norm):
+        return True
+    return bool(norm[0] & norm[1])
 
 
-def _norm_ip(value: str) -> str | None:
-    try:
-        import ipaddress
-
-        return str(ipaddress.ip_address(value))
-    except ValueError:
-        return None
-
-
-def _corefile() -> Any:
-    """The Corefile lexer, imported when a Corefile must be parsed (not on the no-op path
-    of an absent state whose marker is nowhere in the file)."""
-    from statekit import corefile
-
-    return corefile
+_WILDCARDS = frozenset({"0.0.0.0", "::"})  # noqa: S104 -- recognised, never bound
 
 
 def _marker(spec: ZoneSpec) -> bytes:
@@ -262,14 +283,12 @@ def _marker(spec: ZoneSpec) -> bytes:
 def conflicts(cf: Corefile, spec: ZoneSpec) -> list[tuple[Block, str]]:
     """Unowned blocks that already serve one of ``spec``'s zones (same port, overlapping
     bind), each with the message that names both places."""
-    corefile = _corefile()
-    wanted = {corefile.normalise_zone(z) for z in spec.zones}
     found = []
     for block in cf.servers():
         if block.marker == spec.owner:
             continue
         for key in block.parsed_keys:
-            if key.scheme == "dns" and key.zone in wanted and key.port == spec.port \
+            if key.scheme == "dns" and key.zone in spec.zone_keys and key.port == spec.port \
                     and _overlap(block.binds, spec.bind):
                 found.append((block, (
                     f"zone {key.zone} port {spec.port} is already served by the block at "
@@ -292,9 +311,7 @@ def _adoptable(block: Block, spec: ZoneSpec) -> bool:
     """With ``adopt``: an unowned block all of whose keys are zones of ``spec``."""
     if not spec.adopt or block.marker is not None:
         return False
-    corefile = _corefile()
-    wanted = {corefile.normalise_zone(z) for z in spec.zones}
-    return all(k.scheme == "dns" and k.zone in wanted and k.port == spec.port
+    return all(k.scheme == "dns" and k.zone in spec.zone_keys and k.port == spec.port
                for k in block.parsed_keys)
 
 
@@ -307,10 +324,10 @@ def _block_zone(block: Block) -> str | None:
     return keys[0].zone if len(keys) == 1 else None
 
 
-def _assign(owned: Sequence[Block], zones: Sequence[str]) -> tuple[list[str | None], list[str]]:
-    """Which wanted zone each owned block becomes (same zone first, then in order)."""
-    corefile = _corefile()
-    free = [corefile.normalise_zone(z) for z in zones]
+def _assign(owned: Sequence[Block], keys: Sequence[str]) -> tuple[list[str | None], list[str]]:
+    """Which wanted zone (by its key) each owned block becomes (same zone first, then in
+    order), and the zones left for new blocks."""
+    free = list(keys)
     result: list[str | None] = []
     for block in owned:
         zone = _block_zone(block)
@@ -323,35 +340,47 @@ def _assign(owned: Sequence[Block], zones: Sequence[str]) -> tuple[list[str | No
     return result, free
 
 
+_PARSED: dict[bytes, Corefile] = {}
+
+
+def parsed(data: bytes) -> Corefile:
+    """``corefile.parse(data)``, remembered for the last few contents: the states of one
+    Corefile (the catch-all, the allowlist, the OTLP block) plan against the same bytes on
+    a refresh, and parsing is pure."""
+    from statekit import corefile
+
+    found = _PARSED.get(data)
+    if found is None:
+        found = corefile.parse(data)
+        if len(_PARSED) >= 4:
+            _PARSED.pop(next(iter(_PARSED)))
+        _PARSED[data] = found
+    return found
+
+
 def desired(data: bytes, spec: ZoneSpec,
             pins: Mapping[str, Sequence[str]] = EMPTY) -> bytes:
     """The Corefile ``data`` with this state's blocks as ``spec`` wants them."""
-    corefile = _corefile()
-    cf = corefile.parse(data)
+    from statekit import corefile
+
+    cf = parsed(data)
     if spec.present:
         _refuse(cf, spec)
     owned = list(cf.owned_by(spec.owner))
     if spec.present and spec.adopt:
         owned += [b for b, _ in conflicts(cf, spec) if _adoptable(b, spec)]
         owned.sort(key=lambda b: b.start)
-    zones = spec.zones if spec.present else ()
-    targets, new = _assign(owned, zones)
-    by_zone = {corefile.normalise_zone(z): z for z in zones}
-    for block, zone in reversed(list(zip(owned, targets, strict=True))):
-        if zone is None:
-            data = corefile.remove(data, block)
-        else:
-            data = corefile.replace(data, block, _owned(spec, by_zone[zone], pins))
-    for zone in new:
-        data = corefile.insert(data, _owned(spec, by_zone[zone], pins))
-    return data
+    targets, new = _assign(owned, spec.zone_keys if spec.present else ())
+    by_key = dict(zip(spec.zone_keys, spec.zones, strict=True))
+    edits = [(block, None if key is None else _owned(spec, by_key[key], pins))
+             for block, key in zip(owned, targets, strict=True)]
+    return corefile.rewrite(data, edits, [_owned(spec, by_key[k], pins) for k in new])
 
 
 def _owned(spec: ZoneSpec, zone: str, pins: Mapping[str, Sequence[str]]) -> bytes:
-    corefile = _corefile()
-    text: bytes = corefile.owned_text(spec.owner, render_block(spec, zone,
-                                                               pins.get(zone, ())))
-    return text
+    from statekit import corefile
+
+    return corefile.owned_text(spec.owner, render_block(spec, zone, pins.get(zone, ())))
 
 
 def read_pins(source: PinSource, zones: Sequence[str], host: Host) -> dict[str, tuple[str, ...]]:
@@ -359,12 +388,13 @@ def read_pins(source: PinSource, zones: Sequence[str], host: Host) -> dict[str, 
     IPv4 lines for that name in the live (or, in check mode, staged) table."""
     from statekit.netfilter import save
     from statekit.netfilter.table import name_tag
-    from statekit.resources.iptables_rule import pinned
+    from statekit.resources.iptables_rule import pins_of
 
-    chain = save.load(host, source.table, "ipv4").chains.get(source.chain)
+    index = pins_of(save.load(host, source.table, "ipv4").chains.get(source.chain),
+                    source.rule)
     out: dict[str, tuple[str, ...]] = {}
     for zone in zones:
-        found = pinned(chain, source.rule, name_tag(source.tag, zone))
+        found = index.get(name_tag(source.tag, zone), {})
         out[zone] = tuple(d.removesuffix("/32") for d, gone in found.items() if gone is None)
     return out
 
@@ -399,10 +429,11 @@ class CorednsZone(Resource[ZoneSpec, ZoneCurrent]):
         if not meta.present:
             return ZoneSpec(owner=meta.id, path=path, present=False)
         cache, reload = fields.get("cache"), fields.get("reload")
+        zones = _zones(fields.get("zone"))
         return ZoneSpec(
-            owner=meta.id, path=path, present=True, zones=_zones(fields.get("zone")),
+            owner=meta.id, path=path, present=True, zones=zones, zone_keys=_zone_keys(zones),
             port=int(fields["port"]),
-            bind=tuple(parse_ip(str(b), "bind") for b in fields["bind"]),
+            bind=_binds(fields["bind"]),
             forward=tuple(parse_upstream(str(f)) for f in fields["forward"]),
             answer=_answer(fields), aaaa=str(fields["aaaa"]),
             cache=None if cache is None else int(cache), log=bool(fields["log"]),
@@ -435,6 +466,23 @@ class CorednsZone(Resource[ZoneSpec, ZoneCurrent]):
     def ordering(self, spec: ZoneSpec) -> Iterable[str]:
         return spec.after
 
+    def check(self, spec: ZoneSpec,
+              program: Mapping[str, Sequence[Any]] = EMPTY) -> Iterable[FieldError]:
+        """A zone an earlier state serves too, in the same Corefile, on the same port
+        and an overlapping address: CoreDNS would refuse to start."""
+        if not spec.present:
+            return
+        for other in program.get(self.type_name, ()):
+            if other is spec or other.owner == spec.owner:
+                break  # only the states before it: the conflict is told once
+            if not other.present or other.path != spec.path or other.port != spec.port \
+                    or not _overlap(other.bind, spec.bind):
+                continue
+            for zone in sorted(set(spec.zones) & set(other.zones)):
+                yield FieldError("zone", f"zone {zone} port {spec.port} is also served by "
+                                 f"state {other.owner!r}{_at(other.where)}: CoreDNS would "
+                                 "refuse to start (give each a different bind or port)")
+
     def read(self, spec: ZoneSpec, host: Host) -> ZoneCurrent:
         current = read_file(host, spec.path, COREFILE_LIMIT)
         if spec.source is None:
@@ -447,7 +495,8 @@ class CorednsZone(Resource[ZoneSpec, ZoneCurrent]):
             return Plan(notes=(f"{spec.path} does not exist: no block to remove",))
         if old is not None and not spec.present and _marker(spec) not in old.content:
             return Plan(notes=(f"no block owned by {spec.owner!r}",))  # no parse needed
-        corefile = _corefile()
+        from statekit import corefile
+
         try:
             content = desired(old.content if old else b"", spec, current.pins)
         except corefile.CorefileError as exc:
@@ -456,9 +505,11 @@ class CorednsZone(Resource[ZoneSpec, ZoneCurrent]):
         if old is not None and not spec.present:
             if content == old.content:
                 return Plan(notes=(f"no block owned by {spec.owner!r}",))
-            keep = FileSpec(spec.path, content, old.mode, old.uid, old.gid)
+            keep = FileSpec(path=spec.path, content=content, mode=old.mode, uid=old.uid,
+                            gid=old.gid)
             return plan_file(keep, read, _display)
-        target = FileSpec(spec.path, content, spec.mode, spec.uid, spec.gid)
+        target = FileSpec(path=spec.path, content=content, mode=spec.mode, uid=spec.uid,
+                          gid=spec.gid)
         return _with_pins(plan_file(target, read, _display), spec, current.pins)
 
     def predict(self, spec: ZoneSpec, plan: Plan, host: Host) -> None:

@@ -103,13 +103,15 @@ class EnvFile(Resource[EnvFileSpec, ReadResult]):
             dir_mode=parse_mode(fields["dir_mode"], "dir_mode"),
             enforce_dir_mode="dir_mode" in meta.given,
         )
-        return EnvFileSpec(path, True, entries, sensitive, spec)
+        return EnvFileSpec(path=path, present=True, entries=entries, sensitive=sensitive,
+                           file=spec)
 
     def secret_values(self, spec: EnvFileSpec) -> Iterable[str]:
         return [v for k, v in spec.entries if k in spec.sensitive]
 
     def read(self, spec: EnvFileSpec, host: Host) -> ReadResult:
-        return read_file(host, spec.path, MAX_READ, oversize_ok=True)  # over the cap: replaced
+        # a file over the cap is not read into memory: its plan replaces it whole
+        return read_file(host, spec.path, MAX_READ, oversize_ok=True)
 
     def plan(self, spec: EnvFileSpec, current: ReadResult) -> Plan:
         if spec.file is None:

@@ -19,8 +19,9 @@ failed requirement is still written as declared.
 from __future__ import annotations
 
 from statekit.errors import ApplyError, FieldError
-from statekit.netfilter import fields as f
+from statekit.netfilter import fields as rule_fields
 from statekit.netfilter import save, transaction
+from statekit.netfilter.rulediff import ACTIONS, marks, out_of_order, text
 from statekit.netfilter.table import BUILTIN, Chain, Op, owner
 from statekit.resources import iptables_rule
 from statekit.resources.base import EMPTY, Change, Meta, Plan
@@ -52,9 +53,10 @@ class ChainSpec(Record):
 
 
 class ChainState(Record):
-    """One family's view of the chain: None policy means it does not exist."""
+    """One family's view of the chain."""
 
-    policy: str | None
+    exists: bool
+    policy: str = "-"  # as iptables-save prints it: a built-in chain's, "-" for a user chain
     rules: int = 0
     references: tuple[str, ...] = ()
     desired: tuple[str, ...] = ()  # purge: the whole chain as it must be
@@ -68,8 +70,10 @@ class IptablesChain(TableResource[ChainSpec, dict[str, ChainState]]):
 
     def parse(self, fields: Mapping[str, Any], meta: Meta) -> ChainSpec:
         table = fields["table"]
-        chain = f.chain(fields["chain"])
+        chain = rule_fields.chain(fields["chain"])
         builtin = chain in BUILTIN[table]
+        if not builtin:
+            rule_fields.user_chain(chain)
         policy = fields.get("policy")
         if builtin and not meta.present:
             raise FieldError("ensure", f"{chain} is a built-in chain of {table}: it cannot "
@@ -77,17 +81,19 @@ class IptablesChain(TableResource[ChainSpec, dict[str, ChainState]]):
         if policy is not None and not builtin:
             raise FieldError("policy", f"only built-in chains have a policy ({chain} is a "
                              f"user chain; built-in in {table}: {', '.join(BUILTIN[table])})")
-        families = f.FAMILIES[fields["family"]]
+        families = rule_fields.FAMILIES[fields["family"]]
         if not meta.present:  # only the identity fields are given
-            return ChainSpec(meta.id, table, chain, families, builtin, False, phase=meta.phase)
+            return ChainSpec(id=meta.id, table=table, chain=chain, families=families,
+                             builtin=builtin, present=False, phase=meta.phase)
         ignore = tuple(str(p) for p in fields["ignore"])
         for pattern in ignore:
             _compile(pattern)
         if ignore and not fields["purge"]:
             raise FieldError("ignore", "only with purge: true (it names foreign rules that "
                              "purging keeps)")
-        return ChainSpec(meta.id, table, chain, families, builtin, True, policy,
-                         bool(fields["purge"]), ignore, phase=meta.phase)
+        return ChainSpec(id=meta.id, table=table, chain=chain, families=families,
+                         builtin=builtin, present=True, policy=policy,
+                         purge=bool(fields["purge"]), ignore=ignore, phase=meta.phase)
 
     def link(self, specs: Sequence[ChainSpec],
              program: Mapping[str, Sequence[Any]] = EMPTY) -> list[ChainSpec]:
@@ -106,19 +112,25 @@ class IptablesChain(TableResource[ChainSpec, dict[str, ChainState]]):
         commit that family, and verify this one's members, before this chain is staged."""
         return spec.after
 
+    def cuts_traffic(self, spec: ChainSpec) -> bool:
+        return spec.present and (spec.table, spec.chain, spec.policy) == (
+            "filter", "OUTPUT", "DROP")
+
     def read(self, spec: ChainSpec, host: Host) -> dict[str, ChainState]:
         out = {}
         for family in spec.families:
             model = save.load(host, spec.table, family)
             chain = model.chains.get(spec.chain)
             if model.missing:
-                out[family] = ChainState(None, missing=model.missing)
+                out[family] = ChainState(exists=False, missing=model.missing)
                 continue
-            if chain is None:
-                out[family] = ChainState(None)
+            if chain is None:  # a purged chain to create: written whole, members too
+                out[family] = ChainState(exists=False, desired=tuple(
+                    _desired(spec, family, Chain(), host)) if spec.purge and spec.present
+                    else ())
                 continue
-            state = ChainState(chain.policy, len(chain.rules),
-                               tuple(model.references(spec.chain)))
+            state = ChainState(exists=True, policy=chain.policy, rules=len(chain.rules),
+                               references=tuple(model.references(spec.chain)))
             if spec.purge:
                 state = state._replace(desired=tuple(_desired(spec, family, chain, host)),
                                        live=tuple(chain.rules))
@@ -134,21 +146,25 @@ class IptablesChain(TableResource[ChainSpec, dict[str, ChainState]]):
         for family, state in current.items():
             if state.missing:
                 continue
-            where = transaction.where(family, spec.table)
+            prefix = transaction.table_prefix(family, spec.table)
             ops: list[Op] = []
-            op, text = _op(spec, state, family)
+            op, shown = _op(spec, state, family)
             if op is not None:
-                diff.append(where + text)
-                changes.append(Change(op.kind.replace("_", " "), where + spec.chain, text))
+                diff.append(prefix + shown)
+                changes.append(Change(op.kind.replace("_", " "), prefix + spec.chain, shown))
                 ops.append(op)
             if spec.purge and (state.live != state.desired or (
                     op is not None and op.kind == "new_chain")):
-                members = {m.id for m in spec.members} | set(spec.after)  # absent too
-                for mark, line in _chain_diff(state.live, state.desired):
-                    who = owner(line)
-                    if mark == "~" or who not in members:  # a member shows its own
-                        diff.append(f"{mark} {where}{line}")
-                    changes.append(Change(iptables_rule.ACTIONS[mark], where + line,
+                # the chain's rule states of its phase, absent ones too: each prints its
+                # own rules' + and - lines, so the chain prints those of the other rules
+                # (foreign ones), and every move
+                members = {m.id for m in spec.members} | set(spec.after)
+                moved = out_of_order(state.live, state.desired)
+                for mark, rule in marks(state.live, state.desired, moved):
+                    who = owner(rule)
+                    if mark == "~" or who not in members:
+                        diff.append(text(mark, prefix + rule))
+                    changes.append(Change(ACTIONS[mark], prefix + rule,
                                           _why(mark, who, members)))
                 ops = _rewrite(spec.chain, ops, state.desired)
             if ops:
@@ -212,41 +228,26 @@ def _member_lines(member: RuleSpec, family: str, chain: Chain, host: Host) -> li
         return [chain.rules[i] for i in chain.owned_by(member.id)]
 
 
-def _chain_diff(live: Sequence[str], desired: Sequence[str]) -> list[tuple[str, str]]:
-    """``-`` for rules that go, ``+`` for rules that come, ``~`` for rules that stay but
-    move (outside the longest run of rules already in order). Only when it changed."""
-    from difflib import SequenceMatcher
-
-    want, have = set(desired), set(live)
-    out = [("-", line) for line in live if line not in want]
-    out += [("+", line) for line in desired if line not in have]
-    kept_live = [line for line in live if line in want]
-    kept = [line for line in desired if line in have]
-    in_order: set[int] = set()
-    for block in SequenceMatcher(None, kept_live, kept, autojunk=False).get_matching_blocks():
-        in_order.update(range(block.b, block.b + block.size))
-    out += [("~", line) for i, line in enumerate(kept) if i not in in_order]
-    return out
-
-
 def _rewrite(name: str, ops: list[Op], desired: Sequence[str]) -> list[Op]:
     """Flush and refill: the chain's whole content, after a policy or -N op."""
     flush = [] if any(o.kind == "new_chain" for o in ops) else [Op("flush", name, f"-F {name}")]
-    return [*ops, *flush, *(Op("append", name, line, line) for line in desired)]
+    return [*ops, *flush, *(Op(kind="append", chain=name, restore=line, line=line)
+                            for line in desired)]
 
 
 def _op(spec: ChainSpec, state: ChainState, family: str) -> tuple[Op | None, str]:
     name = spec.chain
     if spec.builtin:
-        if spec.policy is None or state.policy == spec.policy:
+        if spec.policy is None or (state.exists and state.policy == spec.policy):
             return None, ""
-        return (Op("policy", name, f"-P {name} {spec.policy}", spec.policy),
+        return (Op(kind="policy", chain=name, restore=f"-P {name} {spec.policy}",
+                   line=spec.policy),
                 f":{name} {state.policy} -> {spec.policy}")
     if spec.present:
-        if state.policy is not None:
+        if state.exists:
             return None, ""
         return Op("new_chain", name, f"-N {name}"), f"+ :{name} - [0:0]"
-    if state.policy is None:
+    if not state.exists:
         return None, ""
     _check_deletable(spec, state, family)
     return Op("delete_chain", name, f"-X {name}"), f"- :{name} - [0:0]"

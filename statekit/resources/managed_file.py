@@ -32,7 +32,9 @@ class FileSpec(Record):
 
 
 def parse_mode(value: object, field: str) -> int:
-    if not isinstance(value, str):  # YAML read mode: 0640 as 416: never write 0416
+    # YAML reads an unquoted 0640 as the number 416 (octal), which would be taken for
+    # mode 0416: only a quoted string is a mode
+    if not isinstance(value, str):
         raise FieldError(field, f"a mode is a quoted octal string (\"0640\"), not {value!r}")
     text = value
     if not (3 <= len(text.lstrip("0") or "0") <= 4 and digits(text)
@@ -149,7 +151,8 @@ def predict_file(plan: Plan, host: Host) -> None:
     if spec.enforce_dir_mode:
         parent = DirState(spec.dir_mode, spec.uid, spec.gid)
     host.cache[_predicted(spec.path)] = ReadResult(
-        FileState(spec.content, spec.mode, spec.uid, spec.gid, 0, 0), parent)
+        FileState(content=spec.content, mode=spec.mode, uid=spec.uid, gid=spec.gid, inode=0,
+                  mtime_ns=0), parent)
 
 
 def apply_file(spec: FileSpec, host: Host) -> None:

@@ -73,8 +73,9 @@ class Signal(Resource[SignalSpec, tuple[int, ...]]):
         if process_name is not None and process is not None:
             raise FieldError("process_name", "process already names the program; "
                              "process_name goes with pidfile")
-        return SignalSpec(True, number, name, pidfile, process, bool(fields.get("missing_ok")),
-                          process_name or process)
+        return SignalSpec(present=True, signal=number, name=name, pidfile=pidfile,
+                          process=process, missing_ok=bool(fields.get("missing_ok")),
+                          process_name=process_name or process)
 
     def read(self, spec: SignalSpec, host: Host) -> tuple[int, ...]:
         if not spec.present:

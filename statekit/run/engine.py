@@ -54,6 +54,14 @@ class _Pending(Record):
 
 
 class Engine:
+    """Converges one program on one host: ``Engine(program, host).converge(phases)``.
+
+    It owns the order of the run and each state's outcome; the resources own what a
+    state means, and the host how the machine is reached. ``check``: plan and report,
+    write nothing. ``on_outcome`` is called with each outcome as soon as it is settled,
+    in run order (the text report prints as the run goes).
+    """
+
     def __init__(self, program: Program, host: Host, *, check: bool = False,
                  on_outcome: Callable[[Outcome], None] | None = None) -> None:
         self.program = program
@@ -62,7 +70,24 @@ class Engine:
         self.on_outcome = on_outcome or (lambda _o: None)
         self.outcomes: dict[str, Outcome] = {}
         self.pending: dict[str, _Pending] = {}
-        self.unreported: list[str] = []  # run, not yet reported (in run order)
+        self.unreported: list[str] = []  # states run but not yet reported, in run order
+
+    def preflight(self, phases: Iterable[str] | None = None) -> None:
+        """Before anything is applied: what only the machine shows is wrong with the
+        input of the selected phases' enabled states (``Resource.preflight``: a jump to
+        a chain that no state declares and the live table lacks). Every such error is
+        raised at once (StateErrors: exit 3, nothing touched)."""
+        from statekit.errors import StateError, StateErrors
+
+        selected = set(phases) if phases else set(self.program.phases)
+        found = [StateError(error.message, file=state.file,
+                            line=state.lines.get(str(error.field).split(".")[0], state.line),
+                            field=f"{state.label}.{error.field}")
+                 for state in self.program.states
+                 if state.phase in selected and state.enabled and state.spec is not None
+                 for error in resources.get(state.type).preflight(state.spec, self.host)]
+        if found:
+            raise StateErrors(found)
 
     def converge(self, phases: Iterable[str] | None = None) -> list[Outcome]:
         selected = set(phases) if phases else set(self.program.phases)
@@ -143,6 +168,10 @@ class Engine:
                    for t in state.onchanges)
 
     def _flush_if_needed(self, state: State) -> None:
+        """Commit what ``state``'s requisites staged before it runs, unless they share a
+        transaction with it: then it plans against their staged model, and they are
+        committed together (a rule of two families and the chain that purges one of
+        them, say: the rule is verified once the chain has written its part)."""
         if not self.pending:
             return
         keys: frozenset[Hashable] = frozenset()
@@ -151,7 +180,7 @@ class Engine:
             keys = resource.transaction_keys(state.spec)
         for _, target in graph.edges(state):
             pending = self.pending.get(target)
-            if pending is not None and not pending.keys <= keys:
+            if pending is not None and not pending.keys & keys:
                 self._flush()
                 return
 

@@ -391,8 +391,9 @@ class FileSystem:
             data, oversize = b"", max(os.fstat(fd).st_size, limit + 1)
         finally:
             os.close(fd)
-        return FileState(data, stat.S_IMODE(st.st_mode), st.st_uid, st.st_gid, st.st_ino,
-                         st.st_mtime_ns, oversize)
+        return FileState(content=data, mode=stat.S_IMODE(st.st_mode), uid=st.st_uid,
+                         gid=st.st_gid, inode=st.st_ino, mtime_ns=st.st_mtime_ns,
+                         oversize=oversize)
 
     def write(
         self, path: str, data: bytes, *, mode: int, uid: int, gid: int, dir_mode: int,
@@ -480,6 +481,18 @@ class FileSystem:
             os.unlink(name, dir_fd=dfd)
         except FileNotFoundError:
             pass
+
+    def touch(self, path: str, when: float) -> None:
+        """Set ``path``'s access and modification times to ``when``, nothing else (no
+        symlink followed, at any component; a missing file is an ApplyError)."""
+        name = self._parts(path)[-1]
+        try:
+            with self._dir(path, None) as dfd:
+                if dfd is None:
+                    raise FileNotFoundError(2, "No such file or directory")
+                os.utime(name, (when, when), dir_fd=dfd, follow_symlinks=False)
+        except OSError as exc:
+            raise os_error(path, "touch", exc) from exc
 
     def remove(self, path: str) -> None:
         """Remove ``path`` (and stale temporaries beside it); a missing file is fine."""

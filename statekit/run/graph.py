@@ -9,12 +9,14 @@ from __future__ import annotations
 import heapq
 
 from statekit import resources
+from statekit.errors import did_you_mean
 from statekit.program import State
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from collections.abc import Mapping, Sequence
+    from collections.abc import Iterable, Mapping, Sequence
 
+    from statekit.errors import StateError
     from statekit.load.yamlsource import Source
 
 
@@ -27,30 +29,44 @@ def edges(state: State) -> list[tuple[str, str]]:
     return out
 
 
-def check_graph(states: list[State], phases: list[str], sources: Mapping[str, Source]) -> None:
+def check_graph(states: list[State], phases: list[str], sources: Mapping[str, Source],
+                others: Iterable[str] = (), *, complete: bool = True) -> list[StateError]:
+    """Every problem of the requisites: an unknown target (with the nearest id), one in a
+    later phase, a state that requires itself, a cycle. ``others``: ids of states that
+    could not be loaded (their own errors are told: naming one is no error); with
+    ``complete`` false (a file could not be read), an unknown target is not told."""
     by_id = {s.id: s for s in states}
+    known = [*by_id, *others]
     rank = {p: i for i, p in enumerate(phases)}
+    out = []
     for state in states:
         for key, target in edges(state):
             other = by_id.get(target)
             problem = None
-            if other is None:
-                problem = f"unknown state {target!r}"
-            elif rank[other.phase] > rank[state.phase]:
+            if other is None and target not in known and complete:
+                problem = f"unknown state {target!r}" + did_you_mean(target, known)
+            elif other is not None and rank[other.phase] > rank[state.phase]:
                 problem = (f"{target!r} is in phase {other.phase!r}, which runs after "
                            f"{state.phase!r}")
             elif other is state:
                 problem = "a state cannot require itself"
             if problem:
-                _fail(state, key, problem, sources)
+                out.append(_error(state, key, problem, sources))
     cycle = find_cycle(states)
     if cycle:
         first = by_id[cycle[0]]
-        _fail(first, "requires", "dependency cycle: " + " -> ".join(cycle), sources)
+        out.append(_error(first, "requires", "dependency cycle: " + " -> ".join(cycle),
+                          sources))
+    return out
 
 
-def _fail(state: State, key: str, problem: str, sources: Mapping[str, Source]) -> None:
-    raise sources[state.file].error(["states", state.index, key], problem)
+#: The field that names a type's own requisite (``edges``' "position").
+_ORDERING_FIELD = {"iptables_rule": "position.before", "coredns_zone": "pins_from"}
+
+
+def _error(state: State, key: str, problem: str, sources: Mapping[str, Source]) -> StateError:
+    field = _ORDERING_FIELD.get(state.type, key) if key == "position" else key
+    return sources[state.file].error(["states", state.index, *field.split(".")], problem)
 
 
 def find_cycle(states: list[State]) -> list[str] | None:

@@ -39,6 +39,13 @@ class Transaction(ABC):
 
 
 class Host:
+    """The one way a resource reaches the machine (see the module docstring).
+
+    ``root``: where files are read and written (``--root``); ``runner``: what spawns the
+    processes (a fake in the engine's tests); ``now``: the converge's clock; ``ask_names``
+    False keeps names unresolved (``statekit status``). A host lives for one converge.
+    """
+
     def __init__(
         self, *, root: str = "/", runner: Runner | None = None,
         env: Mapping[str, str] | None = None, now: int | None = None,
