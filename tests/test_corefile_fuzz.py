@@ -30,6 +30,8 @@ from statekit.resources.coredns_zone import desired, ip_text
 from tests.conftest import COREDNS
 from tests.corefile_fuzz import PIECES, SPECS, check, corpus_case, failures, mutated, valid_corefile
 
+pytestmark = pytest.mark.needs("coredns")
+
 SEED = int(os.environ.get("STATEKIT_FUZZ_SEED", "0"))
 CASES = int(os.environ.get("STATEKIT_FUZZ_CASES", "600"))
 COREDNS_CASES = int(os.environ.get("STATEKIT_FUZZ_COREDNS", "15"))

@@ -21,6 +21,8 @@ from tests.conftest import REPO
 from tests.fakehost import FakeRunner
 from tests.tracer import Packet, Trace, trace
 
+pytestmark = pytest.mark.root
+
 STATES = REPO / "states"
 T0 = 1_800_000_000
 DOMAINS = ["allowed.example", "metadata.example", "private.example"]

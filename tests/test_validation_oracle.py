@@ -32,7 +32,7 @@ from statekit.netfilter.rule import save_string
 from statekit.resources import coredns_zone, iptables_rule
 from tests.conftest import COREDNS, delete_netns, in_netns, make_netns, statekit, write
 
-pytestmark = pytest.mark.netns
+pytestmark = [pytest.mark.netns, pytest.mark.needs("coredns")]
 
 BACKENDS = {"ipv4": ("iptables", "iptables-legacy"), "ipv6": ("ip6tables", "ip6tables-legacy")}
 LONG_ID = "x" * 250
