@@ -12,7 +12,7 @@ The markers (registered in pyproject.toml; ``make check`` runs the tests that ca
 - ``needs(*components)``: what ``make test`` downloads or builds, by name (``COMPONENTS``):
   ``coredns``, ``node``, ``claude-code``, ``pypi``, ``go-proxy``.
 
-Three checks keep the declaration true, each a failure, never a skip:
+Four checks keep the declaration true, each a failure, never a skip:
 
 - before a test runs, one that uses a fixture whose marker it lacks fails (``FIXTURES``);
 - before a test runs, one whose marker names something missing here fails with what to
@@ -21,7 +21,9 @@ Three checks keep the declaration true, each a failure, never a skip:
 - while a test runs, a process it starts that only a marked test may start (``ip netns``,
   ``unshare``, ``setpriv``, the CoreDNS binary, ``node``, ``pip install``...) makes it fail
   when it lacks the marker (a Python audit hook sees every process the test process
-  starts; what those processes start in turn is left to the fixtures' check).
+  starts; what those processes start in turn is left to the fixtures' check);
+- ``make check``, as root, runs the tests as an ordinary user (the Makefile's ``AS_USER``),
+  so one that needs root without the ``root`` marker fails there.
 
 A skipped test fails too: a missing component is an error (``make test`` installs it).
 """
