@@ -93,7 +93,7 @@ PYTEST := env -u PYTHONDONTWRITEBYTECODE $(BIN)/pytest -q --dist worksteal
 # The markers declare the split (tests/needs.py checks them): netns, root, needs(...).
 # As root, the tests run as an ordinary user (a user namespace mapping root to uid 1000,
 # where the kernel allows one), so a test that needs root fails here unless marked so.
-AS_USER := $(if $(filter 0,$(shell id -u)),$(shell \
+AS_USER = $(if $(filter 0,$(shell id -u)),$(shell \
   unshare --user --map-user=1000 --map-group=1000 true 2>/dev/null \
   && echo unshare --user --map-user=1000 --map-group=1000))
 check: venv lint
