@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+from statekit.engine.graph import find_cycle, order
 from statekit.program import State
-from statekit.run.graph import find_cycle, order
 
 
 def st(sid: str, order_: int, requires: list[str] | None = None,

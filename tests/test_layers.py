@@ -18,18 +18,18 @@ from __future__ import annotations
 import ast
 from pathlib import Path
 
-from statekit.run.graph import cycle_in
+from statekit.engine.graph import cycle_in
 
 PACKAGE = Path(__file__).resolve().parents[1] / "statekit"
 
 LAYERS: list[tuple[str, ...]] = [
     ("statekit.cli", "statekit.__main__"),
-    ("statekit.subcommands", "statekit.lockdown", "statekit.status", "statekit.drops"),
-    ("statekit.out.report", "statekit.out.last_run"),
-    ("statekit.load.", "statekit.run.engine", "statekit.run.cache", "statekit.run.graph"),
+    ("statekit.commands.subcommands", "statekit.commands.lockdown", "statekit.commands.status", "statekit.commands.drops"),
+    ("statekit.report.report", "statekit.report.last_run"),
+    ("statekit.load.", "statekit.engine.engine", "statekit.engine.cache", "statekit.engine.graph"),
     ("statekit.resources.",),
-    ("statekit.netfilter.", "statekit.run.host", "statekit.corefile"),
-    ("statekit.run.runner", "statekit.run.files", "statekit.run.lock", "statekit.out.masking",
+    ("statekit.netfilter.", "statekit.host.host", "statekit.corefile"),
+    ("statekit.host.runner", "statekit.host.files", "statekit.run.lock", "statekit.masking",
      "statekit.program"),
     ("statekit.errors", "statekit.digits", "statekit.dnsname", "statekit.typeshim",
      "statekit.testhook", "statekit.contract", "statekit.jsonlite", "statekit"),
@@ -99,5 +99,5 @@ def test_the_check_sees_a_cycle_and_an_upward_import(tmp_path: Path) -> None:
     planted = tmp_path / "x.py"
     planted.write_text("from statekit.cli import main\nfrom statekit import digits\n")
     assert imports(planted, {"statekit.digits"}) == {"statekit.cli", "statekit.digits"}
-    assert layer("statekit.cli") < layer("statekit.run.runner")
+    assert layer("statekit.cli") < layer("statekit.host.runner")
     assert cycle_in({"a": ["b"], "b": ["c"], "c": ["a"]}) == ["a", "b", "c", "a"]

@@ -18,15 +18,15 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 from statekit import resources
+from statekit.engine.graph import check_graph
 from statekit.errors import ApplyError, FieldError, StateError, StateErrors, every_error
+from statekit.host.files import STATE_FILE_LIMIT, read_path
 from statekit.load import schema_check, templating
 from statekit.load.discover import collect
 from statekit.load.yamlsource import Source, parse, state_id
-from statekit.out.masking import check_secret
+from statekit.masking import check_secret
 from statekit.program import Program, State
 from statekit.resources.base import Meta
-from statekit.run.files import STATE_FILE_LIMIT, read_path
-from statekit.run.graph import check_graph
 
 _GRAPH_KEYS = frozenset({"id", "type", "phase", "requires", "onchanges"})
 ENSURE_VALUES = ("present", "absent")
