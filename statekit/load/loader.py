@@ -220,7 +220,10 @@ def _build(sources: list[Source], phases: list[str], overrides: Mapping[str, Any
             found.add(_as_state_error(exc, source, ["states", state.index]))
     _link(states)
     _check(states, by_name, found)
-    found.add(check_graph(states, phases, by_name, found.other_ids, complete=not found.unread))
+    for state, field, problem in check_graph(states, phases, found.other_ids,
+                                             complete=not found.unread):
+        found.add(by_name[state.file].error(["states", state.index, *field.split(".")],
+                                            problem))
     used = None if env.used is None else sorted(env.used | secret_names)
     program = Program(phases=phases, states=states, secrets=secrets, env_used=used,
                       secret_names=sorted(secret_names))
