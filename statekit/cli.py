@@ -17,7 +17,7 @@ import sys
 
 from statekit.contract import EXIT_FAILED, EXIT_INVALID, EXIT_UNLOCKED
 from statekit.errors import StateError, StatekitError
-from statekit.out.masking import Masker
+from statekit.masking import Masker
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -303,7 +303,7 @@ def _main(argv: list[str]) -> int:
             _json_error(StateError("usage error: see the message on stderr"), EXIT_INVALID)
         raise
     # the mask key: read on the first secret shown; made only by a real converge
-    from statekit.out.masking import use_key_file
+    from statekit.masking import use_key_file
 
     use_key_file(getattr(args, "root", "/"), create=args.command == "converge"
                  and not getattr(args, "check", False))
@@ -316,7 +316,7 @@ def _main(argv: list[str]) -> int:
 
 def _run(args: Namespace, masker: Masker) -> int:
     try:
-        from statekit import subcommands as commands
+        from statekit.commands import subcommands as commands
 
         return int(commands.run(args, masker))
     except StateError as exc:
@@ -336,8 +336,8 @@ def _require_lockdown(args: Namespace, masker: Masker, code: int) -> int:
     """``code``, or 4 when the lockdown is not in place (read afresh, whatever the run
     did: the program it loaded, if any, says what the lockdown is)."""
     try:
-        from statekit import lockdown
-        from statekit.run.host import Host
+        from statekit.commands import lockdown
+        from statekit.host.host import Host
 
         found = lockdown.problems(Host(root=args.root), getattr(args, "program", None),
                                   args.phase)
@@ -381,7 +381,7 @@ def _json_error(exc: StatekitError, code: int, masker: Masker | None = None,
     import json
 
     from statekit.errors import every_error
-    from statekit.out.report import FORMAT_VERSION, emit, masked_tree
+    from statekit.report.report import FORMAT_VERSION, emit, masked_tree
 
     errors = [{"file": getattr(e, "file", None), "line": getattr(e, "line", None),
                "field": getattr(e, "field", None),
@@ -400,7 +400,7 @@ def _traceback(exc: BaseException, masker: Masker) -> None:
 
 
 def _error(text: str) -> None:
-    from statekit.out.report import emit
+    from statekit.report.report import emit
 
     emit(sys.stderr, f"statekit: {text}\n")
 
@@ -411,7 +411,7 @@ def _flush(stream: TextIO) -> None:
     try:
         stream.flush()
     except BrokenPipeError:
-        from statekit.out.report import cut  # only when a reader went away
+        from statekit.report.report import cut  # only when a reader went away
 
         cut(stream)
     except (OSError, ValueError):  # closed or not a file: nothing left to flush

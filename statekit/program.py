@@ -37,7 +37,7 @@ class State:
         self.enabled = True  # the rendered ``when``
         self.spec: Any = None  # the resource's parsed spec
         #: in a cached program: the spec held a secret, so it was not written; a converge
-        #: that runs this state loads the files again (statekit/run/cache.py)
+        #: that runs this state loads the files again (statekit/engine/cache.py)
         self.sealed = False
 
     @property
@@ -75,6 +75,6 @@ class Program:
         #: those files' states converge absent, and the run exits 3
         self.input_errors: list[Any] = input_errors or []
         #: for ``show``, as the loader rendered them: each state's own fields as it gave
-        #: them (by id), and the vars. Never cached (run/cache.py writes a new Program).
+        #: them (by id), and the vars. Never cached (engine/cache.py writes a new Program).
         self.shown: dict[str, dict[str, Any]] = {}
         self.vars: dict[str, Any] = {}

@@ -19,7 +19,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from statekit.errors import ApplyError
-from statekit.run.runner import Result, Runner
+from statekit.host.runner import Result, Runner
 
 BUILTIN = {"filter": ("INPUT", "FORWARD", "OUTPUT"),
            "nat": ("PREROUTING", "INPUT", "OUTPUT", "POSTROUTING"),

@@ -10,9 +10,9 @@ from types import MappingProxyType
 
 import pytest
 
+from statekit.engine import cache
 from statekit.load import loader
 from statekit.program import Program, State
-from statekit.run import cache
 from tests.conftest import REPO, statekit, write
 
 pytestmark = pytest.mark.root
@@ -80,7 +80,7 @@ def secret_forms(secret: str) -> list[bytes]:
     import base64
     import hashlib
 
-    from statekit.out.masking import base64_forms
+    from statekit.masking import base64_forms
 
     forms = [secret, base64.b64encode(secret.encode()).decode(),
              base64.b64encode(f"123456:{secret}".encode()).decode(),
@@ -111,7 +111,7 @@ def test_secrets_never_reach_the_cache_and_their_states_are_sealed(
 
 
 def _fs(root: Path) -> object:
-    from statekit.run.files import FileSystem
+    from statekit.host.files import FileSystem
 
     return FileSystem(str(root))
 
@@ -200,6 +200,17 @@ def test_codec_round_trips_the_shipped_programs(env: dict[str, str],
     assert {"RuleSpec", "ChainSpec", "ZoneSpec", "SignalSpec", "EnvFileSpec"} <= set(specs)
 
 
+def test_the_code_stamp_covers_every_module_and_schema() -> None:
+    """An edit to any of statekit's files (an editable install) misses the cache,
+    whatever folder the file sits in."""
+    package = REPO / "statekit"
+    files = {f"{p.parent.relative_to(package)}/{p.name}" for p in package.rglob("*")
+             if p.suffix in (".py", ".json") and "__pycache__" not in p.parts}
+    stamped = {part.rsplit(":", 2)[0] for part in cache._code_stamp().split(";")}
+    assert "engine/cache.py" in files
+    assert stamped == files
+
+
 def test_decoding_names_only_statekit_records() -> None:
     for name in ("os:system", "builtins:eval", "statekit.program:State.__init__",
                  "statekit.cli:Arg"):
@@ -220,8 +231,8 @@ def test_a_cache_reached_through_a_symlinked_directory_is_never_read(
     args = ["converge", "--root", str(root), str(path)]
     assert statekit(args, env={"VALUE": "1"}).returncode == 0
     program = loader.load([str(path)], environ={"VALUE": "1"})
+    from statekit.host.files import FileSystem
     from statekit.load.discover import collect
-    from statekit.run.files import FileSystem
 
     key = cache.key(collect([str(path)]), {})
     fs = FileSystem(str(root))

@@ -267,13 +267,13 @@ def test_help_lists_the_subcommands() -> None:
 
 
 # Imports cli and parses a common line in a fresh interpreter; prints the modules that
-# came in with it. STUB: replace statekit.errors and statekit.out.masking (not cli's own
+# came in with it. STUB: replace statekit.errors and statekit.masking (not cli's own
 # imports) by empty stand-ins, so that only cli's own imports are measured.
 _PROBE = """
 import json, sys
 if sys.argv[1] == "stub":
     for name, attrs in (("statekit.errors", ("StateError", "StatekitError")),
-                        ("statekit.out.masking", ("Masker",))):
+                        ("statekit.masking", ("Masker",))):
         module = type(sys)(name)
         for attr in attrs:
             setattr(module, attr, type(attr, (Exception,), {}))
@@ -299,5 +299,5 @@ def test_cli_itself_imports_nothing_heavy() -> None:
 
 
 def test_the_fast_path_never_imports_argparse() -> None:
-    # re/typing may still come from statekit.errors or statekit.out.masking (not cli's own)
+    # re/typing may still come from statekit.errors or statekit.masking (not cli's own)
     assert _new_modules("real") & {"argparse", "gettext"} == set()

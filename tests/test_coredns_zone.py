@@ -10,9 +10,9 @@ from typing import Any
 import pytest
 
 from statekit.errors import ApplyError, FieldError
+from statekit.host.files import ReadResult
 from statekit.resources.base import Meta
 from statekit.resources.coredns_zone import CorednsZone, ZoneCurrent, ZoneSpec, desired
-from statekit.run.files import ReadResult
 from tests.conftest import Run, dns_query, statekit, write
 
 pytestmark = pytest.mark.needs("coredns")
@@ -196,7 +196,7 @@ def test_a_hand_edited_owned_block_is_restored_in_place() -> None:
 
 
 def test_unparseable_corefile_fails_without_writing() -> None:
-    from statekit.run.files import FileState
+    from statekit.host.files import FileState
 
     broken = FileState(content=b"a.test {\n", mode=0o644, uid=0, gid=0, inode=1, mtime_ns=1)
     with pytest.raises(ApplyError, match="Corefile:1: cannot parse"):

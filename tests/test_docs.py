@@ -48,7 +48,8 @@ from typing import Any
 import pytest
 import yaml
 
-from statekit import cli, drops
+from statekit import cli
+from statekit.commands import drops
 from tests.conftest import REPO, statekit, write
 
 pytestmark = pytest.mark.netns
@@ -410,10 +411,10 @@ def test_the_usage_synopsis_lists_each_subcommand_with_its_options() -> None:
 
 
 def test_the_runtime_paths_in_the_docs_are_the_ones_statekit_uses() -> None:
-    from statekit.out.last_run import PATH as LAST_RUN
-    from statekit.out.masking import KEY_PATH
-    from statekit.run.cache import CACHE_PATH
-    from statekit.run.lock import DEFAULT_LOCK
+    from statekit.engine.cache import CACHE_PATH
+    from statekit.host.lock import DEFAULT_LOCK
+    from statekit.masking import KEY_PATH
+    from statekit.report.last_run import PATH as LAST_RUN
 
     used = {DEFAULT_LOCK, CACHE_PATH, KEY_PATH, LAST_RUN}
     dirs = {str(Path(p).parent) for p in used}

@@ -15,14 +15,14 @@ from pathlib import Path
 
 import pytest
 
-from statekit import drops
+from statekit.commands import drops
 from statekit.errors import ApplyError
+from statekit.host.host import Host
+from statekit.host.runner import Result
 from statekit.load import loader
+from statekit.masking import Masker
 from statekit.netfilter.explain import Pin, View
 from statekit.netfilter.nflog import Drop, Packet
-from statekit.out.masking import Masker
-from statekit.run.host import Host
-from statekit.run.runner import Result
 from tests.conftest import REPO, statekit, write
 from tests.fakehost import FakeRunner
 

@@ -11,10 +11,10 @@ from typing import Any
 
 import pytest
 
+from statekit.engine.engine import Engine, Outcome
+from statekit.host.host import Host
 from statekit.load import loader
 from statekit.netfilter import resolve
-from statekit.run.engine import Engine, Outcome
-from statekit.run.host import Host
 from tests.fakehost import FakeRunner
 
 STATES = """\
@@ -225,10 +225,10 @@ def test_a_member_whose_rules_cannot_be_computed_fails_alone(
     assert again[member].status == "failed" and again["out"].status == "ok"
 
 
-# --- the entrypoint's guard: converge --require-lockdown (statekit/lockdown.py) ----------
+# --- the entrypoint's guard: converge --require-lockdown (statekit/commands/lockdown.py) ----------
 
 def test_the_lockdown_check_reads_policy_and_the_static_rules(world: World) -> None:
-    from statekit import lockdown
+    from statekit.commands import lockdown
 
     program = loader.load([str(world.file)], environ={})
     host = Host(root=str(world.root), runner=world.runner)
@@ -248,7 +248,7 @@ def test_the_lockdown_check_reads_policy_and_the_static_rules(world: World) -> N
 
 
 def test_a_dead_name_is_no_reason_to_stop_the_boot(world: World) -> None:
-    from statekit import lockdown
+    from statekit.commands import lockdown
 
     world.answers = {n: resolve.Failure(n, "timed out") for n in world.answers}
     world.converge()

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+from statekit.engine.graph import check_graph, find_cycle, order
 from statekit.program import State
-from statekit.run.graph import find_cycle, order
 
 
 def st(sid: str, order_: int, requires: list[str] | None = None,
@@ -41,3 +41,13 @@ def test_cycle_is_named() -> None:
 
 def test_no_cycle() -> None:
     assert find_cycle([st("a", 0, ["b"]), st("b", 1)]) is None
+
+
+def test_check_graph_returns_each_problem_as_data_with_its_field() -> None:
+    """No file or line here (the loader adds them): the state, the field that names the
+    target, what is wrong."""
+    a, b = st("a", 0, ["b", "nope"]), st("b", 1, ["a"])
+    problems = [(s.id, field, text) for s, field, text in check_graph([a, b], ["p"])]
+    assert problems == [("a", "requires", "unknown state 'nope'"),
+                        ("a", "requires", "dependency cycle: a -> b -> a")]
+    assert check_graph([a], ["p"], others=["b", "nope"]) == []

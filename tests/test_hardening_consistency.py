@@ -18,7 +18,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from statekit.digits import shell_join
-from statekit.out.masking import host_key, keyed_tag
+from statekit.masking import host_key, keyed_tag
 from tests.conftest import statekit, write
 from tests.hardening import clean
 

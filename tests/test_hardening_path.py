@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from statekit.errors import ApplyError
-from statekit.run import runner
+from statekit.host import runner
 from tests.conftest import statekit, write
 from tests.hardening import Attacker, arena_fixture, attacker_fixture, clean  # noqa: F401
 

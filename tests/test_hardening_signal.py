@@ -22,7 +22,7 @@ from pathlib import Path
 import pytest
 
 from statekit.errors import ApplyError
-from statekit.run.host import Host
+from statekit.host.host import Host
 from tests.conftest import REPO, Run, record_output, write
 from tests.hardening import Attacker, arena_fixture, attacker_fixture, clean  # noqa: F401
 

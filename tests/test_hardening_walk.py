@@ -33,7 +33,7 @@ from pathlib import Path
 import pytest
 
 from statekit.errors import ApplyError
-from statekit.run.files import FileSystem
+from statekit.host.files import FileSystem
 from tests.conftest import statekit, write
 from tests.hardening import Attacker, arena_fixture, attacker_fixture, clean, tree  # noqa: F401
 

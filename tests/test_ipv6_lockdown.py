@@ -16,11 +16,11 @@ from typing import Any
 
 import pytest
 
+from statekit.engine.engine import Engine, Outcome
 from statekit.errors import StateError
+from statekit.host.host import Host
 from statekit.load import loader
 from statekit.netfilter import save
-from statekit.run.engine import Engine, Outcome
-from statekit.run.host import Host
 from tests.conftest import REPO, in_netns, saved, statekit
 from tests.fakehost import FakeRunner
 

@@ -83,7 +83,7 @@ def test_no_op_converge_imports_nothing_heavy(netns: str, root: Path, tmp_path: 
     first = loaded_by_converge(netns, root, state_file)
     assert "yaml" in first  # the first run loads the files (and fills the cache)
     again = loaded_by_converge(netns, root, state_file)
-    assert "statekit.run.engine" in again  # it did converge
+    assert "statekit.engine.engine" in again  # it did converge
     assert sorted(set(HEAVY) & again) == []
 
 
@@ -119,5 +119,5 @@ def test_the_lockdown_refresh_with_telemetry_on_imports_nothing_heavy(
     for extra in ([], ["--check"]):
         again = loaded_by_converge(netns, root, REPO / "states", *args, *extra,
                                    env=LOCKDOWN_ENV)
-        assert "statekit.run.engine" in again
+        assert "statekit.engine.engine" in again
         assert sorted(set(HEAVY) & again) == []

@@ -13,10 +13,10 @@ from typing import Any
 
 import pytest
 
+from statekit.engine.engine import Engine, Outcome
+from statekit.host.host import Host
 from statekit.load import loader
 from statekit.netfilter import resolve
-from statekit.run.engine import Engine, Outcome
-from statekit.run.host import Host
 from tests.conftest import REPO
 from tests.fakehost import FakeRunner
 from tests.tracer import Packet, Trace, trace

@@ -14,8 +14,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from statekit.out import masking
-from statekit.out.masking import Masker, host_key, keyed_tag, tag
+from statekit import masking
+from statekit.masking import Masker, host_key, keyed_tag, tag
 from tests.conftest import statekit, write
 
 pytestmark = pytest.mark.root

@@ -13,13 +13,13 @@ from typing import Any
 
 import pytest
 
+from statekit.engine.engine import Engine, Outcome
+from statekit.host.files import FileSystem
+from statekit.host.host import Host
 from statekit.load import loader
 from statekit.netfilter import resolve
 from statekit.netfilter.table import COMMENT_LIMIT, comment_of, name_tag
-from statekit.out import last_run
-from statekit.run.engine import Engine, Outcome
-from statekit.run.files import FileSystem
-from statekit.run.host import Host
+from statekit.report import last_run
 from tests.fakehost import FakeRunner
 
 pytestmark = pytest.mark.root

@@ -22,11 +22,11 @@ from typing import Any
 import pytest
 import yaml
 
+from statekit.engine.engine import Engine, Outcome
+from statekit.host.host import Host
+from statekit.host.runner import Result
 from statekit.load import loader
 from statekit.netfilter import resolve
-from statekit.run.engine import Engine, Outcome
-from statekit.run.host import Host
-from statekit.run.runner import Result
 from tests.fakehost import FakeChain, FakeRunner
 
 CASES = Path(__file__).parent / "planner_cases"

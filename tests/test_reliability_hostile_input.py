@@ -41,10 +41,10 @@ from hypothesis import strategies as st
 from statekit import cli
 from statekit.corefile import parse as parse_corefile
 from statekit.errors import StateError
+from statekit.host.files import ReadResult
 from statekit.load import loader
 from statekit.resources.coredns_zone import CorednsZone, ZoneCurrent, ZoneSpec
 from statekit.resources.iptables_rule import RuleSpec, expand
-from statekit.run.files import ReadResult
 from tests.conftest import REPO, in_netns, record_output, register_token, saved
 from tests.otel_parsers import python_sdk_attributes
 

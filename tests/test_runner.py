@@ -15,7 +15,7 @@ from types import FrameType
 import pytest
 
 from statekit.errors import ApplyError
-from statekit.run.runner import Result, Runner
+from statekit.host.runner import Result, Runner
 
 REPO = Path(__file__).resolve().parent.parent
 MB5 = 5_000_000
@@ -303,9 +303,9 @@ HEAVY = ("subprocess", "typing", "signal", "threading", "selectors", "re", "enum
 PROBE = f"""
 import sys
 before = set(sys.modules)
-import statekit.run.runner
+import statekit.host.runner
 from statekit.errors import ApplyError
-r = statekit.run.runner.Runner()
+r = statekit.host.runner.Runner()
 assert r.run(["cat"], input="x").stdout == "x"
 assert r.run(["sh", "-c", "exit 2"], check=False).returncode == 2
 for argv, timeout in ((["statekit-no-such-command"], 5.0), (["sleep", "5"], 0.05)):

@@ -18,15 +18,15 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 from statekit import resources
+from statekit.engine.graph import check_graph
 from statekit.errors import ApplyError, FieldError, StateError, StateErrors, every_error
+from statekit.host.files import STATE_FILE_LIMIT, read_path
 from statekit.load import schema_check, templating
 from statekit.load.discover import collect
 from statekit.load.yamlsource import Source, parse, state_id
-from statekit.out.masking import check_secret
+from statekit.masking import check_secret
 from statekit.program import Program, State
 from statekit.resources.base import Meta
-from statekit.run.files import STATE_FILE_LIMIT, read_path
-from statekit.run.graph import check_graph
 
 _GRAPH_KEYS = frozenset({"id", "type", "phase", "requires", "onchanges"})
 ENSURE_VALUES = ("present", "absent")
@@ -220,7 +220,10 @@ def _build(sources: list[Source], phases: list[str], overrides: Mapping[str, Any
             found.add(_as_state_error(exc, source, ["states", state.index]))
     _link(states)
     _check(states, by_name, found)
-    found.add(check_graph(states, phases, by_name, found.other_ids, complete=not found.unread))
+    for state, field, problem in check_graph(states, phases, found.other_ids,
+                                             complete=not found.unread):
+        found.add(by_name[state.file].error(["states", state.index, *field.split(".")],
+                                            problem))
     used = None if env.used is None else sorted(env.used | secret_names)
     program = Program(phases=phases, states=states, secrets=secrets, env_used=used,
                       secret_names=sorted(secret_names))

@@ -4,7 +4,7 @@ Schemas ship as package data: ``file.json`` for a state file and one per resourc
 its own fields. ``coerce`` converts rendered template output to the schema's types first
 (``"443"`` -> 443, ``"true"`` -> True), as Ansible and Salt users expect. A field whose
 schema says ``"pattern": "^/"`` is a path under ``--root`` and is checked as one
-(:func:`statekit.run.files.path_problem`: no ``..``).
+(:func:`statekit.host.files.path_problem`: no ``..``).
 """
 
 from __future__ import annotations
@@ -70,7 +70,7 @@ def problems(name: str, instance: Any) -> list[tuple[list[str | int], str]]:
 def _check_paths(node: dict[str, Any], instance: Any) -> list[tuple[list[str | int], str]]:
     """Absolute-path fields (``"pattern": "^/"``) must name a file under ``--root``: what a
     converge would refuse, ``validate`` refuses first."""
-    from statekit.run.files import path_problem
+    from statekit.host.files import path_problem
 
     if not isinstance(instance, dict):
         return []

@@ -12,7 +12,7 @@ state the caller does not know, when it is a DNS name with a dot.
 
 An address that left a name (its grace over, no rule any more) is known only to the pin
 history: ``history`` maps the address to ``(name, left_at)`` (see
-:func:`statekit.drops.read_history`).
+:func:`statekit.commands.drops.read_history`).
 """
 
 from __future__ import annotations

@@ -8,8 +8,8 @@ table); committing or discarding a transaction drops it, so the next read saves 
 from __future__ import annotations
 
 from statekit.errors import ApplyError
+from statekit.host.host import Host
 from statekit.netfilter.table import Chain, Table, empty_table, owner
-from statekit.run.host import Host
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:

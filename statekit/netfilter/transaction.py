@@ -8,9 +8,9 @@ discarding drops the cached model, so verify reads the table back with one fresh
 from __future__ import annotations
 
 from statekit.errors import ApplyError
+from statekit.host.host import Host, Transaction
 from statekit.netfilter import save
 from statekit.netfilter.table import Op
-from statekit.run.host import Host, Transaction
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:

@@ -39,7 +39,7 @@ if TYPE_CHECKING:
     from typing import Any, ClassVar
 
     from statekit.errors import FieldError
-    from statekit.run.host import Host
+    from statekit.host.host import Host
 
 #: An empty, read-only mapping: the default of mapping fields (never shared mutably).
 EMPTY: Mapping[str, Any] = MappingProxyType({})

@@ -6,14 +6,14 @@ changed or failed; its output goes into the report, secrets masked (on a failure
 when killed at ``timeout``, the tails of both stdout and stderr).
 
 A bare program name is looked up only in the trusted system directories (and
-``STATEKIT_TOOL_DIRS``), never in ``PATH``; see :mod:`statekit.run.runner`.
+``STATEKIT_TOOL_DIRS``), never in ``PATH``; see :mod:`statekit.host.runner`.
 """
 
 from __future__ import annotations
 
 from statekit.errors import ApplyError, FieldError
+from statekit.host.host import Host
 from statekit.resources.base import Change, Meta, Plan, Resource
-from statekit.run.host import Host
 from statekit.typeshim import Record
 
 TYPE_CHECKING = False

@@ -59,6 +59,8 @@ from __future__ import annotations
 from statekit import dnsname
 from statekit.digits import digits
 from statekit.errors import ApplyError, FieldError
+from statekit.host.files import ReadResult
+from statekit.host.host import Host
 from statekit.resources.base import EMPTY, Meta, Plan, Resource
 from statekit.resources.managed_file import (
     FileSpec,
@@ -69,8 +71,6 @@ from statekit.resources.managed_file import (
     predict_file,
     read_file,
 )
-from statekit.run.files import ReadResult
-from statekit.run.host import Host
 from statekit.typeshim import Record
 
 TYPE_CHECKING = False

@@ -7,7 +7,9 @@ split at the first ``=``. Values of ``sensitive`` keys are masked in every outpu
 from __future__ import annotations
 
 from statekit.errors import FieldError
-from statekit.out.masking import tag
+from statekit.host.files import MAX_READ, ReadResult
+from statekit.host.host import Host
+from statekit.masking import tag
 from statekit.resources.base import Meta, Plan, Resource
 from statekit.resources.managed_file import (
     FileSpec,
@@ -19,8 +21,6 @@ from statekit.resources.managed_file import (
     predict_file,
     read_file,
 )
-from statekit.run.files import MAX_READ, ReadResult
-from statekit.run.host import Host
 from statekit.typeshim import Record
 
 TYPE_CHECKING = False

@@ -19,6 +19,7 @@ failed requirement is still written as declared.
 from __future__ import annotations
 
 from statekit.errors import ApplyError, FieldError
+from statekit.host.host import Host
 from statekit.netfilter import fields as rule_fields
 from statekit.netfilter import save, transaction
 from statekit.netfilter.rulediff import ACTIONS, marks, out_of_order, text
@@ -26,7 +27,6 @@ from statekit.netfilter.table import BUILTIN, Chain, Op, owner
 from statekit.resources import iptables_rule
 from statekit.resources.base import EMPTY, Change, Meta, Plan
 from statekit.resources.iptables_table import TableResource
-from statekit.run.host import Host
 from statekit.typeshim import Record
 
 TYPE_CHECKING = False

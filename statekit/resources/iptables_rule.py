@@ -21,6 +21,7 @@ from __future__ import annotations
 import time
 
 from statekit.errors import ApplyError, FieldError, did_you_mean
+from statekit.host.host import Host
 from statekit.netfilter import fields as rule_fields
 from statekit.netfilter import save, transaction
 from statekit.netfilter.block import BlockPlan, Position, plan_block
@@ -39,7 +40,6 @@ from statekit.netfilter.table import (
 from statekit.resources.base import EMPTY, Change, Meta, Plan
 from statekit.resources.iptables_table import TableResource
 from statekit.resources.managed_file import parse_owner
-from statekit.run.host import Host
 from statekit.typeshim import Record
 
 TYPE_CHECKING = False

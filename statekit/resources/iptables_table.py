@@ -4,10 +4,10 @@
 
 from __future__ import annotations
 
+from statekit.host.host import Host
 from statekit.netfilter import transaction
 from statekit.netfilter.table import Op
 from statekit.resources.base import Plan, Transactional
-from statekit.run.host import Host
 from statekit.typeshim import TypeVar
 
 TYPE_CHECKING = False

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 from statekit.digits import digits
 from statekit.errors import FieldError
+from statekit.host.files import ReadResult
+from statekit.host.host import Host
 from statekit.resources.base import Change, Plan
-from statekit.run.files import ReadResult
-from statekit.run.host import Host
 from statekit.typeshim import Record
 
 TYPE_CHECKING = False
@@ -144,7 +144,7 @@ def predict_file(plan: Plan, host: Host) -> None:
     spec = plan.payload
     if not (plan.changed and isinstance(spec, FileSpec)):
         return
-    from statekit.run.files import DirState, FileState
+    from statekit.host.files import DirState, FileState
 
     before = read_file(host, spec.path, len(spec.content) + 1, oversize_ok=True)
     parent = before.parent or DirState(spec.dir_mode, spec.uid, spec.gid)

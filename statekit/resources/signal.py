@@ -19,8 +19,8 @@ import os
 
 from statekit.digits import digits
 from statekit.errors import ApplyError, FieldError
+from statekit.host.host import Host, comm, pid_max
 from statekit.resources.base import Change, Meta, Plan, Resource
-from statekit.run.host import Host, comm, pid_max
 from statekit.typeshim import Record
 
 TYPE_CHECKING = False

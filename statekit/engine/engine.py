@@ -13,11 +13,11 @@ then, in check mode too, so both modes print the same lines in the same order.
 from __future__ import annotations
 
 from statekit import resources
+from statekit.engine import graph
 from statekit.errors import ApplyError
+from statekit.host.host import Host
 from statekit.program import Program, State
 from statekit.resources.base import Plan, Resource, Transactional
-from statekit.run import graph
-from statekit.run.host import Host
 from statekit.typeshim import Record
 
 TYPE_CHECKING = False

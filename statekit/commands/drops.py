@@ -21,7 +21,7 @@ Exit codes: 0 when ``--count`` or ``--timeout`` ended it, or Ctrl-C; 1 when the 
 cannot be read (not root, or another listener has it: one line says what to do); 3 for
 bad input (the state files, ``--root``, no NFLOG rule in the states and no ``--group``).
 
-Not on the converge's path: :mod:`statekit.subcommands` imports this module only for
+Not on the converge's path: :mod:`statekit.commands.subcommands` imports this module only for
 ``drops``.
 """
 
@@ -32,11 +32,11 @@ import time
 
 from statekit.contract import EXIT_OK
 from statekit.errors import ApplyError, StateError, StatekitError
+from statekit.host.host import Host
+from statekit.masking import Masker
 from statekit.netfilter import nflog, save
 from statekit.netfilter.explain import Pin, View
-from statekit.out.masking import Masker
 from statekit.program import Program
-from statekit.run.host import Host
 from statekit.typeshim import Record
 
 TYPE_CHECKING = False
@@ -64,13 +64,13 @@ def read_history(root: str) -> Mapping[str, tuple[str, float]]:
     ``left_at`` in seconds since the epoch (any spelling of the address; entries that are
     not a (str, number) pair are skipped).
 
-    The store is the last converge's record (:mod:`statekit.out.last_run`,
+    The store is the last converge's record (:mod:`statekit.report.last_run`,
     ``<root>/run/statekit/last-run.json``: read-only, bounded, no symlink followed), read
     at most every :data:`VIEW_TTL` seconds while drops come. A missing or damaged record
     is no history.
     """
-    from statekit.out import last_run
-    from statekit.run.files import FileSystem
+    from statekit.host.files import FileSystem
+    from statekit.report import last_run
 
     record = last_run.read(FileSystem(root)) or {}
     out: dict[str, tuple[str, float]] = {}
@@ -393,6 +393,6 @@ def _since(pin: Pin) -> str | None:
 def _json_line(shown: Shown, masker: Masker) -> str:
     import json
 
-    from statekit.out.report import masked_tree
+    from statekit.report.report import masked_tree
 
     return json.dumps(masked_tree(as_dict(shown), masker))

@@ -1,6 +1,6 @@
 """``statekit status``: the lockdown's health on one screen (text) or as JSON.
 
-- **last converge**: from ``<root>/run/statekit/last-run.json`` (:mod:`statekit.out.last_run`):
+- **last converge**: from ``<root>/run/statekit/last-run.json`` (:mod:`statekit.report.last_run`):
   when, which phases, the counts and exit code, each failed state and its error;
 - **names**: each allowlisted name's pins (last seen at the last converge that resolved
   it), its addresses in grace and until when, and since when it fails;
@@ -24,11 +24,11 @@ import time
 
 from statekit import resources
 from statekit.contract import EXIT_FAILED, EXIT_OK
-from statekit.out import last_run
-from statekit.out.masking import Masker
+from statekit.engine.engine import FAILED, Engine
+from statekit.host.host import Host
+from statekit.masking import Masker
 from statekit.program import Program
-from statekit.run.engine import FAILED, Engine
-from statekit.run.host import Host
+from statekit.report import last_run
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -37,7 +37,7 @@ if TYPE_CHECKING:
 
 
 def run(args: argparse.Namespace, program: Program, masker: Masker) -> int:
-    from statekit.run import lock
+    from statekit.host import lock
 
     host = Host(root=args.root)
     last = last_run.read(host.fs)
@@ -52,7 +52,7 @@ def run(args: argparse.Namespace, program: Program, masker: Masker) -> int:
     if args.format == "json":
         import json
 
-        from statekit.out.report import masked_tree
+        from statekit.report.report import masked_tree
 
         sys.stdout.write(json.dumps(masked_tree(doc, masker), indent=2) + "\n")
     else:

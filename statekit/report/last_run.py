@@ -19,8 +19,8 @@ from __future__ import annotations
 import os
 
 from statekit import jsonlite
-from statekit.run.engine import FAILED, Outcome
-from statekit.run.files import FileSystem
+from statekit.engine.engine import FAILED, Outcome
+from statekit.host.files import FileSystem
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:

@@ -5,9 +5,9 @@ from __future__ import annotations
 import sys
 
 from statekit.contract import DEFAULT_PATH, EXIT_CHANGED, EXIT_FAILED, EXIT_INVALID, EXIT_OK
-from statekit.out.masking import Masker
-from statekit.out.report import emit
+from statekit.masking import Masker
 from statekit.program import Program, State
+from statekit.report.report import emit
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -28,14 +28,14 @@ def _converge_command(args: argparse.Namespace, masker: Masker) -> int:
 
 
 def _status_command(args: argparse.Namespace, masker: Masker) -> int:
-    from statekit import status  # its module only here: off the converge's import path
+    from statekit.commands import status  # its module only here: off the converge's import path
 
     _check_root(args.root)
     return status.run(args, _load_cached(args, masker), masker)
 
 
 def _drops_command(args: argparse.Namespace, masker: Masker) -> int:
-    from statekit import drops  # its module only here: off the converge's import path
+    from statekit.commands import drops  # its module only here: off the converge's import path
 
     _check_root(args.root)
     given = args.paths or args.group is None  # --group alone needs no states
@@ -93,9 +93,9 @@ def _load_cached(args: argparse.Namespace, masker: Masker) -> Program:
     would run is sealed (held a secret), else loaded (and cached, secrets left out)."""
     import os
 
+    from statekit.engine import cache
+    from statekit.host.files import FileSystem
     from statekit.load.discover import collect
-    from statekit.run import cache
-    from statekit.run.files import FileSystem
 
     if os.environ.get("STATEKIT_NO_CACHE"):
         return _load(args, masker)
@@ -122,7 +122,7 @@ def _raw_vars(items: list[str]) -> dict[str, str]:
 def _show(program: Program, masker: Masker, ids: list[str], fmt: str) -> str:
     """The states (those of ``ids``, else all, with the phases, secrets and vars) as YAML
     (each state under a ``# file:line`` comment) or JSON, every string masked."""
-    from statekit.out.report import masked_tree
+    from statekit.report.report import masked_tree
 
     _check_ids(ids, program)
     states = [s for s in program.states if not ids or s.id in ids]
@@ -185,10 +185,10 @@ def _input_errors(program: Program, masker: Masker, mode: str) -> None:
 
 
 def _converge(args: argparse.Namespace, program: Program, masker: Masker) -> int:
-    from statekit.out import report
-    from statekit.run import lock
-    from statekit.run.engine import Engine
-    from statekit.run.host import Host
+    from statekit.engine.engine import Engine
+    from statekit.host import lock
+    from statekit.host.host import Host
+    from statekit.report import report
 
     unknown = [p for p in args.phase if p not in program.phases]
     if unknown:
@@ -235,7 +235,7 @@ def _exit_code(counts: dict[str, int], program: Program, args: argparse.Namespac
 def _record(host: Any, outcomes: list[Any], phases: list[str], code: int,
             masker: Masker) -> None:
     """Keep this run for `statekit status` and `drops`; never fails the converge."""
-    from statekit.out import last_run
+    from statekit.report import last_run
 
     try:
         last_run.record(host.fs, outcomes, now=host.now, phases=phases, exit_code=code,
@@ -276,10 +276,10 @@ def _should_ask(args: argparse.Namespace, program: Program) -> bool:
 def _confirmed(args: argparse.Namespace, program: Program, masker: Masker) -> bool:
     """Show the plan (a check-mode run); True when nothing would cut traffic or the
     person answers ``yes``."""
-    from statekit.out import report
-    from statekit.run import lock
-    from statekit.run.engine import CHANGED, Engine
-    from statekit.run.host import Host
+    from statekit.engine.engine import CHANGED, Engine
+    from statekit.host import lock
+    from statekit.host.host import Host
+    from statekit.report import report
 
     host = Host(root=args.root)
     stream = sys.stdout if args.format == "text" else sys.stderr

@@ -1,7 +1,9 @@
 """Ordering: requisites (``requires``, ``onchanges``, a resource's own) and phases.
 
 Checked once for all phases: unknown targets, a requisite in a later phase, cycles
-(named). Inside a phase, states run in dependency order, file order breaking ties.
+(named). The problems are data (state, field, what is wrong): the loader, which knows the
+files, tells each with its file and line. Inside a phase, states run in dependency
+order, file order breaking ties.
 """
 
 from __future__ import annotations
@@ -16,9 +18,6 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Iterable, Mapping, Sequence
 
-    from statekit.errors import StateError
-    from statekit.load.yamlsource import Source
-
 
 def edges(state: State) -> list[tuple[str, str]]:
     """(field, target id) for every requisite of ``state``: what must run before it."""
@@ -29,16 +28,18 @@ def edges(state: State) -> list[tuple[str, str]]:
     return out
 
 
-def check_graph(states: list[State], phases: list[str], sources: Mapping[str, Source],
-                others: Iterable[str] = (), *, complete: bool = True) -> list[StateError]:
-    """Every problem of the requisites: an unknown target (with the nearest id), one in a
-    later phase, a state that requires itself, a cycle. ``others``: ids of states that
-    could not be loaded (their own errors are told: naming one is no error); with
-    ``complete`` false (a file could not be read), an unknown target is not told."""
+def check_graph(states: list[State], phases: list[str], others: Iterable[str] = (), *,
+                complete: bool = True) -> list[tuple[State, str, str]]:
+    """Every problem of the requisites, as (state, field, problem): an unknown target
+    (with the nearest id), one in a later phase, a state that requires itself, a cycle.
+    The field is the one that names the target (``requires``, ``position.before``...).
+    ``others``: ids of states that could not be loaded (their own errors are told: naming
+    one is no error); with ``complete`` false (a file could not be read), an unknown
+    target is not told."""
     by_id = {s.id: s for s in states}
     known = [*by_id, *others]
     rank = {p: i for i, p in enumerate(phases)}
-    out = []
+    out: list[tuple[State, str, str]] = []
     for state in states:
         for key, target in edges(state):
             other = by_id.get(target)
@@ -51,12 +52,10 @@ def check_graph(states: list[State], phases: list[str], sources: Mapping[str, So
             elif other is state:
                 problem = "a state cannot require itself"
             if problem:
-                out.append(_error(state, key, problem, sources))
+                out.append((state, _field(state, key), problem))
     cycle = find_cycle(states)
     if cycle:
-        first = by_id[cycle[0]]
-        out.append(_error(first, "requires", "dependency cycle: " + " -> ".join(cycle),
-                          sources))
+        out.append((by_id[cycle[0]], "requires", "dependency cycle: " + " -> ".join(cycle)))
     return out
 
 
@@ -64,9 +63,9 @@ def check_graph(states: list[State], phases: list[str], sources: Mapping[str, So
 _ORDERING_FIELD = {"iptables_rule": "position.before", "coredns_zone": "pins_from"}
 
 
-def _error(state: State, key: str, problem: str, sources: Mapping[str, Source]) -> StateError:
-    field = _ORDERING_FIELD.get(state.type, key) if key == "position" else key
-    return sources[state.file].error(["states", state.index, *field.split(".")], problem)
+def _field(state: State, key: str) -> str:
+    """The field that names the target: a type's own requisite by its own field."""
+    return _ORDERING_FIELD.get(state.type, key) if key == "position" else key
 
 
 def find_cycle(states: list[State]) -> list[str] | None:

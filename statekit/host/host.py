@@ -14,8 +14,8 @@ from abc import ABC, abstractmethod
 
 from statekit import testhook
 from statekit.errors import ApplyError
-from statekit.run.files import FileSystem
-from statekit.run.runner import Result, Runner
+from statekit.host.files import FileSystem
+from statekit.host.runner import Result, Runner
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:

@@ -18,9 +18,9 @@ so the lockdown is not in place.
 from __future__ import annotations
 
 from statekit.errors import ApplyError
+from statekit.host.host import Host
 from statekit.netfilter import save
 from statekit.program import Program, State
-from statekit.run.host import Host
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:

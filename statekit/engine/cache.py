@@ -29,15 +29,15 @@ from types import MappingProxyType
 
 from statekit import __version__
 from statekit.errors import ApplyError
+from statekit.host.files import STATE_FILE_LIMIT, read_path
 from statekit.program import Program, State
-from statekit.run.files import STATE_FILE_LIMIT, read_path
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Callable, Mapping, Sequence
     from typing import Any
 
-    from statekit.run.files import FileSystem
+    from statekit.host.files import FileSystem
 
 # hashlib's BLAKE2b from its C module (the very function hashlib exports), without the
 # OpenSSL that importing hashlib loads on every start.
@@ -90,10 +90,12 @@ def _stamp(path: str) -> str:
 
 
 def _code_stamp() -> str:
-    """Changes whenever any of statekit's modules or schemas changes (editable installs)."""
-    here = os.path.dirname(os.path.dirname(__file__))  # the package, above run/
+    """Changes whenever any of statekit's modules or schemas changes (editable installs):
+    the .py and .json files of the package and of each of its folders."""
+    here = os.path.dirname(os.path.dirname(__file__))  # the package, above engine/
     parts = []
-    for sub in (".", "load", "run", "out", "resources", "schema", "netfilter"):
+    folders = ["."]
+    for sub in folders:  # the package's own folders are appended as they are found
         try:
             entries = list(os.scandir(os.path.join(here, sub)))
         except OSError:
@@ -102,7 +104,15 @@ def _code_stamp() -> str:
             if entry.name.endswith((".py", ".json")):
                 st = entry.stat()
                 parts.append(f"{sub}/{entry.name}:{st.st_size}:{st.st_mtime_ns}")
+            elif sub == "." and _is_folder(entry):
+                folders.append(entry.name)
     return ";".join(sorted(parts))
+
+
+def _is_folder(entry: os.DirEntry[str]) -> bool:
+    """A folder of the package (load, engine, schema...), not ``__pycache__``."""
+    return (entry.is_dir(follow_symlinks=False) and entry.name.isidentifier()
+            and not entry.name.startswith("_"))
 
 
 def load(fs: FileSystem, cache_key: str, environ: Mapping[str, str]) -> Program | None:
@@ -178,7 +188,7 @@ def sealed(program: Program) -> Program:
     """``program`` as it may be written: no secret values, and every state whose spec
     holds a secret (or a sensitive field) sealed, its spec left out."""
     from statekit import resources
-    from statekit.out.masking import quick_forms
+    from statekit.masking import quick_forms
 
     needles: set[str] = set()
     for secret in program.secrets:  # plain, hex, percent-encoded and base64 forms

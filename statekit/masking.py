@@ -30,7 +30,7 @@ if TYPE_CHECKING:
     import re
     from collections.abc import Callable, Iterable
 
-    from statekit.run.files import FileSystem
+    from statekit.host.files import FileSystem
 
 MIN_SECRET = 2  # a 1-character secret would mask every occurrence of that character
 _MIN_FRAGMENT = 6
@@ -87,7 +87,7 @@ def host_key(root: str, *, create: bool) -> bytes | None:
     enter. Missing or unfit and ``create``: a fresh random key is written atomically
     (temporary file, rename; directory 0700) and read back. None when it cannot be had."""
     from statekit.errors import ApplyError
-    from statekit.run.files import FileSystem
+    from statekit.host.files import FileSystem
 
     fs = FileSystem(root)
     key = _fit_key(fs)

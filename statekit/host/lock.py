@@ -20,7 +20,7 @@ import stat
 import time
 
 from statekit.errors import ApplyError, LockTimeout
-from statekit.run.files import FileSystem
+from statekit.host.files import FileSystem
 
 DEFAULT_LOCK = "/run/statekit/lock"
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 import sys
 
-from statekit.run.engine import CHANGED, FAILED, OK, SKIPPED, Outcome
+from statekit.engine.engine import CHANGED, FAILED, OK, SKIPPED, Outcome
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:

@@ -1,0 +1,1 @@
+"""What the resources stand on: the machine (host), processes (runner), files, the lock."""

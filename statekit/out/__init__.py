@@ -1,1 +1,0 @@
-"""What statekit prints: the report and the masking of secrets."""

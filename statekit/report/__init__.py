@@ -1,0 +1,1 @@
+"""What a converge tells: the text and JSON report, and the record of the last run."""

@@ -1,1 +1,0 @@
-"""Running a program on the machine: engine, host, processes, files."""
