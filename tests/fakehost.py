@@ -19,7 +19,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from statekit.errors import ApplyError
-from statekit.host.runner import Result, Runner
+from statekit.host.runner import Result, Runner, Started
 
 BUILTIN = {"filter": ("INPUT", "FORWARD", "OUTPUT"),
            "nat": ("PREROUTING", "INPUT", "OUTPUT", "POSTROUTING"),
@@ -95,6 +95,18 @@ class FakeRunner(Runner):
                 return Result(args, 1, "", str(exc))
             return Result(args, 0, "", "")
         raise AssertionError(f"FakeRunner: unexpected command {args!r}")
+
+    def start(self, argv: Sequence[str], *, input: str | None = None) -> Started:
+        """Nothing runs ahead on the fake host: :meth:`finish` runs the command, as the
+        real runner's result would be collected (a subclass's ``run`` included)."""
+        return Started(tuple(argv))
+
+    def finish(self, started: Started, *, timeout: float = 60.0,
+               check: bool = True) -> Result:
+        return self.run(started.argv, timeout=timeout, check=check)
+
+    def cancel(self, started: Started) -> None:
+        """It never ran."""
 
     def save(self, family: str, name: str) -> str:
         chains = self.table(family, name)

@@ -412,11 +412,12 @@ def test_the_usage_synopsis_lists_each_subcommand_with_its_options() -> None:
 
 def test_the_runtime_paths_in_the_docs_are_the_ones_statekit_uses() -> None:
     from statekit.engine.cache import CACHE_PATH
+    from statekit.host.host import MEMO_DIR
     from statekit.host.lock import DEFAULT_LOCK
     from statekit.masking import KEY_PATH
     from statekit.report.last_run import PATH as LAST_RUN
 
-    used = {DEFAULT_LOCK, CACHE_PATH, KEY_PATH, LAST_RUN}
+    used = {DEFAULT_LOCK, CACHE_PATH, KEY_PATH, LAST_RUN, MEMO_DIR}
     dirs = {str(Path(p).parent) for p in used}
     named = {f"{page.name}: {path}" for page in PROSE
              for path in re.findall(r"(?:/run|/var/lib)/statekit[^\s`'\),;:]*",

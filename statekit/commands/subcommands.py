@@ -101,6 +101,7 @@ def _load_cached(args: argparse.Namespace, masker: Masker) -> Program:
         return _load(args, masker)
     fs = FileSystem(args.root)
     key = cache.key(collect(args.paths or [DEFAULT_PATH]), _raw_vars(args.var))
+    args.program_key = key  # the host's memos are this program's (Host.recall)
     program = cache.load(fs, key, os.environ)
     phases = set(getattr(args, "phase", None) or ())
     if program is not None and not any(
@@ -198,6 +199,7 @@ def _converge(args: argparse.Namespace, program: Program, masker: Masker) -> int
                          f"(declared: {', '.join(program.phases)})"
                          + did_you_mean(unknown[0], program.phases))
     host = Host(root=args.root)
+    host.memo_key = getattr(args, "program_key", "")
     Engine(program, host, check=True).preflight(args.phase)  # exit 3 before anything
     if _should_ask(args, program) and not _confirmed(args, program, masker):
         emit(sys.stderr, "statekit: not confirmed: nothing changed\n")
@@ -208,6 +210,8 @@ def _converge(args: argparse.Namespace, program: Program, masker: Masker) -> int
                    shared=args.check):
         engine = Engine(program, host, check=args.check, on_outcome=on_outcome)
         outcomes = engine.converge(args.phase or None)
+        if not args.check:
+            host.keep_learnt()
     if args.format == "json":
         emit(sys.stdout, report.as_json(
             outcomes, check=args.check, phases=args.phase or program.phases, mask=masker,

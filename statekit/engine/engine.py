@@ -99,6 +99,7 @@ class Engine:
     def _run_phase(self, phase: str) -> None:
         self.host.new_phase()
         members = [s for s in self.program.states if s.phase == phase]
+        self._start_reads(members)
         for state in graph.order(members):
             self._flush_if_needed(state)
             self.outcomes[state.id] = self._run_state(state)
@@ -106,6 +107,18 @@ class Engine:
             self._report()
         self._flush()
         self.host.new_phase()
+
+    def _start_reads(self, members: list[State]) -> None:
+        """Start the read-only commands the phase's states will run (the table saves)
+        together, before the first state: their waits overlap each other and the
+        planning of the states before them. Best effort: a state reads as it would
+        have, whatever fails here."""
+        try:
+            reads = [argv for s in members if s.enabled and s.spec is not None
+                     for argv in resources.get(s.type).reads(s.spec, self.host)]
+        except Exception:  # each state's read runs (and reports) it anyway
+            return
+        self.host.start(reads)
 
     def _report(self) -> None:
         """Report settled outcomes in run order: a staged state holds back the ones run

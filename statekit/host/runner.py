@@ -2,8 +2,10 @@
 
 A :class:`Runner` runs a command and returns a :class:`Result`; a non-zero exit raises
 :class:`~statekit.errors.ApplyError` carrying argv, exit code and stderr (``check=False``
-returns the result instead). ``Runner.calls`` counts processes for the benchmark.
-A test hook (``STATEKIT_TEST_HOOK``) can stop the process before each command.
+returns the result instead). ``run`` is ``start`` (spawn, return at once) then ``finish``
+(await, read): the host starts the reads a phase will need together (``Host.start``).
+``Runner.calls`` counts processes for the benchmark. A test hook (``STATEKIT_TEST_HOOK``)
+can stop the process before each command.
 
 Why not :mod:`subprocess`: statekit runs on a container's boot path and every five
 minutes, and a no-op converge is dominated by interpreter start-up and imports. Measured
@@ -107,6 +109,11 @@ class Runner:
         self, argv: Sequence[str], *, input: str | None = None, timeout: float = 60.0,
         check: bool = True,
     ) -> Result:
+        return self.finish(self.start(argv, input=input), timeout=timeout, check=check)
+
+    def start(self, argv: Sequence[str], *, input: str | None = None) -> Started:
+        """Spawn ``argv`` and return at once; :meth:`finish` awaits it. (A runner that
+        overrides :meth:`run`, such as a fake, overrides these two as well.)"""
         testhook.point("run", argv[0])
         self.calls += 1
         args = list(argv)
@@ -134,20 +141,56 @@ class Runner:
             except OSError as exc:  # EACCES (not executable), ENOEXEC, ...
                 raise ApplyError(f"{args[0]}: cannot execute: {exc.strerror}", argv=argv,
                                  returncode=126) from exc
-            returncode = _wait(pid, timeout)
-            stdout = _decode(_read_all(out))
-            stderr = _decode(_read_all(err))
+        except BaseException:
+            for fd in (out, err):
+                if fd >= 0:
+                    os.close(fd)
+            raise
+        finally:
+            if stdin >= 0:  # the child has its copy
+                os.close(stdin)
+        return Started(tuple(args), pid, out, err)
+
+    def finish(self, started: Started, *, timeout: float = 60.0,
+               check: bool = True) -> Result:
+        """Await a command :meth:`start` spawned (at most ``timeout`` seconds from now),
+        read its output; raise ApplyError when it fails and ``check``."""
+        argv = started.argv
+        try:
+            returncode = _wait(started.pid, timeout)
+            stdout = _decode(_read_all(started.out))
+            stderr = _decode(_read_all(started.err))
             if returncode is None:  # killed: what it printed until then is kept
                 raise ApplyError(f"timed out after {timeout:g} s", argv=argv,
                                  returncode=-1, stderr=stderr, stdout=stdout)
         finally:
-            for fd in (stdin, out, err):
-                if fd >= 0:
-                    os.close(fd)
-        result = Result(tuple(args), returncode, stdout, stderr)
+            os.close(started.out)
+            os.close(started.err)
+        result = Result(argv, returncode, stdout, stderr)
         if check and not result.ok:
             raise ApplyError("command failed", argv=argv, returncode=returncode, stderr=stderr)
         return result
+
+
+    def cancel(self, started: Started) -> None:
+        """Stop a command :meth:`start` spawned whose output is not wanted: killed (if it
+        still runs) and reaped."""
+        try:
+            _wait(started.pid, 0.0)
+        finally:
+            os.close(started.out)
+            os.close(started.err)
+
+
+class Started:
+    """A command :meth:`Runner.start` spawned and :meth:`Runner.finish` has not awaited:
+    its pid (``-1`` for a fake's) and the memfds its output goes to."""
+
+    __slots__ = ("argv", "err", "out", "pid")
+
+    def __init__(self, argv: tuple[str, ...], pid: int = -1, out: int = -1,
+                 err: int = -1) -> None:
+        self.argv, self.pid, self.out, self.err = argv, pid, out, err
 
 
 def tool_dirs() -> tuple[str, ...]:

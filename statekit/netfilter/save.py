@@ -13,7 +13,7 @@ from statekit.netfilter.table import Chain, Table, empty_table, owner
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from collections.abc import Hashable
+    from collections.abc import Hashable, Iterable
 
 SAVE = {"ipv4": "iptables-save", "ipv6": "ip6tables-save"}
 
@@ -28,7 +28,7 @@ def load(host: Host, table: str, family: str) -> Table:
     (``Table.missing``), and no tool is run."""
     key = cache_key(table, family)
     if key not in host.cache:
-        missing = family_missing(family)
+        missing = _missing(host, family)
         if missing:
             host.cache[key] = Table(table, family, {}, missing=missing)
         else:
@@ -36,6 +36,22 @@ def load(host: Host, table: str, family: str) -> Table:
             host.cache[key] = parse_save(result.stdout, table, family)
     model: Table = host.cache[key]
     return model
+
+
+def reads(host: Host, table: str, families: Iterable[str]) -> list[tuple[str, ...]]:
+    """The saves :func:`load` will run for ``table`` in ``families`` (for ``Host.start``):
+    none for a table already read this phase, or a family this machine lacks."""
+    return [(SAVE[family], "-t", table) for family in families
+            if cache_key(table, family) not in host.cache and not _missing(host, family)]
+
+
+def _missing(host: Host, family: str) -> str:
+    """:func:`family_missing`, asked of the kernel once per phase."""
+    key = ("netfilter", "missing", family)
+    if key not in host.cache:
+        host.cache[key] = family_missing(family)
+    found: str = host.cache[key]
+    return found
 
 
 def family_missing(family: str) -> str:

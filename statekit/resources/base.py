@@ -145,6 +145,12 @@ class Resource(ABC, Generic[SpecT, CurrentT]):
         only; each error is this state's (exit 3, nothing touched)."""
         return ()
 
+    def reads(self, spec: SpecT, host: Host) -> Iterable[Sequence[str]]:
+        """The read-only commands :meth:`read` will run for ``spec`` (argv lists): the
+        engine starts a phase's together, ahead of its states (``Host.start``), so their
+        waits overlap. None by default."""
+        return ()
+
     @abstractmethod
     def read(self, spec: SpecT, host: Host) -> CurrentT:
         """Read the current state of what ``spec`` describes."""

@@ -129,6 +129,9 @@ class ZoneCurrent(Record):
 
     file: ReadResult
     pins: Mapping[str, tuple[str, ...]] = EMPTY
+    #: the file is already as the state wants it, proved by an earlier converge of the
+    #: same program (:func:`already_desired`): the plan need not parse it
+    fixed: bool = False
 
 
 # --- validation --------------------------------------------------------------------
@@ -377,6 +380,40 @@ def desired(data: bytes, spec: ZoneSpec,
     return corefile.rewrite(data, edits, [_owned(spec, by_key[k], pins) for k in new])
 
 
+#: the host memo (``Host.recall``) of Corefiles proved to be as a state wants them
+FIXED_MEMO = "corefile-desired"
+
+
+def already_desired(spec: ZoneSpec, current: ReadResult, pins: Mapping[str, Sequence[str]],
+                    host: Host) -> bool:
+    """Whether the Corefile read is already what :func:`desired` makes of it for ``spec``
+    and ``pins``, without parsing it when an earlier converge of the same program proved
+    it: a refresh that changes nothing parses no Corefile. Proved here otherwise (and
+    learnt, for the next converge). Pure inputs, pure function: the proof holds while the
+    bytes, the spec, the pins and the program (code and states) are the same."""
+    old = current.file
+    if old is None or old.oversize or not spec.present:
+        return False
+    key = _fixed_key(old.content, spec, pins)
+    if key in host.recall(FIXED_MEMO):
+        return True
+    try:
+        fixed = desired(old.content, spec, pins) == old.content
+    except Exception:  # a Corefile that cannot be parsed or edited: the plan says why
+        return False
+    if fixed:
+        host.learn(FIXED_MEMO, key)
+    return fixed
+
+
+def _fixed_key(data: bytes, spec: ZoneSpec, pins: Mapping[str, Sequence[str]]) -> str:
+    from _blake2 import blake2b  # the C module (hashlib would load OpenSSL's)
+
+    digest = blake2b(repr((spec, sorted(pins.items()))).encode(), digest_size=20)
+    digest.update(b"\0" + data)
+    return digest.hexdigest()
+
+
 def _owned(spec: ZoneSpec, zone: str, pins: Mapping[str, Sequence[str]]) -> bytes:
     from statekit import corefile
 
@@ -483,11 +520,18 @@ class CorednsZone(Resource[ZoneSpec, ZoneCurrent]):
                                  f"state {other.owner!r}{_at(other.where)}: CoreDNS would "
                                  "refuse to start (give each a different bind or port)")
 
+    def reads(self, spec: ZoneSpec, host: Host) -> Iterable[Sequence[str]]:
+        """The pins' table, when the answers are pinned (:func:`read_pins`)."""
+        if spec.source is None:
+            return ()
+        from statekit.netfilter import save
+
+        return save.reads(host, spec.source.table, ("ipv4",))
+
     def read(self, spec: ZoneSpec, host: Host) -> ZoneCurrent:
         current = read_file(host, spec.path, COREFILE_LIMIT)
-        if spec.source is None:
-            return ZoneCurrent(current)
-        return ZoneCurrent(current, read_pins(spec.source, spec.zones, host))
+        pins = EMPTY if spec.source is None else read_pins(spec.source, spec.zones, host)
+        return ZoneCurrent(current, pins, already_desired(spec, current, pins, host))
 
     def plan(self, spec: ZoneSpec, current: ZoneCurrent) -> Plan:
         read, old = current.file, current.file.file
@@ -498,7 +542,8 @@ class CorednsZone(Resource[ZoneSpec, ZoneCurrent]):
         from statekit import corefile
 
         try:
-            content = desired(old.content if old else b"", spec, current.pins)
+            content = old.content if old is not None and current.fixed else desired(
+                old.content if old else b"", spec, current.pins)
         except corefile.CorefileError as exc:
             raise ApplyError(f"{spec.path}:{exc.line}: cannot parse the Corefile: "
                              f"{exc.message}") from None

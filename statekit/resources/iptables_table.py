@@ -5,14 +5,14 @@
 from __future__ import annotations
 
 from statekit.host.host import Host
-from statekit.netfilter import transaction
+from statekit.netfilter import save, transaction
 from statekit.netfilter.table import Op
 from statekit.resources.base import Plan, Transactional
 from statekit.typeshim import TypeVar
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from collections.abc import Hashable
+    from collections.abc import Hashable, Iterable, Sequence
     from typing import Protocol
 
     class TableSpec(Protocol):
@@ -31,6 +31,9 @@ CurrentT = TypeVar("CurrentT")
 class TableResource(Transactional[SpecT, CurrentT]):
     """What iptables_rule and iptables_chain share: their plans' payloads are
     ``[(family, [Op, ...]), ...]``, staged into one transaction per (table, family)."""
+
+    def reads(self, spec: SpecT, host: Host) -> Iterable[Sequence[str]]:
+        return save.reads(host, spec.table, spec.families)
 
     def transaction_keys(self, spec: SpecT) -> frozenset[Hashable]:
         return frozenset((spec.table, family) for family in spec.families)
