@@ -101,13 +101,15 @@ METHOD = """\
 - The real paths' ratios are to the floor run in the same loop (the same `bench/floor.py`
   on the 50-rule work, interleaved; no-op for the refreshes, first converge on a fresh
   namespace for the cold boot). That floor is the least a converge of 50 rules and a
-  file can do; it is not a fair floor for the lockdown, which does more: the reference
-  container's own bash runs `dig` for each allowlisted name (one process and one round
-  trip per name), renders the Corefile and loads the whole table with one
-  `iptables-restore`. A floor for that work (a hand-written script that resolves each
-  name and restores the table) is not measured here; the lockdown ratios say how far the
-  whole lockdown is from the 50-rule floor, not how far statekit is from the least the
-  lockdown could cost.
+  file can do. The lockdown refresh also has a floor of its own, *lockdown floor*
+  (`bench/floor.py --lockdown`, interleaved, its own namespace with the same CoreDNS):
+  both filter tables saved (`iptables-save`, `ip6tables-save`, one after the other), each
+  allowlisted name asked once (A over UDP, all at once, from one socket), the Corefile
+  read; nothing parsed, compared or written. Its target compares statekit's lockdown
+  refresh with it pair by pair. On such a no-op statekit starts both saves together
+  before its first state (they run while the Corefile states plan), and parses no
+  Corefile: an earlier converge of the same program proved the file already as each
+  `coredns_zone` state wants it (`/run/statekit/memo/`, docs/state-language.md).
 """
 
 
