@@ -93,10 +93,16 @@ def test_a_command_that_cannot_start_ahead_fails_when_it_is_run(tmp_path: Path) 
 # --- memos of proofs: a Corefile already as the state wants it ----------------------------
 
 
+def zone() -> coredns_zone.ZoneSpec:
+    """The OTLP zone, owned by whoever runs the test (``make check`` is not root)."""
+    return spec_of(OTLP)._replace(uid=os.geteuid(), gid=os.getegid())
+
+
 def converged(root: Path) -> Path:
     path = root / "etc/coredns/Corefile"
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_bytes(desired(FOREIGN.encode(), spec_of(OTLP)))
+    path.write_bytes(desired(FOREIGN.encode(), zone()))
+    path.chmod(0o644)
     return path
 
 
@@ -117,7 +123,7 @@ def refuse_parsing(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_a_proved_corefile_is_not_parsed_by_the_next_converge(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     converged(tmp_path)
-    spec = spec_of(OTLP)
+    spec = zone()
     host = host_of(tmp_path)
     current = RESOURCE.read(spec, host)
     assert current.fixed and not RESOURCE.plan(spec, current).changed  # proved by parsing
@@ -136,7 +142,7 @@ def test_a_proved_corefile_is_not_parsed_by_the_next_converge(
 def test_what_the_proof_does_not_cover_is_parsed_again(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch, change: str) -> None:
     path = converged(tmp_path)
-    spec = spec_of(OTLP)
+    spec = zone()
     host = host_of(tmp_path)
     assert RESOURCE.read(spec, host).fixed
     host.keep_learnt()
@@ -172,7 +178,7 @@ def test_what_the_proof_does_not_cover_is_parsed_again(
 
 
 def test_pins_are_part_of_what_is_proved() -> None:
-    spec = spec_of(OTLP)
+    spec = zone()
     one = coredns_zone._fixed_key(b"x", spec, {"a.test": ("198.18.0.1",)})
     assert one != coredns_zone._fixed_key(b"x", spec, {"a.test": ("198.18.0.2",)})
     assert one != coredns_zone._fixed_key(b"x", spec, {})
@@ -182,7 +188,7 @@ def test_pins_are_part_of_what_is_proved() -> None:
 def test_nothing_is_learnt_without_a_program_key_or_kept_beyond_the_cap(tmp_path: Path) -> None:
     converged(tmp_path)
     host = Host(root=str(tmp_path))  # no memo_key: `statekit status`, STATEKIT_NO_CACHE
-    assert RESOURCE.read(spec_of(OTLP), host).fixed
+    assert RESOURCE.read(zone(), host).fixed
     host.keep_learnt()
     assert not (tmp_path / MEMO_DIR.lstrip("/")).exists()
     host = host_of(tmp_path)
