@@ -57,6 +57,10 @@ def problems(name: str, instance: Any) -> list[tuple[list[str | int], str]]:
     pattern in words: never the regex) and, for an unknown field or value, the nearest
     valid spelling: never jsonschema's "is not valid under any of the given schemas".
     """
+    from statekit.load.schema_fast import proves_valid
+
+    if proves_valid(schema(name), instance):  # jsonschema is not even imported
+        return _check_paths(schema(name), instance)
     found: dict[tuple[str | int, ...], str] = {}
     errors = sorted(_validator(name).iter_errors(instance),
                     key=lambda e: [str(p) for p in e.absolute_path])
