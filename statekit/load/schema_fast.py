@@ -61,6 +61,13 @@ def _all(answers: list[bool | None]) -> bool | None:
     return None if None in answers else True
 
 
+def _any(answers: list[bool | None]) -> bool | None:
+    """One answer holds at least (False only when every one fails)."""
+    if True in answers:
+        return True
+    return None if None in answers else False
+
+
 # --- types and values ----------------------------------------------------------------
 
 def _is_number(value: Any) -> bool:
@@ -92,10 +99,7 @@ def _is_type(kind: Any, value: Any) -> bool | None:
 
 def _type(argument: Any, value: Any, *_: Any) -> bool | None:
     kinds = argument if isinstance(argument, list) else [argument]
-    answers = [_is_type(kind, value) for kind in kinds]
-    if True in answers:
-        return True
-    return None if None in answers else False
+    return _any([_is_type(kind, value) for kind in kinds])
 
 
 def _equal(one: Any, two: Any) -> bool | None:
@@ -117,10 +121,7 @@ def _equal(one: Any, two: Any) -> bool | None:
 def _enum(argument: Any, value: Any, *_: Any) -> bool | None:
     if not isinstance(argument, list):
         return None
-    answers = [_equal(item, value) for item in argument]
-    if True in answers:
-        return True
-    return None if None in answers else False
+    return _any([_equal(item, value) for item in argument])
 
 
 def _pattern(argument: Any, value: Any, *_: Any) -> bool | None:
@@ -226,11 +227,19 @@ def _property_names(argument: Any, value: Any, node: dict[str, Any], root: dict[
 
 # --- combinations and references -------------------------------------------------------
 
-def _one_of(argument: Any, value: Any, node: dict[str, Any], root: dict[str, Any],
-            depth: int) -> bool | None:
+def _branches(argument: Any, value: Any, root: dict[str, Any],
+              depth: int) -> list[bool | None] | None:
+    """Each subschema's answer for ``value`` (None: not a list of subschemas)."""
     if not isinstance(argument, list):
         return None
-    answers = [_check(sub, value, root, depth) for sub in argument]
+    return [_check(sub, value, root, depth) for sub in argument]
+
+
+def _one_of(argument: Any, value: Any, node: dict[str, Any], root: dict[str, Any],
+            depth: int) -> bool | None:
+    answers = _branches(argument, value, root, depth)
+    if answers is None:
+        return None
     holding = answers.count(True)
     if holding > 1:
         return False
@@ -241,19 +250,14 @@ def _one_of(argument: Any, value: Any, node: dict[str, Any], root: dict[str, Any
 
 def _any_of(argument: Any, value: Any, node: dict[str, Any], root: dict[str, Any],
             depth: int) -> bool | None:
-    if not isinstance(argument, list):
-        return None
-    answers = [_check(sub, value, root, depth) for sub in argument]
-    if True in answers:
-        return True
-    return None if None in answers else False
+    answers = _branches(argument, value, root, depth)
+    return None if answers is None else _any(answers)
 
 
 def _all_of(argument: Any, value: Any, node: dict[str, Any], root: dict[str, Any],
             depth: int) -> bool | None:
-    if not isinstance(argument, list):
-        return None
-    return _all([_check(sub, value, root, depth) for sub in argument])
+    answers = _branches(argument, value, root, depth)
+    return None if answers is None else _all(answers)
 
 
 def _ref(argument: Any, value: Any, node: dict[str, Any], root: dict[str, Any],
