@@ -188,6 +188,13 @@ class _Reader:
         self.at += 1
         return self.words[self.at - 1]
 
+    def take_number(self, option: str) -> int:
+        """The option's value, which must be a decimal number."""
+        value = self.take()
+        if not value.isdigit():
+            raise Unsupported(f"{self.line!r}: {option} {value} (a number only)")
+        return int(value)
+
     def read(self) -> TracedRule:
         while self.at < len(self.words):
             word = self.take()
@@ -234,20 +241,16 @@ class _Reader:
             mask, comp = _flag_set(self.take()), _flag_set(self.take())
             add(lambda p: ((p.flags & mask) == comp) != negate)
         elif word == "--icmpv6-type":
-            value = self.take()
-            if not value.isdigit():
-                raise Unsupported(f"{self.line!r}: --icmpv6-type {value} (a number only)")
-            add(lambda p: p.icmpv6_type == int(value))
+            icmpv6_type = self.take_number(word)
+            add(lambda p: p.icmpv6_type == icmpv6_type)
         elif word == "--ctstate":
             states = set(self.take().split(","))
             if not states <= set(CTSTATES):
                 raise Unsupported(f"{self.line!r}: --ctstate {','.join(sorted(states))}")
             add(lambda p: p.ctstate in states)
         elif word == "--uid-owner":
-            value = self.take()
-            if not value.isdigit():
-                raise Unsupported(f"{self.line!r}: --uid-owner {value} (a number only)")
-            add(lambda p: p.uid == int(value))
+            uid = self.take_number(word)
+            add(lambda p: p.uid == uid)
         elif word == "--comment":
             self.take()
         else:
