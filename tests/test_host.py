@@ -112,6 +112,12 @@ def host_of(root: Path, key: str = "program-1") -> Host:
     return host
 
 
+def already_wanted(current: coredns_zone.ZoneCurrent) -> bool:
+    """Whether the read found the Corefile already as the state wants it."""
+    found = current.file.file
+    return found is not None and current.wanted == found.content
+
+
 def refuse_parsing(monkeypatch: pytest.MonkeyPatch) -> None:
     def fail(*_: object, **__: object) -> None:
         raise AssertionError("parsed")
@@ -126,7 +132,8 @@ def test_a_proved_corefile_is_not_parsed_by_the_next_converge(
     spec = zone()
     host = host_of(tmp_path)
     current = RESOURCE.read(spec, host)
-    assert current.fixed and not RESOURCE.plan(spec, current).changed  # proved by parsing
+    assert already_wanted(current)  # proved by parsing
+    assert not RESOURCE.plan(spec, current).changed
     host.keep_learnt()
     memo = tmp_path / MEMO_DIR.lstrip("/") / FIXED_MEMO
     assert oct(memo.stat().st_mode & 0o777) == "0o600"
@@ -134,7 +141,8 @@ def test_a_proved_corefile_is_not_parsed_by_the_next_converge(
 
     refuse_parsing(monkeypatch)
     current = RESOURCE.read(spec, host_of(tmp_path))
-    assert current.fixed and not RESOURCE.plan(spec, current).changed
+    assert already_wanted(current)
+    assert not RESOURCE.plan(spec, current).changed
 
 
 @pytest.mark.parametrize("change", ["a byte", "another program", "not ours", "a symlink",
@@ -144,7 +152,8 @@ def test_what_the_proof_does_not_cover_is_parsed_again(
     path = converged(tmp_path)
     spec = zone()
     host = host_of(tmp_path)
-    assert RESOURCE.read(spec, host).fixed
+    current = RESOURCE.read(spec, host)
+    assert already_wanted(current)
     host.keep_learnt()
     memo = tmp_path / MEMO_DIR.lstrip("/") / FIXED_MEMO
     key = "program-1"
@@ -172,8 +181,8 @@ def test_what_the_proof_does_not_cover_is_parsed_again(
     monkeypatch.setattr(coredns_zone, "_PARSED", {})
     current = RESOURCE.read(spec, host_of(tmp_path, key))
     assert seen, "the Corefile was not parsed"
-    assert current.fixed is (change in ("another program", "not ours", "a symlink",
-                                        "garbage"))
+    fixed = already_wanted(current)
+    assert fixed is (change in ("another program", "not ours", "a symlink", "garbage"))
     assert RESOURCE.plan(spec, current).changed is (change in ("a byte", "the spec"))
 
 
@@ -188,7 +197,8 @@ def test_pins_are_part_of_what_is_proved() -> None:
 def test_nothing_is_learnt_without_a_program_key_or_kept_beyond_the_cap(tmp_path: Path) -> None:
     converged(tmp_path)
     host = Host(root=str(tmp_path))  # no memo_key: `statekit status`, STATEKIT_NO_CACHE
-    assert RESOURCE.read(zone(), host).fixed
+    current = RESOURCE.read(zone(), host)
+    assert already_wanted(current)
     host.keep_learnt()
     assert not (tmp_path / MEMO_DIR.lstrip("/")).exists()
     host = host_of(tmp_path)

@@ -97,6 +97,7 @@ def _load_cached(args: argparse.Namespace, masker: Masker) -> Program:
     from statekit.host.files import FileSystem
     from statekit.load.discover import collect
 
+    args.program_key = ""  # no cache key, no memos (Host.recall)
     if os.environ.get("STATEKIT_NO_CACHE"):
         return _load(args, masker)
     fs = FileSystem(args.root)
@@ -199,7 +200,7 @@ def _converge(args: argparse.Namespace, program: Program, masker: Masker) -> int
                          f"(declared: {', '.join(program.phases)})"
                          + did_you_mean(unknown[0], program.phases))
     host = Host(root=args.root)
-    host.memo_key = getattr(args, "program_key", "")
+    host.memo_key = args.program_key
     Engine(program, host, check=True).preflight(args.phase)  # exit 3 before anything
     if _should_ask(args, program) and not _confirmed(args, program, masker):
         emit(sys.stderr, "statekit: not confirmed: nothing changed\n")

@@ -129,9 +129,10 @@ class ZoneCurrent(Record):
 
     file: ReadResult
     pins: Mapping[str, tuple[str, ...]] = EMPTY
-    #: the file is already as the state wants it, proved by an earlier converge of the
-    #: same program (:func:`already_desired`): the plan need not parse it
-    fixed: bool = False
+    #: the Corefile as the state wants it, when the read already knows it
+    #: (:func:`wanted_content`: proved by an earlier converge of the same program, or
+    #: computed here); None: the plan computes it (and says why it cannot)
+    wanted: bytes | None = None
 
 
 # --- validation --------------------------------------------------------------------
@@ -384,26 +385,27 @@ def desired(data: bytes, spec: ZoneSpec,
 FIXED_MEMO = "corefile-desired"
 
 
-def already_desired(spec: ZoneSpec, current: ReadResult, pins: Mapping[str, Sequence[str]],
-                    host: Host) -> bool:
-    """Whether the Corefile read is already what :func:`desired` makes of it for ``spec``
-    and ``pins``, without parsing it when an earlier converge of the same program proved
-    it: a refresh that changes nothing parses no Corefile. Proved here otherwise (and
-    learnt, for the next converge). Pure inputs, pure function: the proof holds while the
-    bytes, the spec, the pins and the program (code and states) are the same."""
+def wanted_content(spec: ZoneSpec, current: ReadResult, pins: Mapping[str, Sequence[str]],
+                   host: Host) -> bytes | None:
+    """The Corefile read as :func:`desired` makes it for ``spec`` and ``pins``; without
+    parsing it when an earlier converge of the same program proved the file already so: a
+    refresh that changes nothing parses no Corefile. A file found already so is learnt,
+    for the next converge. Pure inputs, pure function: the proof holds while the bytes,
+    the spec, the pins and the program (code and states) are the same. None when the
+    file cannot be edited (the plan says why)."""
     old = current.file
     if old is None or old.oversize or not spec.present:
-        return False
+        return None
     key = _fixed_key(old.content, spec, pins)
     if key in host.recall(FIXED_MEMO):
-        return True
+        return old.content
     try:
-        fixed = desired(old.content, spec, pins) == old.content
+        content = desired(old.content, spec, pins)
     except Exception:  # a Corefile that cannot be parsed or edited: the plan says why
-        return False
-    if fixed:
+        return None
+    if content == old.content:
         host.learn(FIXED_MEMO, key)
-    return fixed
+    return content
 
 
 def _fixed_key(data: bytes, spec: ZoneSpec, pins: Mapping[str, Sequence[str]]) -> str:
@@ -531,7 +533,7 @@ class CorednsZone(Resource[ZoneSpec, ZoneCurrent]):
     def read(self, spec: ZoneSpec, host: Host) -> ZoneCurrent:
         current = read_file(host, spec.path, COREFILE_LIMIT)
         pins = EMPTY if spec.source is None else read_pins(spec.source, spec.zones, host)
-        return ZoneCurrent(current, pins, already_desired(spec, current, pins, host))
+        return ZoneCurrent(current, pins, wanted_content(spec, current, pins, host))
 
     def plan(self, spec: ZoneSpec, current: ZoneCurrent) -> Plan:
         read, old = current.file, current.file.file
@@ -542,7 +544,7 @@ class CorednsZone(Resource[ZoneSpec, ZoneCurrent]):
         from statekit import corefile
 
         try:
-            content = old.content if old is not None and current.fixed else desired(
+            content = current.wanted if current.wanted is not None else desired(
                 old.content if old else b"", spec, current.pins)
         except corefile.CorefileError as exc:
             raise ApplyError(f"{spec.path}:{exc.line}: cannot parse the Corefile: "
