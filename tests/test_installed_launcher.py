@@ -53,7 +53,8 @@ def decoy_dir(path: Path, marker: Path) -> Path:
     return path
 
 
-@pytest.mark.parametrize("how", ["absolute", "relative", "chain", "path lookup"])
+@pytest.mark.parametrize("how", ["absolute", "relative", "chain", "path lookup",
+                                 "directory link"])
 def test_a_symlink_beside_another_python3_runs_the_venvs(venv: Path, tmp_path: Path,
                                                         how: str) -> None:
     marker = tmp_path / "decoy-ran"
@@ -67,6 +68,9 @@ def test_a_symlink_beside_another_python3_runs_the_venvs(venv: Path, tmp_path: P
         hop = decoy_dir(tmp_path / "hop", marker) / "statekit"
         hop.symlink_to(real)
         link.symlink_to(hop)
+    elif how == "directory link":  # the file itself, reached through a linked directory
+        (tmp_path / "opt-bin").symlink_to(real.parent)
+        link = tmp_path / "opt-bin" / "statekit"
     else:
         link.symlink_to(real)
     argv = ["/bin/sh", "-c", "statekit --version"] if how == "path lookup" else [
@@ -88,8 +92,20 @@ def test_the_decoy_fails_loudly_when_run(venv: Path, tmp_path: Path) -> None:
     assert marker.exists()
 
 
-def test_the_venvs_own_launcher_still_runs_its_python(venv: Path) -> None:
-    proc = subprocess.run([str(venv / "bin" / "statekit"), "--version"], capture_output=True,
-                          text=True, timeout=60, check=False, env={"PATH": "/usr/bin:/bin"})
+@pytest.mark.parametrize("relative", [False, True])
+def test_the_venvs_own_launcher_still_runs_its_python(venv: Path, tmp_path: Path,
+                                                      relative: bool) -> None:
+    """Run by its own path (no symlink: no readlink either), absolute or relative, with a
+    planted ``real`` and ``dir``, and a ``CDPATH`` whose ``bin/`` holds a decoy python3:
+    the launcher must take none of them for its own directory."""
+    marker = tmp_path / "decoy-ran"
+    decoy_dir(tmp_path / "bin", marker)
+    script = "bin/statekit" if relative else str(venv / "bin" / "statekit")
+    proc = subprocess.run([script, "--version"], capture_output=True, text=True, timeout=60,
+                          check=False, cwd=venv,
+                          env={"PATH": "/usr/bin:/bin", "CDPATH": str(tmp_path),
+                               "real": str(tmp_path / "bin" / "statekit"),
+                               "dir": str(tmp_path / "bin")})
+    assert not marker.exists(), marker.read_text()
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip().endswith(__version__)
