@@ -184,39 +184,22 @@ def tool_log(tmp_path: Path) -> ToolLog:
 
 COREDNS = TOOLS / "coredns"
 
-_QUERY = """
-import json, sys, time
-import dns.message, dns.query, dns.rcode
-server, port, name, rdtype, expect, timeout = sys.argv[1:]
-want = json.loads(expect)
-deadline = time.monotonic() + float(timeout)
-while True:
-    try:
-        reply = dns.query.udp(dns.message.make_query(name, rdtype), server, port=int(port),
-                              timeout=1)
-        got = [dns.rcode.to_text(reply.rcode()),
-               sorted(rr.to_text() for rrset in reply.answer for rr in rrset)]
-    except Exception as exc:
-        got = ["ERROR " + type(exc).__name__, []]
-    if want is None or got == want or time.monotonic() > deadline:
-        break
-    time.sleep(0.1)
-print(json.dumps(got))
-"""
+_QUERY = str(REPO / "tests" / "e2e" / "dns_probe.py")  # stdlib only (see its docstring)
 
 
 def dns_query(
     netns: str, server: str, name: str, rdtype: str = "A", *, port: int = 53,
     expect: tuple[str, list[str]] | None = None, timeout: float = 10.0,
 ) -> tuple[str, list[str]]:
-    """Ask ``server`` inside ``netns`` (dnspython); with ``expect``, retry until it comes.
+    """Ask ``server`` inside ``netns`` (tests/e2e/dns_probe.py); with ``expect``, retry
+    until it comes.
 
     Returns ``(rcode, sorted answer texts)``, e.g. ``("NOERROR", ["192.0.2.7"])``.
     """
     want = json.dumps(None if expect is None else [expect[0], expect[1]])
     proc = subprocess.run(
-        ["ip", "netns", "exec", netns, sys.executable, "-c", _QUERY, server, str(port), name,
-         rdtype, want, str(timeout)], capture_output=True, text=True, check=True,
+        ["ip", "netns", "exec", netns, sys.executable, "-I", _QUERY, "wait", server, str(port),
+         name, rdtype, want, str(timeout)], capture_output=True, text=True, check=True,
         timeout=timeout + 30)
     rcode, answers = json.loads(proc.stdout)
     return str(rcode), list(answers)

@@ -104,24 +104,7 @@ STATE_FILE = "sandbox.json"
 
 Resolver = Literal["upstream", "local"] | None
 
-DNS_PROBE = """\
-import json, sys
-import dns.exception, dns.message, dns.query, dns.rcode, dns.rdatatype
-name, rdtype, server, port, timeout, transport, source_port = sys.argv[1:8]
-query = dns.message.make_query(name, rdtype)
-send = dns.query.tcp if transport == "tcp" else dns.query.udp
-try:
-    reply = send(query, server, port=int(port), timeout=float(timeout),
-                 source_port=int(source_port))
-except dns.exception.Timeout:
-    print(json.dumps({"rcode": "TIMEOUT", "answers": []}))
-except OSError as exc:
-    print(json.dumps({"rcode": "ERROR", "answers": [], "error": str(exc)}))
-else:
-    want = dns.rdatatype.from_text(rdtype)
-    answers = [rd.to_text() for rrset in reply.answer if rrset.rdtype == want for rd in rrset]
-    print(json.dumps({"rcode": dns.rcode.to_text(reply.rcode()), "answers": answers}))
-"""
+DNS_PROBE = str(E2E / "dns_probe.py")  # stdlib only: a probe costs a start-up, no more
 
 TCP_PROBE = """\
 import errno, socket, sys
@@ -747,10 +730,10 @@ class Sandbox:
                   port: int = 53, timeout: float = 2.0,
                   transport: Literal["udp", "tcp"] = "udp", user: int | None = None,
                   source_port: int = 0) -> DnsAnswer:
-        """Ask ``server`` for ``name``/``rdtype`` from inside the container (dnspython),
+        """Ask ``server`` for ``name``/``rdtype`` from inside the container (dns_probe.py),
         over UDP or TCP, as ``user`` (root by default), from ``source_port`` if given."""
         proc = self.run_in_container(
-            [sys.executable, "-I", "-c", DNS_PROBE, name, rdtype, server, str(port),
+            [sys.executable, "-I", DNS_PROBE, "ask", name, rdtype, server, str(port),
              str(timeout), transport, str(source_port)], resolver=None,
             timeout=timeout + 30, user=user)
         if proc.returncode != 0:
@@ -761,8 +744,8 @@ class Sandbox:
                         timeout: float = 1.0) -> DnsAnswer:
         """What the upstream DNS answers for ``name``/A, asked from inside the internet
         (no container firewall in the way; for the harness's own checks)."""
-        proc = run(["ip", "netns", "exec", self.internet, sys.executable, "-I", "-c",
-                    DNS_PROBE, name, "A", server, "53", str(timeout), "udp", "0"],
+        proc = run(["ip", "netns", "exec", self.internet, sys.executable, "-I",
+                    DNS_PROBE, "ask", name, "A", server, "53", str(timeout), "udp", "0"],
                    timeout=timeout + 30)
         return DnsAnswer(**json.loads(proc.stdout))
 
