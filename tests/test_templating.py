@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -9,6 +12,7 @@ from jinja2 import UndefinedError
 
 from statekit.load import templating
 from statekit.load.templating import EnvView, FilterInputError, Renderer
+from tests.conftest import REPO
 
 
 @pytest.mark.parametrize(("url", "host", "port", "scheme"), [
@@ -68,3 +72,66 @@ def test_sandbox_blocks_attribute_escape() -> None:
 
     with pytest.raises(SecurityError):
         Renderer().render("{{ ''.__class__.__mro__[1].__subclasses__() }}", {})
+
+
+@pytest.mark.parametrize(("template", "context"), [
+    ("{{ n }}", {"n": [1, {"a": 2}]}),
+    ("{{  items  }}", {"items": ("x",)}),
+    ("{{ env }}", {"env": EnvView({"A": "1"})}),
+    ("{{ true }}", {"true": "a var named like a literal"}),
+    ("{{ None }}", {"None": 1}),
+    ("{{ n }}", {"n": None}),
+])
+def test_a_bare_name_is_what_jinja2_gives(template: str, context: dict[str, Any]) -> None:
+    """The bare-name shortcut (no Jinja2) against Jinja2 itself (the same sandbox)."""
+    from jinja2 import StrictUndefined
+    from jinja2.sandbox import ImmutableSandboxedEnvironment
+
+    jinja = ImmutableSandboxedEnvironment(undefined=StrictUndefined)
+    want = jinja.compile_expression(template.strip()[2:-2], undefined_to_none=False)(
+        **context)
+    got = Renderer().render(template, context)
+    assert got == want and type(got) is type(want)
+
+
+def test_a_bare_name_not_in_the_context_is_still_an_error() -> None:
+    with pytest.raises(UndefinedError, match="'nope' is undefined"):
+        Renderer().render("{{ nope }}", {"n": 1})
+
+
+def test_each_source_is_compiled_once_and_each_render_has_its_budget() -> None:
+    """Compiled once per process (the memo), yet every render starts a new budget: a
+    template that spends most of the budget renders again and again."""
+    from statekit.load.template_limits import MAX_VALUE
+
+    big = "{{ ('x' * (n // 2)) ~ ('y' * (n // 2)) }}"
+    shared = templating._compiled()
+    for _ in range(12):  # ~2 M of work each, 20 M the budget of one render
+        assert len(Renderer().render(big, {"n": MAX_VALUE - 2})) == MAX_VALUE - 2
+    assert list(shared.expressions).count(big.strip()[2:-2]) == 1
+    assert templating._compiled() is shared
+
+
+def test_the_memo_is_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(templating, "_MEMO", 4)
+    shared = templating._compiled()
+    shared.expressions.clear()
+    for i in range(10):
+        assert Renderer().render(f"{{{{ n + {i} }}}}", {"n": 1}) == 1 + i
+    assert 1 <= len(shared.expressions) <= 4
+
+
+def test_states_of_bare_names_load_without_jinja2(tmp_path: Path) -> None:
+    """A cold load whose templates are all bare names never imports Jinja2 (~50 ms)."""
+    states = tmp_path / "s.yaml"
+    states.write_text("phases: [auth]\nvars:\n  path: /etc/x.env\n  keep: true\nstates:\n"
+                      "  - id: f\n    type: env_file\n    phase: auth\n"
+                      "    path: '{{ path }}'\n    when: keep\n    entries: {A: '1'}\n")
+    probe = ("import sys\nfrom statekit.load import loader\n"
+             f"program = loader.load([{str(states)!r}], environ={{}})\n"
+             "print(program.states[0].spec.path, 'jinja2' in sys.modules)")
+    proc = subprocess.run([sys.executable, "-I", "-c", probe], capture_output=True,
+                          text=True, check=False, cwd=REPO, timeout=60,
+                          env={"PATH": "/usr/bin:/bin"})
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.split() == ["/etc/x.env", "False"]

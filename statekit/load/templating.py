@@ -10,14 +10,16 @@ from __future__ import annotations
 import base64
 import re
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
-from jinja2 import StrictUndefined, TemplateError
-
-from statekit.load import template_limits as limits
+if TYPE_CHECKING:
+    from statekit.load.template_limits import LimitedEnvironment
 
 _SINGLE_EXPR = re.compile(r"^\s*\{\{(?P<expr>(?:(?!\{\{|\}\}|\{%|%\}).)*)\}\}\s*$", re.DOTALL)
+_NAME = re.compile(r"\s*([A-Za-z_][A-Za-z0-9_]*)\s*")
+_LITERALS = frozenset({"true", "false", "none", "True", "False", "None"})  # Jinja2's, not names
+_MEMO = 512  # compiled sources kept: a state file's templates, many times over
 _DEFAULT_PORTS = {"https": 443, "http": 80, "grpc": 443, "dns": 53, "tls": 853}
 
 
@@ -145,18 +147,12 @@ TESTS: dict[str, Callable[..., bool]] = {"ip": is_ip}
 
 class Renderer:
     """Renders values (recursively, strings only) against a context, each string within
-    the limits of :mod:`statekit.load.template_limits` (size, work, time)."""
+    the limits of :mod:`statekit.load.template_limits` (size, work, time).
 
-    def __init__(self) -> None:
-        self.jinja = limits.LimitedEnvironment(
-            undefined=StrictUndefined, autoescape=False, keep_trailing_newline=True,
-        )
-        from statekit.load import input_checks as inputs
-
-        self.jinja.filters.update(FILTERS)
-        self.jinja.filters.update(inputs.FILTERS)
-        self.jinja.tests["dns_name"] = inputs.is_dns_name
-        self.jinja.tests.update(TESTS)
+    A value that is one bare name of the context (``{{ domains }}``, ``when: telemetry``)
+    is that value, as Jinja2 would give it, without Jinja2; anything else is compiled
+    once per process (see :class:`_Compiled`).
+    """
 
     def render(self, value: Any, context: Mapping[str, Any]) -> Any:
         """Render every string inside ``value``; raise TemplateError or FilterInputError."""
@@ -174,19 +170,79 @@ class Renderer:
         match = _SINGLE_EXPR.match(text)
         if match:
             return self.expression(match.group("expr"), context)
-        self.jinja.begin()
+        from statekit.load import template_limits as limits
+
+        jinja = _compiled()
+        jinja.env.begin()
         with limits.clock():
-            return limits.joined(self.jinja.from_string(text).generate(context))
+            return limits.joined(jinja.template(text).generate(context))
 
     def expression(self, expr: str, context: Mapping[str, Any]) -> Any:
         """Evaluate one expression (``when:``, or a whole-value ``{{ ... }}``)."""
-        self.jinja.begin()
+        name = _NAME.fullmatch(expr)
+        if name and name.group(1) in context and name.group(1) not in _LITERALS:
+            return context[name.group(1)]
+        from jinja2 import StrictUndefined
+
+        from statekit.load import template_limits as limits
+
+        jinja = _compiled()
+        jinja.env.begin()
         with limits.clock():
-            compiled = self.jinja.compile_expression(expr, undefined_to_none=False)
-            result = compiled(**context)
+            result = jinja.expression(expr)(**context)
         if isinstance(result, StrictUndefined):
             str(result)  # raises UndefinedError with the name
         return result
+
+
+class _Compiled:
+    """The process's one sandboxed environment, and what it compiled, by source.
+
+    The code Jinja2 makes of a source depends on nothing else (each render gets a new
+    budget from :meth:`LimitedEnvironment.begin`, its context comes with the call), and
+    compiling it was most of a cold load's templating: the shipped states hold 71
+    templates, 16 of them distinct. At most :data:`_MEMO` of each kind are kept.
+    """
+
+    def __init__(self) -> None:
+        from jinja2 import StrictUndefined
+
+        from statekit.load import input_checks as inputs
+        from statekit.load import template_limits as limits
+
+        self.env: LimitedEnvironment = limits.LimitedEnvironment(
+            undefined=StrictUndefined, autoescape=False, keep_trailing_newline=True,
+        )
+        self.env.filters.update(FILTERS)
+        self.env.filters.update(inputs.FILTERS)
+        self.env.tests["dns_name"] = inputs.is_dns_name
+        self.env.tests.update(TESTS)
+        self.templates: dict[str, Any] = {}
+        self.expressions: dict[str, Any] = {}
+
+    def template(self, source: str) -> Any:
+        return _memo(self.templates, source, self.env.from_string)
+
+    def expression(self, source: str) -> Any:
+        return _memo(self.expressions, source,
+                     lambda text: self.env.compile_expression(text, undefined_to_none=False))
+
+
+def _memo(memo: dict[str, Any], source: str, make: Callable[[str], Any]) -> Any:
+    if source not in memo:
+        if len(memo) >= _MEMO:
+            memo.clear()
+        memo[source] = make(source)  # a source that does not compile is not kept
+    return memo[source]
+
+
+_SHARED: list[_Compiled] = []
+
+
+def _compiled() -> _Compiled:
+    if not _SHARED:
+        _SHARED.append(_Compiled())
+    return _SHARED[0]
 
 
 def describe(exc: Exception, names: list[str] | None = None) -> str:
@@ -200,6 +256,8 @@ def describe(exc: Exception, names: list[str] | None = None) -> str:
     name = undefined_name(exc)
     if name is not None:
         return f"template error: {name!r} is undefined" + did_you_mean(name, names or [])
+    from jinja2 import TemplateError
+
     if isinstance(exc, TemplateError):
         return f"template error: {exc.message or exc}"
     return f"template error: {exc}"
