@@ -6,7 +6,9 @@ returns None and argparse decides. Whatever it accepts must parse exactly as arg
 
 from __future__ import annotations
 
+import argparse
 import contextlib
+import functools
 import io
 import json
 import subprocess
@@ -23,11 +25,18 @@ from statekit import cli, contract
 REPO = Path(__file__).resolve().parent.parent
 
 
+@functools.cache
+def _parser() -> argparse.ArgumentParser:
+    """One argparse parser for every example: building it takes 6 ms, parsing 0.3 ms, and
+    a parser keeps nothing of one ``parse_args`` for the next."""
+    return cli.build_parser()
+
+
 def reference(argv: list[str]) -> dict[str, Any] | None:
     """``vars()`` of argparse's result, or None when argparse exits (error or --help)."""
     with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
         try:
-            return vars(cli.build_parser().parse_args(argv))
+            return vars(_parser().parse_args(argv))
         except SystemExit:
             return None
 
