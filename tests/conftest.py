@@ -60,6 +60,29 @@ def statekit(
     return Run(proc.returncode, proc.stdout, proc.stderr)
 
 
+def statekit_in_process(args: Sequence[str], *, env: Mapping[str, str] | None = None) -> Run:
+    """``statekit ARGS`` as :func:`statekit` runs it (the same environment, nothing else
+    inherited), but in this process: ``statekit.cli.main``, the output captured. For the
+    tables of inputs that run the CLI hundreds of times: an interpreter start and a cold
+    import cost more than the run (the e2e and hardening tests run the real command)."""
+    import contextlib
+    import io
+
+    from statekit import cli
+
+    out, err, saved_env = io.StringIO(), io.StringIO(), dict(os.environ)
+    os.environ.clear()
+    os.environ.update({"PATH": saved_env["PATH"], "LANG": "C.UTF-8", **(env or {})})
+    try:
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            code = cli.main(list(args))
+    finally:
+        os.environ.clear()
+        os.environ.update(saved_env)
+    record_output(out.getvalue(), err.getvalue())
+    return Run(code, out.getvalue(), err.getvalue())
+
+
 class NetnsBackend(LocalBackend):  # type: ignore[misc]
     """testinfra's local backend, with every command run inside a network namespace."""
 

@@ -21,15 +21,12 @@
 from __future__ import annotations
 
 import base64
-import contextlib
-import io
 import json
-import os
 import re
 import shlex
 import stat
 import tempfile
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 from urllib.parse import unquote
@@ -38,14 +35,20 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from statekit import cli
 from statekit.corefile import parse as parse_corefile
 from statekit.errors import StateError
 from statekit.host.files import ReadResult
 from statekit.load import loader
 from statekit.resources.coredns_zone import CorednsZone, ZoneCurrent, ZoneSpec
 from statekit.resources.iptables_rule import RuleSpec, expand
-from tests.conftest import REPO, in_netns, record_output, register_token, saved
+from tests.conftest import (
+    REPO,
+    in_netns,
+    record_output,
+    register_token,
+    saved,
+    statekit_in_process,
+)
 from tests.otel_parsers import python_sdk_attributes
 
 pytestmark = pytest.mark.netns
@@ -95,24 +98,9 @@ def hostile(base: str, valid: tuple[str, ...] = ()) -> st.SearchStrategy[str]:
                      st.sampled_from([base, *valid]))
 
 
-@contextlib.contextmanager
-def environment(values: Mapping[str, str]) -> Iterator[None]:
-    saved_env = dict(os.environ)
-    os.environ.clear()
-    os.environ.update({"PATH": saved_env["PATH"], "STATEKIT_NO_CACHE": "1", **values})
-    try:
-        yield
-    finally:
-        os.environ.clear()
-        os.environ.update(saved_env)
-
-
 def run_cli(argv: list[str], env: Mapping[str, str]) -> tuple[int, str, str]:
-    out, err = io.StringIO(), io.StringIO()
-    with environment(env), contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        code = cli.main(argv)
-    record_output(out.getvalue(), err.getvalue())
-    return code, out.getvalue(), err.getvalue()
+    run = statekit_in_process(argv, env={"STATEKIT_NO_CACHE": "1", **env})
+    return run.returncode, run.stdout, run.stderr
 
 
 def read_env_file(path: Path) -> dict[str, str]:

@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import REPO, Run, statekit
+from tests.conftest import REPO, Run, statekit, statekit_in_process
 
 pytestmark = pytest.mark.netns
 
@@ -26,8 +26,9 @@ HEADER = "Authorization=Basic " + base64.b64encode(f"123456:{TOKEN}".encode()).d
 
 
 def auth(root: Path, env: dict[str, str], *extra: str) -> Run:
-    return statekit(["converge", "--phase", "auth", "--root", str(root), *extra, STATES],
-                    env=env)
+    """The auth phase (the env file only: no namespace needed), in this process."""
+    return statekit_in_process(["converge", "--phase", "auth", "--root", str(root), *extra,
+                                STATES], env=env)
 
 
 def env_file(root: Path) -> Path:

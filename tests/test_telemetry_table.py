@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import REPO, statekit
+from tests.conftest import REPO, statekit_in_process
 from tests.e2e.harness import read_env_file
 from tests.otel_parsers import (
     js_sdk_attributes,
@@ -27,8 +27,8 @@ RA = "OTEL_RESOURCE_ATTRIBUTES"
 
 
 def converge(root: Path, env: dict[str, str]) -> tuple[int, str, dict[str, str]]:
-    result = statekit(["converge", "--phase", "auth", "--root", str(root), STATES],
-                      env={**ON, **env})
+    result = statekit_in_process(["converge", "--phase", "auth", "--root", str(root), STATES],
+                                 env={**ON, **env})
     assert ON["GRAFANA_API_TOKEN"] not in result.output
     path = root / "tmp/otel/otel-env"
     if result.returncode == 3:
