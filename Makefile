@@ -80,12 +80,12 @@ lint: venv
 typecheck: lint
 
 # Tests run in parallel (pytest-xdist; figures in docs/development.md), each worker its own
-# session with its own sandbox namespaces. `make test`: two workers per core (the namespaced
+# session with its own sandbox namespaces. `make test`: three workers per core (the namespaced
 # tests spend much of their time waiting: DNS timeouts, TTLs, signals), TEST_JOBS=N to
 # change it, 0 for none; `make check`: one per core (CPU-bound). Bytecode is cached (this
 # machine sets PYTHONDONTWRITEBYTECODE): each worker imports the whole suite, and pytest
 # would rewrite every test module's asserts on each import.
-TEST_JOBS ?= $(shell echo $$(( $$(nproc) * 2 )))
+TEST_JOBS ?= $(shell echo $$(( $$(nproc) * 3 )))
 PYTEST := env -u PYTHONDONTWRITEBYTECODE $(BIN)/pytest -q --dist worksteal
 
 # The inner loop (under a minute): lint, types, and every test that needs neither root, nor

@@ -56,12 +56,13 @@ REFUSED = [  # (template, what the message says)
 @pytest.mark.parametrize(("template", "message"), REFUSED)
 def test_size_multiplying_templates_are_refused_in_milliseconds(template: str,
                                                                message: str) -> None:
-    start = time.perf_counter()
+    Renderer().render("{{ 1 }}", {})  # Jinja2 imported, the sandbox built: not counted
+    start = time.process_time()  # CPU, not wall: a busy machine does not make it fail
     with pytest.raises((SecurityError, UndefinedError)) as caught:
         Renderer().render(template, {"env": EnvView()})
-    elapsed = time.perf_counter() - start
+    elapsed = time.process_time() - start
     assert message in str(caught.value), caught.value
-    assert elapsed < 0.5, f"{elapsed:.3f} s"
+    assert elapsed < 0.5, f"{elapsed:.3f} s of CPU"  # was 19 s and more before the limits
 
 
 def test_a_text_template_renders_at_most_the_limit() -> None:
@@ -138,6 +139,6 @@ def test_weight_counts_shared_parts_each_time_and_stops_at_the_limit() -> None:
     deep: list[Any] = ["x" * 1000]
     for _ in range(20):
         deep = [deep] * 10  # 10^20 characters as it prints
-    start = time.perf_counter()
+    start = time.process_time()
     assert limits.weight(deep, limit=10_000) > 10_000
-    assert time.perf_counter() - start < 0.1
+    assert time.process_time() - start < 0.1
