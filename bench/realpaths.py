@@ -256,11 +256,12 @@ def measure_refresh(results: Results, scenario: str, contenders: Sequence[Conten
 
 
 def refresh_runs(args: argparse.Namespace) -> int:
-    """Runs per refresh cell: three times ``--runs`` (15 by default). A refresh takes about
-    50 ms, so more runs cost little, and with 5 the pair-by-pair median of this shared VM
-    moved from 1.05x to 1.40x between two runs of the same code (the 1.2x lockdown target
-    sits in that noise)."""
-    return 3 * int(args.runs)
+    """Runs per refresh cell: nine times ``--runs`` (45 by default). A refresh takes about
+    60 ms, so more runs cost little (about 30 s a scenario), and this shared VM is noisy:
+    with 5 runs the lockdown's pair-by-pair median moved from 1.05x to 1.40x between two
+    runs of the same code; one run of 15 gave 1.29x where interleaved runs of 30 to 40
+    gave 1.14x to 1.19x. The 1.2x target sits in that noise."""
+    return 9 * int(args.runs)
 
 
 def _count(results: Results, scenario: str, ready: dict[Contender, tuple[str, Path]],

@@ -101,9 +101,10 @@ METHOD = """\
 - The real paths' ratios are to the floor run in the same loop (the same `bench/floor.py`
   on the 50-rule work, interleaved; no-op for the refreshes, first converge on a fresh
   namespace for the cold boot). That floor is the least a converge of 50 rules and a
-  file can do. A refresh cell takes three times `--runs` (15 by default): a refresh takes
-  about 50 ms, and with 5 runs the lockdown's pair-by-pair median moved from 1.05x to 1.40x
-  between two runs of the same code on this shared VM. The lockdown refresh also has a
+  file can do. A refresh cell takes nine times `--runs` (45 by default): a refresh takes
+  about 60 ms, and on this shared VM the lockdown's pair-by-pair median of the same code
+  moved from 1.05x to 1.40x between two runs of 5; one run of 15 gave 1.29x where
+  interleaved runs of 30 to 40 on one world gave 1.14x to 1.19x. The lockdown refresh also has a
   floor of its own, *lockdown floor*
   (`bench/floor.py --lockdown`, interleaved, its own namespace with the same CoreDNS):
   both filter tables saved (`iptables-save`, `ip6tables-save`, one after the other), each
