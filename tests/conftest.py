@@ -221,8 +221,9 @@ def dns_query(
     """
     want = json.dumps(None if expect is None else [expect[0], expect[1]])
     proc = subprocess.run(
-        ["ip", "netns", "exec", netns, sys.executable, "-I", _QUERY, "wait", server, str(port),
-         name, rdtype, want, str(timeout)], capture_output=True, text=True, check=True,
+        ["ip", "netns", "exec", netns, sys.executable, "-I", "-S", _QUERY, "wait", server,
+         str(port), name, rdtype, want, str(timeout)], capture_output=True, text=True,
+        check=True,
         timeout=timeout + 30)
     rcode, answers = json.loads(proc.stdout)
     return str(rcode), list(answers)

@@ -105,6 +105,9 @@ STATE_FILE = "sandbox.json"
 Resolver = Literal["upstream", "local"] | None
 
 DNS_PROBE = str(E2E / "dns_probe.py")  # stdlib only: a probe costs a start-up, no more
+# The interpreter of the stdlib-only probes: isolated, and no site (its .pth files and
+# site-packages are ~5 ms of each of the suite's hundreds of probes).
+PROBE_PYTHON = [sys.executable, "-I", "-S"]
 
 TCP_PROBE = """\
 import errno, socket, sys
@@ -733,7 +736,7 @@ class Sandbox:
         """Ask ``server`` for ``name``/``rdtype`` from inside the container (dns_probe.py),
         over UDP or TCP, as ``user`` (root by default), from ``source_port`` if given."""
         proc = self.run_in_container(
-            [sys.executable, "-I", DNS_PROBE, "ask", name, rdtype, server, str(port),
+            [*PROBE_PYTHON, DNS_PROBE, "ask", name, rdtype, server, str(port),
              str(timeout), transport, str(source_port)], resolver=None,
             timeout=timeout + 30, user=user)
         if proc.returncode != 0:
@@ -744,8 +747,8 @@ class Sandbox:
                         timeout: float = 1.0) -> DnsAnswer:
         """What the upstream DNS answers for ``name``/A, asked from inside the internet
         (no container firewall in the way; for the harness's own checks)."""
-        proc = run(["ip", "netns", "exec", self.internet, sys.executable, "-I",
-                    DNS_PROBE, "ask", name, "A", server, "53", str(timeout), "udp", "0"],
+        proc = run(["ip", "netns", "exec", self.internet, *PROBE_PYTHON, DNS_PROBE, "ask",
+                    name, "A", server, "53", str(timeout), "udp", "0"],
                    timeout=timeout + 30)
         return DnsAnswer(**json.loads(proc.stdout))
 
@@ -754,7 +757,7 @@ class Sandbox:
         what a DROP in the container's OUTPUT chain gives: TCP retries the SYN), or an
         errno name such as ``ENETUNREACH``."""
         proc = self.run_in_container(
-            [sys.executable, "-I", "-c", TCP_PROBE, addr, str(port), str(timeout)],
+            [*PROBE_PYTHON, "-c", TCP_PROBE, addr, str(port), str(timeout)],
             resolver=None, timeout=timeout + 30)
         if proc.returncode != 0:
             raise SandboxError(f"tcp probe failed: {proc.stderr.strip()}")
@@ -769,7 +772,7 @@ class Sandbox:
         did, an errno name (``EPERM``: the OUTPUT chain dropped it), ``unresolved`` for
         a name that did not resolve. As ``user`` (root by default), from ``source``
         and ``source_port`` when given (``addr`` may be a name: ``resolver``)."""
-        argv = [sys.executable, "-I", "-c", NET_PROBE, proto, addr, str(port), str(timeout),
+        argv = [*PROBE_PYTHON, "-c", NET_PROBE, proto, addr, str(port), str(timeout),
                 source, str(source_port)]
         if where == "internet":
             proc = self.run_in_internet(argv, timeout=timeout + 30)
