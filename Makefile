@@ -99,7 +99,12 @@ AS_USER = $(if $(filter 0,$(shell id -u)),$(shell \
 check: venv lint
 	$(AS_USER) $(PYTEST) -n auto -m "not netns and not root and not needs"
 
+# The bytecode first, in one process (statekit's, and pytest's rewrite of every test
+# module: 5.5 s of CPU on a fresh clone, 2.2 s once cached), so that the workers do not
+# each compile the same files at once.
 test: venv deps coredns node-deps claude-code lint
+	$(BIN)/python -m compileall -q statekit
+	$(PYTEST) --collect-only >/dev/null
 	$(PYTEST) -n $(TEST_JOBS)
 
 # Root first: the demo creates network namespaces; nothing is built for a run that cannot.
