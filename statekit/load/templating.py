@@ -13,13 +13,14 @@ from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
+from statekit.load import input_checks as inputs
+from statekit.load import template_fast as fast
+
 if TYPE_CHECKING:
     from statekit.load.template_limits import LimitedEnvironment
 
 _SINGLE_EXPR = re.compile(r"^\s*\{\{(?P<expr>(?:(?!\{\{|\}\}|\{%|%\}).)*)\}\}\s*$", re.DOTALL)
-_NAME = re.compile(r"\s*([A-Za-z_][A-Za-z0-9_]*)\s*")
-_LITERALS = frozenset({"true", "false", "none", "True", "False", "None"})  # Jinja2's, not names
-_MEMO = 512  # compiled sources kept: a state file's templates, many times over
+_MEMO = 512  # parsed or compiled sources kept: a state file's templates, many times over
 _DEFAULT_PORTS = {"https": 443, "http": 80, "grpc": 443, "dns": 53, "tls": 853}
 
 
@@ -149,9 +150,9 @@ class Renderer:
     """Renders values (recursively, strings only) against a context, each string within
     the limits of :mod:`statekit.load.template_limits` (size, work, time).
 
-    A value that is one bare name of the context (``{{ domains }}``, ``when: telemetry``)
-    is that value, as Jinja2 would give it, without Jinja2; anything else is compiled
-    once per process (see :class:`_Compiled`).
+    What :mod:`statekit.load.template_fast` can read (names, filters, ``if``... the
+    shipped states' templates) it evaluates without Jinja2, to the value Jinja2 gives;
+    anything else Jinja2 compiles, once per process (see :class:`_Compiled`).
     """
 
     def render(self, value: Any, context: Mapping[str, Any]) -> Any:
@@ -170,6 +171,12 @@ class Renderer:
         match = _SINGLE_EXPR.match(text)
         if match:
             return self.expression(match.group("expr"), context)
+        parts = _tree(_FAST_TEMPLATES, text, fast.parse_template)
+        if parts is not None:
+            try:
+                return _FAST.render(parts, context)
+            except Exception:  # noqa: S110 -- not for the quick path: Jinja2 renders it
+                pass
         from statekit.load import template_limits as limits
 
         jinja = _compiled()
@@ -179,9 +186,12 @@ class Renderer:
 
     def expression(self, expr: str, context: Mapping[str, Any]) -> Any:
         """Evaluate one expression (``when:``, or a whole-value ``{{ ... }}``)."""
-        name = _NAME.fullmatch(expr)
-        if name and name.group(1) in context and name.group(1) not in _LITERALS:
-            return context[name.group(1)]
+        tree = _tree(_FAST_EXPRESSIONS, expr, fast.parse)
+        if tree is not None:
+            try:
+                return _FAST.value(tree, context)
+            except Exception:  # noqa: S110 -- not for the quick path: Jinja2 evaluates it
+                pass
         from jinja2 import StrictUndefined
 
         from statekit.load import template_limits as limits
@@ -207,16 +217,13 @@ class _Compiled:
     def __init__(self) -> None:
         from jinja2 import StrictUndefined
 
-        from statekit.load import input_checks as inputs
         from statekit.load import template_limits as limits
 
         self.env: LimitedEnvironment = limits.LimitedEnvironment(
             undefined=StrictUndefined, autoescape=False, keep_trailing_newline=True,
         )
-        self.env.filters.update(FILTERS)
-        self.env.filters.update(inputs.FILTERS)
-        self.env.tests["dns_name"] = inputs.is_dns_name
-        self.env.tests.update(TESTS)
+        self.env.filters.update(_FAST.filters)
+        self.env.tests.update(_FAST.tests)
         self.templates: dict[str, Any] = {}
         self.expressions: dict[str, Any] = {}
 
@@ -236,7 +243,23 @@ def _memo(memo: dict[str, Any], source: str, make: Callable[[str], Any]) -> Any:
     return memo[source]
 
 
+def _tree(memo: dict[str, Any], source: str, parse: Callable[[str], Any]) -> Any:
+    """The quick path's reading of ``source`` (None: not for it), once per process."""
+    if source not in memo:
+        if len(memo) >= _MEMO:
+            memo.clear()
+        try:
+            memo[source] = parse(source)
+        except Exception:  # Unsupported, or anything else: Jinja2's to read
+            memo[source] = None
+    return memo[source]
+
+
 _SHARED: list[_Compiled] = []
+_FAST = fast.Evaluator({**FILTERS, **inputs.FILTERS},
+                       {**TESTS, "dns_name": inputs.is_dns_name})
+_FAST_EXPRESSIONS: dict[str, Any] = {}
+_FAST_TEMPLATES: dict[str, Any] = {}
 
 
 def _compiled() -> _Compiled:
