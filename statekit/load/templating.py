@@ -210,8 +210,9 @@ class _Compiled:
 
     The code Jinja2 makes of a source depends on nothing else (each render gets a new
     budget from :meth:`LimitedEnvironment.begin`, its context comes with the call), and
-    compiling it was most of a cold load's templating: the shipped states hold 71
-    templates, 16 of them distinct. At most :data:`_MEMO` of each kind are kept.
+    compiling it is most of what a template costs Jinja2 (a state file repeats its
+    templates: the shipped ones hold 71, 16 of them distinct). At most :data:`_MEMO` of
+    each kind are kept.
     """
 
     def __init__(self) -> None:
@@ -239,20 +240,18 @@ def _memo(memo: dict[str, Any], source: str, make: Callable[[str], Any]) -> Any:
     if source not in memo:
         if len(memo) >= _MEMO:
             memo.clear()
-        memo[source] = make(source)  # a source that does not compile is not kept
+        memo[source] = make(source)  # a source that raises here is not kept
     return memo[source]
 
 
 def _tree(memo: dict[str, Any], source: str, parse: Callable[[str], Any]) -> Any:
     """The quick path's reading of ``source`` (None: not for it), once per process."""
-    if source not in memo:
-        if len(memo) >= _MEMO:
-            memo.clear()
+    def read(text: str) -> Any:
         try:
-            memo[source] = parse(source)
+            return parse(text)
         except Exception:  # Unsupported, or anything else: Jinja2's to read
-            memo[source] = None
-    return memo[source]
+            return None
+    return _memo(memo, source, read)
 
 
 _SHARED: list[_Compiled] = []
