@@ -28,6 +28,7 @@ _SPACE = re.compile(r"[ \t\n]*")
 _CONSTANTS = {"true": True, "True": True, "false": False, "False": False, "none": None,
               "None": None}
 _KEYWORDS = frozenset({"and", "or", "not", "if", "else", "is", "in"})
+_COMPARE = frozenset({("op", "=="), ("op", "!=")})
 _PART = re.compile(r"\{\{(.*?)\}\}", re.DOTALL)
 
 Node = tuple[Any, ...]
@@ -119,17 +120,17 @@ class _Parser:
         return node
 
     def _or(self) -> Node:
-        node = self._and()
-        while self._is("name", "or"):
-            self.at += 1
-            node = ("or", node, self._and())
-        return node
+        return self._chain("or", self._and)
 
     def _and(self) -> Node:
-        node = self._not()
-        while self._is("name", "and"):
+        return self._chain("and", self._not)
+
+    def _chain(self, word: str, operand: Callable[[], Node]) -> Node:
+        """``operand (word operand)*``, left to right."""
+        node = operand()
+        while self._is("name", word):
             self.at += 1
-            node = ("and", node, self._not())
+            node = (word, node, operand())
         return node
 
     def _not(self) -> Node:
@@ -140,10 +141,9 @@ class _Parser:
 
     def _compare(self) -> Node:
         node = self._concat()
-        if self._is("op", "==") or self._is("op", "!="):
-            op = self._take("op")
-            node = ("compare", op, node, self._concat())
-        if self._is("op", "==") or self._is("op", "!=") or self._is("name", "in") or (
+        if self._peek() in _COMPARE:
+            node = ("compare", self._take("op"), node, self._concat())
+        if self._peek() in _COMPARE or self._is("name", "in") or (
                 self._is("name", "not") and self._peek(1) == ("name", "in")):
             raise Unsupported("a chained comparison or 'in'")
         return node

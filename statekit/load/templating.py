@@ -171,33 +171,25 @@ class Renderer:
         match = _SINGLE_EXPR.match(text)
         if match:
             return self.expression(match.group("expr"), context)
-        parts = _tree(_FAST_TEMPLATES, text, fast.parse_template)
-        if parts is not None:
-            try:
-                return _FAST.render(parts, context)
-            except Exception:  # noqa: S110 -- not for the quick path: Jinja2 renders it
-                pass
+        quick = _quick(_FAST_TEMPLATES, text, fast.parse_template, _FAST.render, context)
+        if quick is not _MISS:
+            return quick
         from statekit.load import template_limits as limits
 
-        jinja = _compiled()
-        jinja.env.begin()
+        jinja = _budgeted()
         with limits.clock():
             return limits.joined(jinja.template(text).generate(context))
 
     def expression(self, expr: str, context: Mapping[str, Any]) -> Any:
         """Evaluate one expression (``when:``, or a whole-value ``{{ ... }}``)."""
-        tree = _tree(_FAST_EXPRESSIONS, expr, fast.parse)
-        if tree is not None:
-            try:
-                return _FAST.value(tree, context)
-            except Exception:  # noqa: S110 -- not for the quick path: Jinja2 evaluates it
-                pass
+        quick = _quick(_FAST_EXPRESSIONS, expr, fast.parse, _FAST.value, context)
+        if quick is not _MISS:
+            return quick
         from jinja2 import StrictUndefined
 
         from statekit.load import template_limits as limits
 
-        jinja = _compiled()
-        jinja.env.begin()
+        jinja = _budgeted()
         with limits.clock():
             result = jinja.expression(expr)(**context)
         if isinstance(result, StrictUndefined):
@@ -244,14 +236,32 @@ def _memo(memo: dict[str, Any], source: str, make: Callable[[str], Any]) -> Any:
     return memo[source]
 
 
-def _tree(memo: dict[str, Any], source: str, parse: Callable[[str], Any]) -> Any:
-    """The quick path's reading of ``source`` (None: not for it), once per process."""
+def _quick(memo: dict[str, Any], source: str, parse: Callable[[str], Any],
+           run: Callable[[Any, Mapping[str, Any]], Any], context: Mapping[str, Any]) -> Any:
+    """What the quick path makes of ``source`` (read once per process), or :data:`_MISS`
+    when it is not for it: Jinja2 then renders it, and words any error."""
     def read(text: str) -> Any:
         try:
             return parse(text)
         except Exception:  # Unsupported, or anything else: Jinja2's to read
             return None
-    return _memo(memo, source, read)
+    tree = _memo(memo, source, read)
+    if tree is None:
+        return _MISS
+    try:
+        return run(tree, context)
+    except Exception:  # Unsupported, or an error Jinja2 gives in its own words
+        return _MISS
+
+
+def _budgeted() -> _Compiled:
+    """The shared sandbox, with a new budget for one render."""
+    jinja = _compiled()
+    jinja.env.begin()
+    return jinja
+
+
+_MISS = object()
 
 
 _SHARED: list[_Compiled] = []
