@@ -18,6 +18,7 @@ asks the same question (as dnspython checks); anything else is ignored (UDP) or 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import secrets
 import socket
@@ -105,22 +106,27 @@ def parse(wire: bytes, qid: int, question: bytes) -> tuple[str, list[tuple[int, 
     return RCODES.get(flags & 0xF, str(flags & 0xF)), answers
 
 
-def _family(server: str) -> socket.AddressFamily:
-    return socket.AF_INET6 if ":" in server else socket.AF_INET
+Answer = tuple[str, list[tuple[int, str]]]
+
+
+def _socket(server: str, kind: socket.SocketKind, source_port: int) -> socket.socket:
+    family = socket.AF_INET6 if ":" in server else socket.AF_INET
+    sock = socket.socket(family, kind)
+    if source_port:
+        sock.bind(("::" if family == socket.AF_INET6 else "0.0.0.0", source_port))
+    return sock
 
 
 def _udp(wire: bytes, server: str, port: int, deadline: float, source_port: int,
-         accept: Callable[[bytes], bool]) -> bytes:
-    family = _family(server)
-    with socket.socket(family, socket.SOCK_DGRAM) as sock:
-        if source_port:
-            sock.bind(("::" if family == socket.AF_INET6 else "0.0.0.0", source_port))
+         read: Callable[[bytes], Answer]) -> Answer:
+    with _socket(server, socket.SOCK_DGRAM, source_port) as sock:
         sock.sendto(wire, (server, port))
         while True:  # unconnected, as dnspython's: an ICMP error is a timeout, not a reply
             sock.settimeout(max(deadline - time.monotonic(), 0.001))
             reply, source = sock.recvfrom(65535)
-            if source[0] == server and source[1] == port and accept(reply):
-                return reply
+            if source[0] == server and source[1] == port:
+                with contextlib.suppress(BadReply):  # not a reply to us: ignored
+                    return read(reply)
 
 
 def _recv_exactly(sock: socket.socket, size: int) -> bytes:
@@ -134,64 +140,54 @@ def _recv_exactly(sock: socket.socket, size: int) -> bytes:
 
 
 def _tcp(wire: bytes, server: str, port: int, deadline: float, source_port: int) -> bytes:
-    family = _family(server)
-    with socket.socket(family, socket.SOCK_STREAM) as sock:
+    with _socket(server, socket.SOCK_STREAM, source_port) as sock:
         sock.settimeout(max(deadline - time.monotonic(), 0.001))
-        if source_port:
-            sock.bind(("::" if family == socket.AF_INET6 else "0.0.0.0", source_port))
         sock.connect((server, port))
         sock.sendall(struct.pack("!H", len(wire)) + wire)
         (size,) = struct.unpack("!H", _recv_exactly(sock, 2))
         return _recv_exactly(sock, size)
 
 
+def _exchange(name: str, rdtype: str, server: str, port: int, timeout: float,
+              transport: str = "udp", source_port: int = 0) -> Answer:
+    """One query and its reply, read (TimeoutError, OSError: none came)."""
+    qid, wire = make_query(name, rdtype)
+    deadline = time.monotonic() + timeout
+
+    def read(reply: bytes) -> Answer:
+        return parse(reply, qid, wire[12:])
+
+    if transport == "tcp":
+        return read(_tcp(wire, server, port, deadline, source_port))
+    return _udp(wire, server, port, deadline, source_port, read)
+
+
 def ask(name: str, rdtype: str, server: str, port: int, timeout: float,
         transport: str = "udp", source_port: int = 0) -> dict[str, object]:
-    qid, wire = make_query(name, rdtype)
-    question = wire[12:]
-    deadline = time.monotonic() + timeout
     try:
-        reply = (_tcp(wire, server, port, deadline, source_port) if transport == "tcp"
-                 else _udp(wire, server, port, deadline, source_port,
-                           lambda r: _is_reply(r, qid, question)))
+        rcode, answers = _exchange(name, rdtype, server, port, timeout, transport,
+                                   source_port)
     except TimeoutError:
         return {"rcode": "TIMEOUT", "answers": []}
     except OSError as exc:
         return {"rcode": "ERROR", "answers": [], "error": str(exc)}
-    rcode, answers = parse(reply, qid, question)
     return {"rcode": rcode, "answers": [text for rtype, text in answers
                                         if rtype == TYPES[rdtype]]}
 
 
 def wait(server: str, port: int, name: str, rdtype: str, want: object,
          timeout: float) -> list[object]:
+    """[rcode, sorted answers of every type], asked over UDP (1 s each) until ``want``."""
     deadline = time.monotonic() + timeout
     while True:
         try:
-            got: list[object] = _ask_all(server, port, name, rdtype)
+            rcode, answers = _exchange(name, rdtype, server, port, 1.0)
+            got: list[object] = [rcode, sorted(text for _, text in answers)]
         except Exception as exc:  # told as the answer, and asked again
             got = ["ERROR " + type(exc).__name__, []]
         if want is None or got == want or time.monotonic() > deadline:
             return got
         time.sleep(0.1)
-
-
-def _ask_all(server: str, port: int, name: str, rdtype: str) -> list[object]:
-    """[rcode, sorted answers of every type] of one query over UDP (1 s)."""
-    qid, wire = make_query(name, rdtype)
-    question = wire[12:]
-    reply = _udp(wire, server, port, time.monotonic() + 1, 0,
-                 lambda r: _is_reply(r, qid, question))
-    rcode, answers = parse(reply, qid, question)
-    return [rcode, sorted(text for _, text in answers)]
-
-
-def _is_reply(reply: bytes, qid: int, question: bytes) -> bool:
-    try:
-        parse(reply, qid, question)
-    except BadReply:
-        return False
-    return True
 
 
 def main(argv: list[str]) -> int:
