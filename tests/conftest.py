@@ -207,9 +207,6 @@ def tool_log(tmp_path: Path) -> ToolLog:
 
 COREDNS = TOOLS / "coredns"
 
-_QUERY = str(REPO / "tests" / "e2e" / "dns_probe.py")  # stdlib only (see its docstring)
-
-
 def dns_query(
     netns: str, server: str, name: str, rdtype: str = "A", *, port: int = 53,
     expect: tuple[str, list[str]] | None = None, timeout: float = 10.0,
@@ -221,9 +218,8 @@ def dns_query(
     """
     want = json.dumps(None if expect is None else [expect[0], expect[1]])
     proc = subprocess.run(
-        ["ip", "netns", "exec", netns, sys.executable, "-I", "-S", _QUERY, "wait", server,
-         str(port), name, rdtype, want, str(timeout)], capture_output=True, text=True,
-        check=True,
+        ["ip", "netns", "exec", netns, *PROBE_PYTHON, DNS_PROBE, "wait", server, str(port),
+         name, rdtype, want, str(timeout)], capture_output=True, text=True, check=True,
         timeout=timeout + 30)
     rcode, answers = json.loads(proc.stdout)
     return str(rcode), list(answers)
@@ -283,7 +279,7 @@ def pytest_configure(config: pytest.Config) -> None:
 
 # --- the end-to-end sandbox (tests/e2e/harness.py; also driven by scripts/sandbox.py) ----
 
-from tests.e2e.harness import Sandbox  # noqa: E402  (this section was appended)
+from tests.e2e.harness import DNS_PROBE, PROBE_PYTHON, Sandbox  # noqa: E402  (appended)
 
 
 @pytest.fixture(scope="session")
