@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -12,7 +9,6 @@ from jinja2 import UndefinedError
 
 from statekit.load import templating
 from statekit.load.templating import EnvView, FilterInputError, Renderer
-from tests.conftest import REPO
 
 
 @pytest.mark.parametrize(("url", "host", "port", "scheme"), [
@@ -119,19 +115,3 @@ def test_the_memo_is_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
     for i in range(10):
         assert Renderer().render(f"{{{{ n + {i} }}}}", {"n": 1}) == 1 + i
     assert 1 <= len(shared.expressions) <= 4
-
-
-def test_states_of_bare_names_load_without_jinja2(tmp_path: Path) -> None:
-    """A cold load whose templates are all bare names never imports Jinja2 (~50 ms)."""
-    states = tmp_path / "s.yaml"
-    states.write_text("phases: [auth]\nvars:\n  path: /etc/x.env\n  keep: true\nstates:\n"
-                      "  - id: f\n    type: env_file\n    phase: auth\n"
-                      "    path: '{{ path }}'\n    when: keep\n    entries: {A: '1'}\n")
-    probe = ("import sys\nfrom statekit.load import loader\n"
-             f"program = loader.load([{str(states)!r}], environ={{}})\n"
-             "print(program.states[0].spec.path, 'jinja2' in sys.modules)")
-    proc = subprocess.run([sys.executable, "-I", "-c", probe], capture_output=True,
-                          text=True, check=False, cwd=REPO, timeout=60,
-                          env={"PATH": "/usr/bin:/bin"})
-    assert proc.returncode == 0, proc.stderr
-    assert proc.stdout.split() == ["/etc/x.env", "False"]
